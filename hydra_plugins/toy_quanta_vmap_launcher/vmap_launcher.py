@@ -1,0 +1,142 @@
+"""`hydra/launcher=vmap`: trains a multirun's same-shaped jobs as one vmapped ensemble.
+
+Jobs whose configs differ only in per-member scalars (toy_quanta.config.VECTOR_KEYS: seed,
+task.alpha, model.init_scale, optim.lr, optim.weight_decay; and ensemble.*, name) form a group and
+are trained as one compiled program. Then every job goes through Hydra's ordinary `run_job`,
+so each still gets its own output directory, .hydra/ configs, log file and return value.
+The launcher serves the toy_quanta app only: it trains through toy_quanta, not through the
+task function Hydra hands it. Its config, `hydra/launcher=vmap`, is registered by
+toy_quanta.config, which the app imports (so it is found in editable installs too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from toy_quanta.config import VECTOR_KEYS  # light: no JAX; the engine is imported only when launching
+
+log = logging.getLogger(__name__)
+
+# Keys that never split a group: per-member scalars, the ensemble lists, and labels.
+_MEMBER_KEYS = (*VECTOR_KEYS, "name", "train.progress")
+
+
+def group_key(cfg: Any) -> str:
+    """Everything about a job that changes array shapes or the compiled program."""
+    tree = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    tree.pop("ensemble", None)
+    for key in _MEMBER_KEYS:
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node[part]
+        node.pop(leaf, None)
+    return json.dumps(tree, sort_keys=True)
+
+
+class VmapLauncher(Launcher):
+    def __init__(self, max_group_members: Optional[int] = None) -> None:
+        self.max_group_members = max_group_members
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def _job_config(self, overrides: Sequence[str], idx: int) -> DictConfig:
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = idx
+            sweep_config.hydra.job.num = idx
+        return sweep_config
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from toy_quanta.app import run_job as run_toy_quanta_job, to_config
+        from toy_quanta.config import validate
+        from toy_quanta.engine.loop import fit
+        from toy_quanta.engine.members import expand
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = self.config.hydra.sweep.dir
+        Path(str(sweep_dir)).mkdir(parents=True, exist_ok=True)
+
+        jobs = []  # (idx, overrides, sweep_config, typed cfg or None)
+        for i, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + i
+            sweep_config = self._job_config(overrides, idx)
+            HydraConfig.instance().set_config(sweep_config)
+            try:
+                cfg = to_config(sweep_config)
+                validate(cfg)
+            except Exception:
+                cfg = None  # run_job below raises the same error inside the job, which marks it failed
+            jobs.append((idx, list(overrides), sweep_config, cfg))
+
+        groups: dict[str, list[int]] = defaultdict(list)
+        for pos, (_, _, _, cfg) in enumerate(jobs):
+            if cfg is not None:
+                groups[group_key(cfg)].append(pos)
+        batches = []
+        for positions in groups.values():
+            batch: list[int] = []
+            for pos in positions:
+                n = len(expand(jobs[pos][3]))
+                if batch and self.max_group_members and sum(len(expand(jobs[p][3])) for p in batch) + n > self.max_group_members:
+                    batches.append(batch)
+                    batch = []
+                batch.append(pos)
+            batches.append(batch)
+        log.info(f"vmap launcher: {len(job_overrides)} jobs in {len(batches)} vmapped group(s)")
+
+        trained: dict[int, Any] = {}  # job position -> FitResult of its members, or the exception
+        group_info: dict[int, dict] = {}
+        for g, batch in enumerate(batches):
+            members, spans = [], []
+            for pos in batch:
+                job_members = expand(jobs[pos][3])
+                spans.append(range(len(members), len(members) + len(job_members)))
+                members += job_members
+            first_cfg = dataclasses.replace(jobs[batch[0]][3], name=f"group {g}")
+            ids = [jobs[pos][0] for pos in batch]
+            log.info(f"group {g}: jobs {ids}, {len(members)} members")
+            t0 = time.time()
+            HydraConfig.instance().set_config(jobs[batch[0]][2])
+            try:
+                result = fit(first_cfg, members)
+            except Exception as exc:  # every job of the group fails with it; other groups go on
+                log.error(f"group {g} failed: {exc}")
+                for pos in batch:
+                    trained[pos] = exc
+                continue
+            info = {"group": g, "group_jobs": ids, "group_members": len(members), "group_wall_time_s": time.time() - t0}
+            for pos, span in zip(batch, spans):
+                trained[pos] = result.select(list(span))
+                group_info[pos] = info
+
+        runs = []
+        for pos, (idx, overrides, sweep_config, _) in enumerate(jobs):
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+
+            def task(cfg: DictConfig, pos=pos, overrides=overrides) -> Any:
+                return run_toy_quanta_job(cfg, HydraConfig.get().runtime.output_dir, overrides,
+                                          trained=trained.get(pos), group=group_info.get(pos))
+
+            task.__name__ = getattr(self.task_function, "__name__", "task")
+            runs.append(run_job(hydra_context=self.hydra_context, task_function=task, config=sweep_config,
+                                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return runs

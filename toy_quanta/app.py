@@ -1,0 +1,187 @@
+"""The Hydra app, `toy-quanta`: one job = one ensemble of members trained as one program.
+
+    toy-quanta                                   # the default job (experiment=demo)
+    toy-quanta -m model.width=16,32,64 seed=0,1  # a sweep, one job after another
+    toy-quanta -m hydra/launcher=vmap model.width=16,32 seed=0,1,2  # same-shaped jobs vmapped together
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from toy_quanta import results
+from toy_quanta.config import VECTOR_KEYS, Config, validate
+from toy_quanta.engine.loop import FitResult, fit
+from toy_quanta.engine.members import expand
+from toy_quanta.models.mlp import n_params
+from toy_quanta.plotting import plot_curves
+
+log = logging.getLogger("toy_quanta")
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices on every run
+
+FLUSH_EVERY_S = 10.0  # rewrite metrics.parquet at most this often while training
+
+
+def to_config(cfg: DictConfig | Config) -> Config:
+    """The typed Config of a composed Hydra config (the `hydra` node, if present, is left out)."""
+    if isinstance(cfg, Config):
+        return cfg
+    cfg = cfg.copy()
+    if "hydra" in cfg:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return OmegaConf.to_object(cfg)
+
+
+def override_columns(overrides: list[str]) -> dict[str, Any]:
+    """The job's swept values from its Hydra overrides, as metric-table columns."""
+    columns = {}
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if not sep or key.startswith(("hydra.", "hydra/", "ensemble.")) or key in VECTOR_KEYS:
+            continue
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        columns[key] = parsed if isinstance(parsed, (int, float, str, bool)) else value
+    return columns
+
+
+class JobWriter:
+    """Writes one job's results into its directory, as training goes and at the end."""
+
+    def __init__(self, out_dir: Path, cfg: Config, columns: dict[str, Any]):
+        self.out_dir, self.cfg, self.columns = Path(out_dir), cfg, columns
+        self.started = time.time()
+        self.last_flush = 0.0
+        self.latest: FitResult | None = None  # the run as far as it got, for fail()
+
+    def write_config(self, dcfg: DictConfig | Config) -> None:
+        text = OmegaConf.to_yaml(OmegaConf.structured(dcfg) if isinstance(dcfg, Config) else dcfg, resolve=True)
+        results.atomic_write(self.out_dir / "config.yaml", lambda p: p.write_text(text))
+
+    def on_log(self, result: FitResult) -> None:
+        self.latest = result
+        if time.time() - self.last_flush >= FLUSH_EVERY_S:
+            results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
+            self.last_flush = time.time()
+
+    def finish(self, result: FitResult, group: dict[str, Any] | None = None) -> dict[str, Any]:
+        cfg, t, m = self.cfg, self.cfg.task, self.cfg.model
+        results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
+        if cfg.train.checkpoint:
+            results.save_checkpoint(self.out_dir / results.CHECKPOINT_FILE, result.params)
+        n_members = len(result.members)
+        summary = {
+            "status": "completed",
+            "name": cfg.name,
+            "output_dir": str(self.out_dir),
+            "swept": self.columns,
+            "n_members": n_members,
+            "n_params": n_params(t.n_tasks, t.n, m.width, m.depth),
+            "steps": result.steps_done,
+            "n_diverged": int(sum(not a for a in result.alive)),
+            "wall_time_s": time.time() - self.started,
+            "compile_s": result.compile_s,
+            "train_s": result.train_s,
+            "steps_per_s": result.steps_per_s,
+            "model_steps_per_s": result.steps_per_s * (group or {}).get("group_members", n_members),
+            "device": results.device_info(),
+            "group": group,
+            "members": results.member_summaries(result),
+        }
+        results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
+        plot_curves(result, self.out_dir / "curves.png", title=f"{cfg.name}: {_describe(cfg)}",
+                    log_x=cfg.train.log_count is not None)
+        return summary
+
+    def fail(self, exc: BaseException, result: FitResult | None) -> None:
+        """Keep what the run produced so far and say why it stopped."""
+        result = result or self.latest
+        if result is not None and result.steps:
+            results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
+        results.write_json(self.out_dir / results.SUMMARY_FILE, {
+            "status": "failed",
+            "name": self.cfg.name if self.cfg is not None else None,
+            "output_dir": str(self.out_dir),
+            "swept": self.columns,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+            "steps": result.steps_done if result is not None else 0,
+            "wall_time_s": time.time() - self.started,
+        })
+
+
+def _describe(cfg: Config) -> str:
+    t, m = cfg.task, cfg.model
+    data = "online" if t.D is None else f"D={t.D}"
+    return (f"{t.n_tasks} subtasks, n={t.n}, k={t.k}, alpha={t.alpha:g} (p ∝ i^-{t.alpha + 1:g}), {data}; "
+            f"width {m.width}, depth {m.depth}; {cfg.optim.name} lr={cfg.optim.lr:g}, batch {cfg.train.batch_size}")
+
+
+def run_job(dcfg: DictConfig | Config, out_dir: Path | str, overrides: list[str] | None = None,
+            trained: FitResult | BaseException | None = None, group: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate, train and write results. `trained` is this job's part of a vmapped group (the
+    vmap launcher trained it already), or the exception that group's training raised."""
+    out_dir = Path(out_dir)
+    columns = override_columns(overrides or [])
+    writer = JobWriter(out_dir, None, columns)  # type: ignore[arg-type]
+    result = trained if isinstance(trained, FitResult) else None
+    try:
+        cfg = to_config(dcfg)
+        writer.cfg = cfg
+        writer.write_config(dcfg)
+        validate(cfg)
+        if isinstance(trained, BaseException):
+            raise trained
+        if result is None:
+            result = fit(cfg, expand(cfg), on_log=writer.on_log)
+        summary = writer.finish(result, group)
+    except BaseException as exc:
+        writer.fail(exc, result)
+        raise
+    _report(summary)
+    return summary
+
+
+def _report(summary: dict[str, Any]) -> None:
+    for member in summary["members"][:8]:
+        f = member["final"]
+        flag = f"  DIVERGED at step {member['diverged_step']}" if member["diverged"] else ""
+        log.info("member %d seed %d: test loss %.4f bits, test acc %.4f, %d subtasks learned%s", member["member"],
+                 member["seed"], f["test_loss_bits"], f["test_acc"], f["subtasks_learned"], flag)
+    log.info("%d steps in %.1f s (+%.1f s compile), %.0f steps/s", summary["steps"], summary["train_s"],
+             summary["compile_s"], summary["steps_per_s"])
+    print(f"output directory: {summary['output_dir']}", flush=True)
+
+
+def _register_launcher() -> None:
+    """Hydra finds plugins by walking the hydra_plugins namespace, which editable installs hide;
+    registering the class by hand makes `hydra/launcher=vmap` work in every kind of install."""
+    from hydra_plugins.toy_quanta_vmap_launcher.vmap_launcher import VmapLauncher
+
+    Plugins.instance().register(VmapLauncher)
+
+
+_register_launcher()
+
+
+@hydra.main(version_base=None, config_path="pkg://toy_quanta.conf", config_name="config")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    hc = HydraConfig.get()
+    return run_job(cfg, hc.runtime.output_dir, list(hc.overrides.task))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Structured configs (Hydra ConfigStore) and their validation.
+
+The dataclasses are the schema: Hydra rejects unknown or mistyped keys against them.
+`validate` adds the checks a type cannot express, and runs before anything compiles.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "sigmoid", "identity")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "linear")
+TASKS = ("sparse_parity",)
+MODELS = ("mlp",)
+
+# Scalars that may differ between members of one ensemble (one compiled program).
+# Everything else changes array shapes or the program itself, so it splits a sweep into groups.
+VECTOR_KEYS = ("seed", "task.alpha", "model.init_scale", "optim.lr", "optim.weight_decay")
+
+
+@dataclass
+class SparseParityConfig:
+    """Multitask sparse parity. `alpha` is the paper's alpha: subtask i has p_i ∝ i^-(alpha+1).
+
+    The paper's headline exponent 1.4 is `task.alpha=0.4`.
+    """
+
+    name: str = "sparse_parity"
+    n_tasks: int = 500
+    n: int = 100
+    k: int = 3
+    alpha: float = 0.4
+    D: Optional[int] = None  # None: online (fresh samples every step); else a fixed training set of D samples
+    test_size: int = 20_000  # evaluation set drawn from the task distribution
+    per_task_test: int = 200  # points per subtask in the per-subtask evaluation set
+    subset_seed: Optional[int] = None  # None: subsets drawn from the top-level seed
+
+
+@dataclass
+class MLPConfig:
+    """MLP on [one-hot control | bits]. depth = number of hidden layers (the paper: 1)."""
+
+    name: str = "mlp"
+    width: int = 128
+    depth: int = 1
+    activation: str = "relu"
+    init_scale: float = 1.0  # multiplies every initial parameter (Omnigrok's alpha)
+    control_gather: bool = True  # gather the control row instead of a one-hot matmul (same function)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # adam, sgd: L2 added to the gradient; adamw: decoupled, scaled by lr
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    momentum: float = 0.0  # sgd only
+    warmup_steps: int = 0  # linear warmup from 0
+    schedule: str = "constant"  # after warmup: constant, cosine or linear decay to final_lr_factor * lr
+    final_lr_factor: float = 0.0
+    grad_clip: Optional[float] = None  # clip the global gradient norm to this value
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2_000
+    batch_size: int = 1_000
+    log_every: int = 100  # log at every multiple of this step (and at step 0 and the end)
+    log_count: Optional[int] = None  # if set: log at this many log-spaced steps instead
+    eval_batch_size: int = 10_000  # evaluation runs in blocks of this size to bound memory
+    progress: bool = True  # progress bar on stderr
+    checkpoint: bool = True  # save final parameters to checkpoint.msgpack
+
+
+@dataclass
+class EnsembleConfig:
+    """Members of one job, trained as one vmapped program: the product of the lists, times seeds."""
+
+    seeds: int = 1  # members per grid point, with seeds seed, seed+1, ...
+    lr: Optional[list[float]] = None
+    weight_decay: Optional[list[float]] = None
+    init_scale: Optional[list[float]] = None
+    alpha: Optional[list[float]] = None
+
+
+@dataclass
+class Config:
+    """The primary config. `conf/config.yaml` picks the group options (task, model, optim)."""
+
+    task: Any = None
+    model: Any = None
+    optim: Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    seed: int = 0
+    name: str = "run"  # a label for the job, copied into results
+
+
+@dataclass
+class VmapLauncherConf:
+    """`hydra/launcher=vmap`: a multirun's same-shaped jobs trained as one vmapped ensemble."""
+
+    _target_: str = "hydra_plugins.toy_quanta_vmap_launcher.vmap_launcher.VmapLauncher"
+    max_group_members: Optional[int] = None  # split larger groups into several programs (memory)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="task", name="sparse_parity", node=SparseParityConfig)
+    cs.store(group="model", name="mlp", node=MLPConfig)
+    for name in OPTIMIZERS:
+        cs.store(group="optim", name=name, node=OptimConfig(name=name))
+    cs.store(group="hydra/launcher", name="vmap", node=VmapLauncherConf, provider="toy_quanta")
+
+
+register_configs()
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed. Names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _get(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    return node
+
+
+def _positive_int(cfg: Any, key: str) -> None:
+    value = _get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(key, value, "an integer >= 1")
+
+
+def _finite(cfg: Any, key: str, *, positive: bool = False, nonneg: bool = False) -> None:
+    value = _get(cfg, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and positive:
+        ok = value > 0
+    if ok and nonneg:
+        ok = value >= 0
+    if not ok:
+        what = "a positive finite number" if positive else "a finite number >= 0" if nonneg else "a finite number"
+        raise ConfigError(key, value, what)
+
+
+def _choice(cfg: Any, key: str, allowed: tuple[str, ...]) -> None:
+    value = _get(cfg, key)
+    if value not in allowed:
+        raise ConfigError(key, value, "one of " + ", ".join(allowed))
+
+
+def _list_of(cfg: Any, key: str, *, positive: bool = False, nonneg: bool = False) -> None:
+    values = _get(cfg, key)
+    if values is None:
+        return
+    if len(values) == 0:
+        raise ConfigError(key, list(values), "a non-empty list, or null")
+    for v in values:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v > 0 if positive else v >= 0 if nonneg else True)
+        if not ok:
+            what = "positive finite numbers" if positive else "finite numbers >= 0"
+            raise ConfigError(key, list(values), f"a list of {what}")
+
+
+def validate(cfg: Any) -> None:
+    """Raise ConfigError for the first value that is not allowed. `cfg` is a Config (or its dict)."""
+    _choice(cfg, "task.name", TASKS)
+    _choice(cfg, "model.name", MODELS)
+    _choice(cfg, "optim.name", OPTIMIZERS)
+    for key in ("task.n_tasks", "task.n", "task.test_size", "task.per_task_test"):
+        _positive_int(cfg, key)
+    n, k, n_tasks = _get(cfg, "task.n"), _get(cfg, "task.k"), _get(cfg, "task.n_tasks")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+        raise ConfigError("task.k", k, f"an integer with 1 <= k <= task.n={n}")
+    n_subsets = math.comb(n, k)
+    if n_tasks > n_subsets:
+        raise ConfigError("task.n_tasks", n_tasks, f"at most C(task.n={n}, task.k={k}) = {n_subsets} distinct subsets")
+    _finite(cfg, "task.alpha", nonneg=True)
+    if _get(cfg, "task.D") is not None:
+        _positive_int(cfg, "task.D")
+
+    for key in ("model.width", "model.depth"):
+        _positive_int(cfg, key)
+    _choice(cfg, "model.activation", ACTIVATIONS)
+    _finite(cfg, "model.init_scale", positive=True)
+
+    _finite(cfg, "optim.lr", positive=True)
+    _finite(cfg, "optim.weight_decay", nonneg=True)
+    for key in ("optim.b1", "optim.b2", "optim.momentum"):
+        value = _get(cfg, key)
+        _finite(cfg, key, nonneg=True)
+        if value >= 1:
+            raise ConfigError(key, value, "a number in [0, 1)")
+    _finite(cfg, "optim.eps", positive=True)
+    warmup = _get(cfg, "optim.warmup_steps")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError("optim.warmup_steps", warmup, "an integer >= 0")
+    _choice(cfg, "optim.schedule", SCHEDULES)
+    _finite(cfg, "optim.final_lr_factor", nonneg=True)
+    if _get(cfg, "optim.grad_clip") is not None:
+        _finite(cfg, "optim.grad_clip", positive=True)
+
+    for key in ("train.steps", "train.batch_size", "train.log_every", "train.eval_batch_size"):
+        _positive_int(cfg, key)
+    if _get(cfg, "train.log_count") is not None:
+        _positive_int(cfg, "train.log_count")
+
+    _positive_int(cfg, "ensemble.seeds")
+    _list_of(cfg, "ensemble.lr", positive=True)
+    _list_of(cfg, "ensemble.init_scale", positive=True)
+    _list_of(cfg, "ensemble.weight_decay", nonneg=True)
+    _list_of(cfg, "ensemble.alpha", nonneg=True)
+    seed = _get(cfg, "seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31 - _get(cfg, "ensemble.seeds"):
+        raise ConfigError("seed", seed, "an integer in [0, 2^31 - ensemble.seeds)")

@@ -1,0 +1,85 @@
+"""Multitask sparse parity (Michaud et al. 2023), generated on the device.
+
+A sample is (task_B, bits_BxN): the subtask index (the one-hot control code, kept as an index)
+and n uniform bits. Its label is the parity of the bits at that subtask's subset.
+Subtask i (0-based here, rank i+1) is drawn with probability ∝ (i+1)^-(alpha+1).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Subsets are drawn on the host from their own stream, so they never share draws with the
+# device-side streams (init, data) that derive from the same seed.
+_SUBSET_STREAM = 0x5B5E7
+
+
+def draw_subsets(n_tasks: int, n: int, k: int, seed: int) -> np.ndarray:
+    """n_tasks distinct sorted k-subsets of range(n), as an int32 array (n_tasks, k)."""
+    n_subsets = math.comb(n, k)
+    if not 1 <= k <= n or not 1 <= n_tasks <= n_subsets:
+        raise ValueError(f"need 1 <= k <= n and 1 <= n_tasks <= C(n, k); got n_tasks={n_tasks}, n={n}, k={k}")
+    rng = np.random.default_rng([seed, _SUBSET_STREAM])
+    if n_tasks > n_subsets // 2:
+        # Dense regime: rejection would stall, so choose from the full list of subsets.
+        every = np.array(list(itertools.combinations(range(n), k)), dtype=np.int32)
+        return every[rng.choice(n_subsets, size=n_tasks, replace=False)]
+    seen: set[tuple[int, ...]] = set()
+    subsets = []
+    while len(subsets) < n_tasks:
+        subset = tuple(sorted(rng.choice(n, size=k, replace=False).tolist()))
+        if subset not in seen:
+            seen.add(subset)
+            subsets.append(subset)
+    return np.array(subsets, dtype=np.int32)
+
+
+def zipf_probs(n_tasks: int, alpha: float) -> np.ndarray:
+    """p_i ∝ i^-(alpha+1) for ranks i = 1..n_tasks (the paper's alpha)."""
+    p = np.arange(1, n_tasks + 1, dtype=np.float64) ** -(alpha + 1.0)
+    return p / p.sum()
+
+
+def zipf_logits(n_tasks: int, alpha: jax.Array | float) -> jax.Array:
+    """Unnormalised log-probabilities of the subtasks; alpha may be traced (ensembles over alpha)."""
+    return -(alpha + 1.0) * jnp.log(jnp.arange(1, n_tasks + 1, dtype=jnp.float32))
+
+
+def random_bits(key: jax.Array, batch: int, n: int) -> jax.Array:
+    """Uniform bits (batch, n) as uint8, unpacked from 32-bit words: 32x fewer PRNG calls."""
+    words = -(-n // 32)
+    w_BxW = jax.random.bits(key, (batch, words), jnp.uint32)
+    bits_BxWx32 = (w_BxW[:, :, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    return bits_BxWx32.reshape(batch, words * 32)[:, :n].astype(jnp.uint8)
+
+
+def parity(bits_BxN: jax.Array, subsets_TxK: jax.Array, task_B: jax.Array) -> jax.Array:
+    """Label: sum mod 2 of the bits at the sample's subtask subset, int32 (batch,)."""
+    idx_BxK = subsets_TxK[task_B]
+    return (jnp.take_along_axis(bits_BxN, idx_BxK, axis=1).astype(jnp.int32).sum(-1) % 2).astype(jnp.int32)
+
+
+def sample(key: jax.Array, subsets_TxK: jax.Array, alpha: jax.Array | float, batch: int, n: int):
+    """A batch from the task distribution: (task_B, bits_BxN, label_B)."""
+    k_task, k_bits = jax.random.split(key)
+    task_B = jax.random.categorical(k_task, zipf_logits(subsets_TxK.shape[0], alpha), shape=(batch,))
+    return with_tasks(k_bits, subsets_TxK, task_B.astype(jnp.int32), n)
+
+
+def with_tasks(key: jax.Array, subsets_TxK: jax.Array, task_B: jax.Array, n: int):
+    """A batch with the given subtask of each sample: (task_B, bits_BxN, label_B)."""
+    bits_BxN = random_bits(key, task_B.shape[0], n)
+    return task_B, bits_BxN, parity(bits_BxN, subsets_TxK, task_B)
+
+
+def per_task_set(key: jax.Array, subsets_TxK: jax.Array, per_task: int, n: int):
+    """An equal number of points per subtask, laid out (per_task * n_tasks,) subtask-major in blocks
+    of n_tasks: sample j has subtask j % n_tasks."""
+    n_tasks = subsets_TxK.shape[0]
+    task_B = jnp.tile(jnp.arange(n_tasks, dtype=jnp.int32), per_task)
+    return with_tasks(key, subsets_TxK, task_B, n)

@@ -1,0 +1,103 @@
+"""The host side of a run: compile once, then alternate compiled chunks with progress and logging."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from toy_quanta.config import Config
+from toy_quanta.data.sparse_parity import draw_subsets
+from toy_quanta.engine.members import stack
+from toy_quanta.engine.train import make_train
+
+
+@dataclass
+class FitResult:
+    members: list[dict[str, float | int]]
+    steps: list[int] = field(default_factory=list)  # the log steps reached so far
+    logs: dict[str, list[np.ndarray]] = field(default_factory=dict)  # metric -> per log step, (M,) or (M, T)
+    alive: np.ndarray | None = None  # (M,)
+    diverged_step: np.ndarray | None = None  # (M,), -1 where the member never diverged
+    params: Any = None  # nnx.State with a leading member axis
+    graphdef: Any = None
+    compile_s: float = 0.0
+    train_s: float = 0.0
+    steps_done: int = 0
+
+    def log_array(self, name: str) -> np.ndarray:
+        """(L, M) or (L, M, T): metric `name` at every log step."""
+        return np.stack(self.logs[name])
+
+    def select(self, idx: Sequence[int]) -> "FitResult":
+        """The same run restricted to members `idx` (renumbered from 0)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return replace(
+            self,
+            members=[self.members[i] for i in idx],
+            logs={name: [v[idx] for v in values] for name, values in self.logs.items()},
+            alive=None if self.alive is None else self.alive[idx],
+            diverged_step=None if self.diverged_step is None else self.diverged_step[idx],
+            params=None if self.params is None else jax.tree.map(lambda p: p[idx], self.params),
+        )
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps_done / self.train_s if self.train_s > 0 else float("nan")
+
+
+def subsets_for(cfg: Config, members: Sequence[dict]) -> np.ndarray:
+    """(M, n_tasks, k): each member's subsets, from task.subset_seed or else the member's seed."""
+    t = cfg.task
+    seeds = [t.subset_seed if t.subset_seed is not None else m["seed"] for m in members]
+    cache = {s: draw_subsets(t.n_tasks, t.n, t.k, s) for s in set(seeds)}
+    return np.stack([cache[s] for s in seeds])
+
+
+def fit(
+    cfg: Config,
+    members: Sequence[dict[str, float | int]],
+    on_log: Callable[[FitResult], None] | None = None,
+) -> FitResult:
+    """Train `members` (see members.expand) as one vmapped program. `on_log` runs after each chunk."""
+    trainer = make_train(cfg)
+    result = FitResult(members=list(members), graphdef=trainer.graphdef)
+    hyper, subsets = stack(members), subsets_for(cfg, members)
+
+    t0 = time.perf_counter()
+    init = jax.jit(jax.vmap(trainer.init))
+    chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, 0, None)), donate_argnums=0)
+    state, data = init(hyper, subsets)
+    n0 = np.int32(0)
+    chunk = chunk.lower(state, data, n0).compile()
+    jax.block_until_ready(state)
+    result.compile_s = time.perf_counter() - t0
+
+    bar = tqdm(total=cfg.train.steps, desc=cfg.name, unit="step", disable=not cfg.train.progress,
+               dynamic_ncols=True, leave=True)
+    done = 0
+    try:
+        for target in trainer.log_steps:
+            t1 = time.perf_counter()
+            state, logs = chunk(state, data, np.int32(target - done))
+            logs = jax.device_get(logs)
+            result.train_s += time.perf_counter() - t1
+            bar.update(int(target) - done)
+            done = int(target)
+            result.steps_done = done
+            result.steps.append(done)
+            for name, value in logs.items():
+                result.logs.setdefault(name, []).append(np.asarray(value))
+            bar.set_postfix(train_loss=f"{np.nanmean(logs['train_loss']):.4f}", test_acc=f"{np.nanmean(logs['test_acc']):.3f}")
+            if on_log is not None:
+                on_log(result)
+    finally:
+        bar.close()
+    host = jax.device_get(state)
+    result.alive, result.diverged_step = np.asarray(host.alive), np.asarray(host.diverged_step)
+    result.params = host.params
+    return result

@@ -1,0 +1,56 @@
+"""Ensemble members: which scalar hyperparameters each member of one compiled program gets."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from toy_quanta.config import VECTOR_KEYS
+
+
+class Hyper(NamedTuple):
+    """Per-member scalars; inside the trainer each field is a traced scalar, outside an (M,) array."""
+
+    seed: Any
+    alpha: Any
+    init_scale: Any
+    lr: Any
+    weight_decay: Any
+
+
+# ensemble.<name> list -> the config key it varies
+_ENSEMBLE_LISTS = {"alpha": "task.alpha", "init_scale": "model.init_scale", "lr": "optim.lr", "weight_decay": "optim.weight_decay"}
+
+
+def expand(cfg: Any) -> list[dict[str, float | int]]:
+    """The members of one job: the product of the ensemble lists, times `ensemble.seeds` seeds.
+
+    Each member is a dict keyed by VECTOR_KEYS (e.g. {"seed": 0, "optim.lr": 1e-3, ...}).
+    """
+    base = {
+        "task.alpha": float(cfg.task.alpha),
+        "model.init_scale": float(cfg.model.init_scale),
+        "optim.lr": float(cfg.optim.lr),
+        "optim.weight_decay": float(cfg.optim.weight_decay),
+    }
+    axes = {key: [float(v) for v in getattr(cfg.ensemble, name)] for name, key in _ENSEMBLE_LISTS.items()
+            if getattr(cfg.ensemble, name) is not None}
+    members = []
+    for values in itertools.product(*axes.values()):
+        point = {**base, **dict(zip(axes, values))}
+        for s in range(cfg.ensemble.seeds):
+            members.append({"seed": int(cfg.seed) + s, **point})
+    return [{key: m[key] for key in VECTOR_KEYS} for m in members]
+
+
+def stack(members: Sequence[dict[str, float | int]]) -> Hyper:
+    col = lambda key, dtype: np.array([m[key] for m in members], dtype=dtype)  # noqa: E731
+    return Hyper(
+        seed=col("seed", np.int32),
+        alpha=col("task.alpha", np.float32),
+        init_scale=col("model.init_scale", np.float32),
+        lr=col("optim.lr", np.float32),
+        weight_decay=col("optim.weight_decay", np.float32),
+    )

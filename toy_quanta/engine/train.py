@@ -1,0 +1,210 @@
+"""The training engine: `make_train(cfg)` returns pure functions of one member.
+
+    trainer = make_train(cfg)
+    state, data = jax.vmap(trainer.init)(hyper, subsets)          # many members at once
+    state, logs = jax.vmap(trainer.chunk, (0, 0, None))(state, data, n_steps)
+
+`chunk` runs n_steps optimisation steps in a compiled loop (n_steps is a runtime value, so one
+compiled program serves every chunk length) and then evaluates. `trainer.train` is the whole run
+as one pure function, for `jax.jit(jax.vmap(trainer.train))`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from toy_quanta.config import Config
+from toy_quanta.data import sparse_parity as sp
+from toy_quanta.engine.members import Hyper
+from toy_quanta.engine.optim import make_optimizer
+from toy_quanta.models.mlp import MLP
+
+
+class Batch(NamedTuple):
+    task: jax.Array  # (B,) int32 subtask index
+    bits: jax.Array  # (B, n) uint8
+    label: jax.Array  # (B,) int32
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    alive: jax.Array  # False once loss or parameters became non-finite; the member then stops updating
+    diverged_step: jax.Array  # step at which it diverged, -1 if never
+    loss_sum: jax.Array  # running sums of minibatch loss and accuracy since the last log
+    acc_sum: jax.Array
+    count: jax.Array
+
+
+class RunData(NamedTuple):
+    """Per-member constants, on the device for the whole run."""
+
+    hyper: Hyper
+    subsets: jax.Array  # (n_tasks, k)
+    data_key: jax.Array
+    train: Batch | None  # the fixed training set (finite mode), else None
+    test: Batch  # from the task distribution
+    per_task: Batch  # per_task_test points per subtask, subtask = index % n_tasks
+
+
+class Trainer(NamedTuple):
+    init: Callable[[Hyper, jax.Array], tuple[TrainState, RunData]]
+    chunk: Callable[[TrainState, RunData, jax.Array], tuple[TrainState, dict]]
+    train: Callable[[Hyper, jax.Array], tuple[TrainState, dict]]
+    log_steps: np.ndarray
+    graphdef: Any
+
+
+def log_steps(steps: int, log_every: int, log_count: int | None) -> np.ndarray:
+    """Steps at which to evaluate: 0, then every log_every (or log_count log-spaced), and the last."""
+    if log_count is None:
+        points = np.arange(0, steps + 1, log_every)
+    else:
+        points = np.round(np.geomspace(1, steps, log_count)).astype(np.int64)
+    return np.unique(np.concatenate([[0], points, [steps]])).astype(np.int64)
+
+
+def _tree_where(cond: jax.Array, a: Any, b: Any) -> Any:
+    return jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def global_norm(tree: Any) -> jax.Array:
+    return optax.global_norm(tree)
+
+
+def make_model(cfg: Config, key: jax.Array) -> MLP:
+    m, t = cfg.model, cfg.task
+    return MLP(t.n_tasks, t.n, m.width, m.depth, 2, m.activation, m.control_gather, rngs=nnx.Rngs(key))
+
+
+def make_train(cfg: Config) -> Trainer:
+    t, tr = cfg.task, cfg.train
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: make_model(cfg, jax.random.key(0))))
+    steps_total = tr.steps
+
+    def apply(params, task_B, bits_BxN):
+        return nnx.merge(graphdef, params)(task_B, bits_BxN)
+
+    def loss_and_acc(params, batch: Batch):
+        logits_Bx2 = apply(params, batch.task, batch.bits)
+        loss_B = optax.softmax_cross_entropy_with_integer_labels(logits_Bx2, batch.label)
+        correct_B = (jnp.argmax(logits_Bx2, -1) == batch.label).astype(jnp.float32)
+        return loss_B, correct_B
+
+    def mean_loss(params, batch):
+        loss_B, correct_B = loss_and_acc(params, batch)
+        return loss_B.mean(), correct_B.mean()
+
+    def per_sample(params, batch: Batch):
+        """Loss and correctness of every sample, in blocks of eval_batch_size to bound memory."""
+        size = batch.task.shape[0]
+        block = min(tr.eval_batch_size, size)
+        n_full = size // block * block
+        blocks = jax.tree.map(lambda x: x[:n_full].reshape(size // block, block, *x.shape[1:]), batch)
+        loss_NxB, correct_NxB = jax.lax.map(lambda b: loss_and_acc(params, b), blocks)
+        loss, correct = loss_NxB.reshape(-1), correct_NxB.reshape(-1)
+        if n_full < size:
+            rest_loss, rest_correct = loss_and_acc(params, jax.tree.map(lambda x: x[n_full:], batch))
+            loss, correct = jnp.concatenate([loss, rest_loss]), jnp.concatenate([correct, rest_correct])
+        return loss, correct
+
+    def optimizer(hyper: Hyper):
+        return make_optimizer(cfg.optim, hyper.lr, hyper.weight_decay, steps_total)
+
+    def init(hyper: Hyper, subsets_TxK: jax.Array) -> tuple[TrainState, RunData]:
+        key = jax.random.key(hyper.seed)
+        k_init, k_data, k_train, k_test, k_task = (jax.random.fold_in(key, i) for i in range(5))
+        params = nnx.split(make_model(cfg, k_init))[1]
+        params = jax.tree.map(lambda p: p * hyper.init_scale, params)
+        train = None
+        if t.D is not None:
+            train = Batch(*sp.sample(k_train, subsets_TxK, hyper.alpha, t.D, t.n))
+        data = RunData(
+            hyper=hyper,
+            subsets=subsets_TxK,
+            data_key=k_data,
+            train=train,
+            test=Batch(*sp.sample(k_test, subsets_TxK, hyper.alpha, t.test_size, t.n)),
+            per_task=Batch(*sp.per_task_set(k_task, subsets_TxK, t.per_task_test, t.n)),
+        )
+        zero = jnp.zeros((), jnp.float32)
+        state = TrainState(params, optimizer(hyper).init(params), jnp.zeros((), jnp.int32),
+                           jnp.ones((), bool), -jnp.ones((), jnp.int32), zero, zero, jnp.zeros((), jnp.int32))
+        return state, data
+
+    def batch_at(data: RunData, step: jax.Array) -> Batch:
+        key = jax.random.fold_in(data.data_key, step)
+        if data.train is None:
+            return Batch(*sp.sample(key, data.subsets, data.hyper.alpha, tr.batch_size, t.n))
+        if tr.batch_size >= t.D:
+            return data.train  # full batch
+        idx_B = jax.random.randint(key, (tr.batch_size,), 0, t.D)
+        return jax.tree.map(lambda x: x[idx_B], data.train)
+
+    def train_step(state: TrainState, data: RunData) -> TrainState:
+        batch = batch_at(data, state.step)
+        (loss, acc), grads = jax.value_and_grad(mean_loss, has_aux=True)(state.params, batch)
+        updates, opt_state = optimizer(data.hyper).update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ok = state.alive & jnp.isfinite(loss) & _all_finite(params)
+        return TrainState(
+            params=_tree_where(ok, params, state.params),
+            opt_state=_tree_where(ok, opt_state, state.opt_state),
+            step=state.step + 1,
+            alive=ok,
+            diverged_step=jnp.where(state.alive & ~ok, state.step, state.diverged_step),
+            loss_sum=state.loss_sum + jnp.where(ok, loss, 0.0),
+            acc_sum=state.acc_sum + jnp.where(ok, acc, 0.0),
+            count=state.count + ok.astype(jnp.int32),
+        )
+
+    def evaluate(state: TrainState, data: RunData) -> dict[str, jax.Array]:
+        test_loss, test_correct = per_sample(state.params, data.test)
+        task_loss, task_correct = per_sample(state.params, data.per_task)
+        if data.train is not None:
+            n_fit = min(t.D, t.test_size)  # the training set, or its first test_size samples
+            train_loss, train_correct = per_sample(state.params, jax.tree.map(lambda x: x[:n_fit], data.train))
+            train_loss, train_acc = train_loss.mean(), train_correct.mean()
+        else:
+            # Online: fresh samples each step, so the mean minibatch loss since the last log
+            # is an unbiased estimate of the loss on the training stream.
+            has = state.count > 0
+            denom = jnp.maximum(state.count, 1)
+            train_loss = jnp.where(has, state.loss_sum / denom, test_loss.mean())
+            train_acc = jnp.where(has, state.acc_sum / denom, test_correct.mean())
+        return {
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "test_loss": test_loss.mean(),
+            "test_acc": test_correct.mean(),
+            "param_norm": global_norm(state.params),
+            "alive": state.alive.astype(jnp.float32),
+            "subtask_loss": task_loss.reshape(t.per_task_test, t.n_tasks).mean(0),
+            "subtask_acc": task_correct.reshape(t.per_task_test, t.n_tasks).mean(0),
+        }
+
+    def chunk(state: TrainState, data: RunData, n_steps: jax.Array) -> tuple[TrainState, dict]:
+        state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, data), state)
+        logs = evaluate(state, data)
+        zero = jnp.zeros((), jnp.float32)
+        return state._replace(loss_sum=zero, acc_sum=zero, count=jnp.zeros((), jnp.int32)), logs
+
+    steps_at = log_steps(tr.steps, tr.log_every, tr.log_count)
+
+    def train(hyper: Hyper, subsets_TxK: jax.Array) -> tuple[TrainState, dict]:
+        state, data = init(hyper, subsets_TxK)
+        lengths = jnp.asarray(np.diff(steps_at, prepend=0), jnp.int32)
+        return jax.lax.scan(lambda s, n: chunk(s, data, n), state, lengths)
+
+    return Trainer(init=init, chunk=chunk, train=train, log_steps=steps_at, graphdef=graphdef)

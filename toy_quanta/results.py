@@ -1,0 +1,126 @@
+"""What a job writes: tidy metrics, summary.json, a checkpoint. Every file is written atomically,
+so a run that fails part-way leaves the last complete version of each file behind."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import pandas as pd
+from flax import nnx, serialization
+
+from toy_quanta.config import VECTOR_KEYS
+from toy_quanta.engine.loop import FitResult
+
+METRICS_FILE = "metrics.parquet"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.msgpack"
+SCALAR_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "param_norm", "alive")
+LN2 = math.log(2.0)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """write(tmp) then rename over `path`: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n"))
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+def metrics_frame(result: FitResult, columns: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Tidy table: one row per member, log step, metric (and subtask, for per-subtask metrics).
+
+    Columns: member, step, metric, subtask (-1 for whole-distribution metrics), value, then every
+    per-member hyperparameter (VECTOR_KEYS) and the job's own swept values (`columns`).
+    """
+    steps = np.asarray(result.steps, np.int64)
+    n_members = len(result.members)
+    parts = []
+    for name, values in result.logs.items():
+        arr = np.stack(values).astype(np.float64)  # (L, M) or (L, M, T)
+        n_sub = arr.shape[2] if arr.ndim == 3 else 1
+        step_idx, member_idx, subtask_idx = np.meshgrid(np.arange(len(steps)), np.arange(n_members), np.arange(n_sub), indexing="ij")
+        parts.append(pd.DataFrame({
+            "member": member_idx.ravel().astype(np.int32),
+            "step": steps[step_idx.ravel()],
+            "metric": name,
+            "subtask": subtask_idx.ravel().astype(np.int32) if arr.ndim == 3 else np.full(arr.size, -1, np.int32),
+            "value": arr.reshape(-1),
+        }))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["member", "step", "metric", "subtask", "value"])
+    frame["metric"] = frame["metric"].astype("category")
+    for key in VECTOR_KEYS:
+        per_member = np.array([m[key] for m in result.members])
+        frame[key] = per_member[frame["member"].to_numpy()] if len(frame) else []
+    for key, value in (columns or {}).items():
+        if key not in frame.columns:
+            frame[key] = value
+    return frame
+
+
+def write_metrics(path: Path, result: FitResult, columns: dict[str, Any] | None = None) -> None:
+    frame = metrics_frame(result, columns)
+    atomic_write(path, lambda p: frame.to_parquet(p, index=False))
+
+
+def member_summaries(result: FitResult) -> list[dict[str, Any]]:
+    rows = []
+    for i, member in enumerate(result.members):
+        final = {name: float(result.logs[name][-1][i]) for name in SCALAR_METRICS if name in result.logs}
+        final.pop("alive", None)
+        if "test_loss" in final:
+            final["test_loss_bits"] = final["test_loss"] / LN2
+        if "subtask_loss" in result.logs:
+            # A subtask counts as learned below 0.1 bits, the paper's threshold.
+            final["subtasks_learned"] = int(np.sum(result.logs["subtask_loss"][-1][i] / LN2 < 0.1))
+        diverged = result.alive is not None and not bool(result.alive[i])
+        rows.append({
+            "member": i,
+            **member,
+            "diverged": diverged,
+            "diverged_step": int(result.diverged_step[i]) if diverged else None,
+            "final": final,
+        })
+    return rows
+
+
+def device_info() -> dict[str, Any]:
+    dev = jax.devices()[0]
+    return {"platform": dev.platform, "device_kind": dev.device_kind, "n_devices": jax.device_count(),
+            "host": platform.node(), "jax": jax.__version__}
+
+
+def save_checkpoint(path: Path, params: Any) -> None:
+    """Final parameters (leading member axis) as msgpack of Flax's pure dict."""
+    pure = nnx.to_pure_dict(params) if isinstance(params, nnx.State) else params
+    blob = serialization.msgpack_serialize(jax.tree.map(np.asarray, pure))
+    atomic_write(path, lambda p: p.write_bytes(blob))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """The pure dict saved by save_checkpoint: nested dicts of (M, ...) arrays."""
+    return serialization.msgpack_restore(Path(path).read_bytes())
