@@ -67,8 +67,20 @@ def parity(bits_BxN: jax.Array, subsets_TxK: jax.Array, task_B: jax.Array) -> ja
 def sample(key: jax.Array, subsets_TxK: jax.Array, alpha: jax.Array | float, batch: int, n: int):
     """A batch from the task distribution: (task_B, bits_BxN, label_B)."""
     k_task, k_bits = jax.random.split(key)
-    task_B = jax.random.categorical(k_task, zipf_logits(subsets_TxK.shape[0], alpha), shape=(batch,))
-    return with_tasks(k_bits, subsets_TxK, task_B.astype(jnp.int32), n)
+    return with_tasks(k_bits, subsets_TxK, zipf_tasks(k_task, subsets_TxK.shape[0], alpha, batch), n)
+
+
+def zipf_tasks(key: jax.Array, n_tasks: int, alpha: jax.Array | float, batch: int) -> jax.Array:
+    """Subtask indices (batch,) with P(i) ∝ (i+1)^-(alpha+1), by inverting the CDF.
+
+    One uniform and a binary search per sample; jax.random.categorical would draw
+    n_tasks Gumbels per sample (10M per step at the paper's batch and 500 subtasks).
+    """
+    logits_T = zipf_logits(n_tasks, alpha)
+    cdf_T = jnp.cumsum(jax.nn.softmax(logits_T))
+    u_B = jax.random.uniform(key, (batch,), jnp.float32)
+    task_B = jnp.searchsorted(cdf_T, u_B * cdf_T[-1], side="right")
+    return jnp.minimum(task_B, n_tasks - 1).astype(jnp.int32)
 
 
 def with_tasks(key: jax.Array, subsets_TxK: jax.Array, task_B: jax.Array, n: int):
