@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -17,10 +18,11 @@ import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from toy_quanta import results
-from toy_quanta.config import VECTOR_KEYS, Config, validate
+from toy_quanta.config import VECTOR_KEYS, Config, ConfigError, validate
 from toy_quanta.engine.loop import FitResult, fit
 from toy_quanta.engine.members import expand
 from toy_quanta.models.mlp import n_params
@@ -180,7 +182,13 @@ _register_launcher()
 @hydra.main(version_base=None, config_path="pkg://toy_quanta.conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, Any]:
     hc = HydraConfig.get()
-    return run_job(cfg, hc.runtime.output_dir, list(hc.overrides.task))
+    try:
+        return run_job(cfg, hc.runtime.output_dir, list(hc.overrides.task))
+    except ConfigError as exc:
+        if hc.mode == RunMode.MULTIRUN:
+            raise  # Hydra records the job as failed; the other jobs of the sweep still ran
+        print(f"toy-quanta: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

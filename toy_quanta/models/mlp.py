@@ -64,7 +64,9 @@ class MLP(nnx.Module):
         kernel_IxW, bias_W = self.inp.kernel[...], self.inp.bias[...]
         bits_BxN = bits_BxN.astype(kernel_IxW.dtype)
         if self.control_gather:
-            control_BxW = kernel_IxW[task_B]  # the rows of the one-hot part, task_B < n_control
+            # The rows of the one-hot part. Subtask indices are < n_control by construction, so
+            # skip the bounds handling that plain indexing adds to the gather and its scatter-add.
+            control_BxW = kernel_IxW.at[task_B].get(mode="promise_in_bounds")
             return control_BxW + bits_BxN @ kernel_IxW[self.n_control :] + bias_W
         x_BxI = jnp.concatenate([jax.nn.one_hot(task_B, self.n_control, dtype=bits_BxN.dtype), bits_BxN], axis=1)
         return x_BxI @ kernel_IxW + bias_W
