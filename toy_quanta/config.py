@@ -74,7 +74,11 @@ class TrainConfig:
     batch_size: int = 1_000
     log_every: int = 100  # log at every multiple of this step (and at step 0 and the end)
     log_count: Optional[int] = None  # if set: log at this many log-spaced steps instead
-    eval_batch_size: int = 10_000  # evaluation runs in blocks of this size to bound memory
+    eval_batch_size: int = 8_192  # evaluation runs in blocks of this size to bound memory
+    # Most samples in one forward/backward pass; larger batches accumulate gradients over equal
+    # micro-batches (same update up to float rounding). null: 4096 on CPU, where activations
+    # that stay in cache make the paper's batch ~2x faster; the whole batch on GPU.
+    microbatch: Optional[int] = None
     progress: bool = True  # progress bar on stderr
     checkpoint: bool = True  # save final parameters to checkpoint.msgpack
 
@@ -217,8 +221,9 @@ def validate(cfg: Any) -> None:
 
     for key in ("train.steps", "train.batch_size", "train.log_every", "train.eval_batch_size"):
         _positive_int(cfg, key)
-    if _get(cfg, "train.log_count") is not None:
-        _positive_int(cfg, "train.log_count")
+    for key in ("train.log_count", "train.microbatch"):
+        if _get(cfg, key) is not None:
+            _positive_int(cfg, key)
 
     _positive_int(cfg, "ensemble.seeds")
     _list_of(cfg, "ensemble.lr", positive=True)

@@ -71,6 +71,21 @@ def log_steps(steps: int, log_every: int, log_count: int | None) -> np.ndarray:
     return np.unique(np.concatenate([[0], points, [steps]])).astype(np.int64)
 
 
+CPU_MICROBATCH = 4096
+
+
+def n_microbatches(batch_size: int, microbatch: int | None, platform: str) -> int:
+    """How many equal micro-batches to split a batch into: the fewest whose size is <= microbatch
+    and divides the batch (no split if none does within 4x)."""
+    if microbatch is None:
+        microbatch = CPU_MICROBATCH if platform == "cpu" else batch_size
+    least = -(-batch_size // microbatch)
+    for n in range(least, min(4 * least, batch_size) + 1):
+        if batch_size % n == 0:
+            return n
+    return 1
+
+
 def _tree_where(cond: jax.Array, a: Any, b: Any) -> Any:
     return jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
 
@@ -105,6 +120,22 @@ def make_train(cfg: Config) -> Trainer:
     def mean_loss(params, batch):
         loss_B, correct_B = loss_and_acc(params, batch)
         return loss_B.mean(), correct_B.mean()
+
+    n_micro = n_microbatches(tr.batch_size if t.D is None else min(tr.batch_size, t.D), tr.microbatch,
+                             jax.default_backend())
+
+    def loss_and_grads(params, batch: Batch):
+        """((mean loss, mean accuracy), gradients) over the batch, accumulated over micro-batches."""
+        if n_micro == 1:
+            return jax.value_and_grad(mean_loss, has_aux=True)(params, batch)
+        micro = jax.tree.map(lambda x: x.reshape(n_micro, -1, *x.shape[1:]), batch)
+
+        def add(total, mb):
+            return jax.tree.map(jnp.add, total, jax.value_and_grad(mean_loss, has_aux=True)(params, mb)), None
+
+        zero = jnp.zeros((), jnp.float32)
+        total, _ = jax.lax.scan(add, ((zero, zero), jax.tree.map(jnp.zeros_like, params)), micro)
+        return jax.tree.map(lambda x: x / n_micro, total)
 
     def per_sample(params, batch: Batch):
         """Loss and correctness of every sample, in blocks of eval_batch_size to bound memory."""
@@ -154,7 +185,7 @@ def make_train(cfg: Config) -> Trainer:
 
     def train_step(state: TrainState, data: RunData) -> TrainState:
         batch = batch_at(data, state.step)
-        (loss, acc), grads = jax.value_and_grad(mean_loss, has_aux=True)(state.params, batch)
+        (loss, acc), grads = loss_and_grads(state.params, batch)
         updates, opt_state = optimizer(data.hyper).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ok = state.alive & jnp.isfinite(loss) & _all_finite(params)
