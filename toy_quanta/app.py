@@ -63,7 +63,7 @@ def override_columns(overrides: list[str]) -> dict[str, Any]:
 class JobWriter:
     """Writes one job's results into its directory, as training goes and at the end."""
 
-    def __init__(self, out_dir: Path, cfg: Config, columns: dict[str, Any]):
+    def __init__(self, out_dir: Path, columns: dict[str, Any], cfg: Config | None = None):
         self.out_dir, self.cfg, self.columns = Path(out_dir), cfg, columns
         self.started = time.time()
         self.last_flush = 0.0
@@ -138,7 +138,7 @@ def run_job(dcfg: DictConfig | Config, out_dir: Path | str, overrides: list[str]
     vmap launcher trained it already), or the exception that group's training raised."""
     out_dir = Path(out_dir)
     columns = override_columns(overrides or [])
-    writer = JobWriter(out_dir, None, columns)  # type: ignore[arg-type]
+    writer = JobWriter(out_dir, columns)
     result = trained if isinstance(trained, FitResult) else None
     try:
         cfg = to_config(dcfg)

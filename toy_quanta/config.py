@@ -233,3 +233,6 @@ def validate(cfg: Any) -> None:
     seed = _get(cfg, "seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31 - _get(cfg, "ensemble.seeds"):
         raise ConfigError("seed", seed, "an integer in [0, 2^31 - ensemble.seeds)")
+    subset_seed = _get(cfg, "task.subset_seed")
+    if subset_seed is not None and (isinstance(subset_seed, bool) or not isinstance(subset_seed, int) or subset_seed < 0):
+        raise ConfigError("task.subset_seed", subset_seed, "an integer >= 0, or null (use the member's seed)")

@@ -90,15 +90,18 @@ class VmapLauncher(Launcher):
         for pos, (_, _, _, cfg) in enumerate(jobs):
             if cfg is not None:
                 groups[group_key(cfg)].append(pos)
+        # Split groups larger than max_group_members, keeping each job's members together.
         batches = []
         for positions in groups.values():
             batch: list[int] = []
+            size = 0
             for pos in positions:
                 n = len(expand(jobs[pos][3]))
-                if batch and self.max_group_members and sum(len(expand(jobs[p][3])) for p in batch) + n > self.max_group_members:
+                if batch and self.max_group_members and size + n > self.max_group_members:
                     batches.append(batch)
-                    batch = []
+                    batch, size = [], 0
                 batch.append(pos)
+                size += n
             batches.append(batch)
         log.info(f"vmap launcher: {len(job_overrides)} jobs in {len(batches)} vmapped group(s)")
 

@@ -95,7 +95,7 @@ def _all_finite(tree: Any) -> jax.Array:
 
 
 def global_norm(tree: Any) -> jax.Array:
-    return optax.global_norm(tree)
+    return optax.tree.norm(tree)
 
 
 def make_model(cfg: Config, key: jax.Array) -> MLP:

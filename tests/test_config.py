@@ -1,0 +1,241 @@
+"""Config schema, validation (toy_quanta.config) and Hydra composition of the packaged configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from importlib import resources
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from conftest import tiny_config
+from toy_quanta.app import to_config
+from toy_quanta.config import Config, ConfigError, validate
+from toy_quanta.models.mlp import n_params
+
+
+def _with(cfg: Config, key: str, value) -> Config:
+    """A copy of cfg with the dotted key set (dataclasses, so no type checks get in the way)."""
+    cfg = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task), model=dataclasses.replace(cfg.model),
+                              optim=dataclasses.replace(cfg.optim), train=dataclasses.replace(cfg.train),
+                              ensemble=dataclasses.replace(cfg.ensemble))
+    *parents, leaf = key.split(".")
+    node = cfg
+    for p in parents:
+        node = getattr(node, p)
+    setattr(node, leaf, value)
+    return cfg
+
+
+def test_tiny_config_is_valid():
+    validate(tiny_config())
+
+
+# (key, bad value, expected text of the value in the message)
+BAD = [
+    ("task.k", 9, "9"),  # k > n (n = 8)
+    ("task.k", 0, "0"),
+    ("task.k", -2, "-2"),
+    ("task.n_tasks", 57, "57"),  # > C(8, 3) = 56
+    ("task.n_tasks", 0, "0"),
+    ("task.n_tasks", -1, "-1"),
+    ("task.alpha", -0.1, "-0.1"),
+    ("task.alpha", float("nan"), "nan"),
+    ("task.n", 0, "0"),
+    ("task.D", 0, "0"),
+    ("task.D", -5, "-5"),
+    ("task.test_size", 0, "0"),
+    ("task.per_task_test", 0, "0"),
+    ("model.width", 0, "0"),
+    ("model.width", -3, "-3"),
+    ("model.depth", 0, "0"),
+    ("model.activation", "swish", "swish"),
+    ("model.init_scale", 0.0, "0.0"),
+    ("model.name", "cnn", "cnn"),
+    ("optim.lr", 0.0, "0.0"),
+    ("optim.lr", -1e-3, "-0.001"),
+    ("optim.lr", float("nan"), "nan"),
+    ("optim.lr", float("inf"), "inf"),
+    ("optim.name", "rmsprop", "rmsprop"),
+    ("optim.weight_decay", -1.0, "-1.0"),
+    ("optim.b1", 1.0, "1.0"),
+    ("optim.momentum", 1.5, "1.5"),
+    ("optim.warmup_steps", -1, "-1"),
+    ("optim.schedule", "step", "step"),
+    ("optim.grad_clip", 0.0, "0.0"),
+    ("train.steps", 0, "0"),
+    ("train.steps", -10, "-10"),
+    ("train.batch_size", 0, "0"),
+    ("train.log_every", 0, "0"),
+    ("train.log_count", 0, "0"),
+    ("train.eval_batch_size", 0, "0"),
+    ("train.microbatch", 0, "0"),
+    ("ensemble.seeds", 0, "0"),
+    ("ensemble.lr", [1e-3, -1.0], "-1.0"),
+    ("ensemble.lr", [], "[]"),
+    ("ensemble.alpha", [0.4, -0.5], "-0.5"),
+    ("ensemble.weight_decay", [float("inf")], "inf"),
+    ("seed", -1, "-1"),
+    ("task.name", "modular", "modular"),
+]
+
+
+@pytest.mark.parametrize("key,value,shown", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
+def test_validate_names_key_and_value(key, value, shown):
+    """Every bad value raises ConfigError naming the key and the value."""
+    with pytest.raises(ConfigError) as info:
+        validate(_with(tiny_config(), key, value))
+    msg = str(info.value)
+    assert key in msg, msg
+    assert shown in msg, msg
+    assert info.value.key == key
+
+
+@pytest.mark.parametrize("key,value", [("task.k", 2.5), ("model.width", 16.0), ("train.steps", True), ("optim.lr", "1e-3"),
+                                       ("task.D", 10.5)])
+def test_validate_rejects_wrong_types(key, value):
+    """Non-integers where integers belong (bools included) and strings for numbers are rejected."""
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(_with(tiny_config(), key, value))
+
+
+@pytest.mark.parametrize("changes", [
+    {"task.n_tasks": 56},  # = C(8, 3)
+    {"task.k": 8, "task.n_tasks": 1},  # k = n: one subset
+    {"task.k": 1},
+    {"task.alpha": 0.0},
+    {"task.D": 1},
+    {"optim.lr": 1e30},
+    {"optim.lr": 1},
+    {"optim.grad_clip": 1e-3},
+    {"train.log_count": 5},
+    {"ensemble.lr": [1e-3, 1e30]},
+    {"optim.warmup_steps": 0},
+], ids=str)
+def test_validate_accepts_edge_values(changes):
+    """Values at the boundary of what is allowed pass (n_tasks = C(n, k), k = n, alpha = 0, ...)."""
+    cfg = tiny_config()
+    for key, value in changes.items():
+        cfg = _with(cfg, key, value)
+    validate(cfg)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5])
+def test_validate_rejects_a_bad_subset_seed(bad):
+    """task.subset_seed=-1 or 2.5 is a ConfigError naming the key and the value, like seed=-1."""
+    with pytest.raises(ConfigError) as info:
+        validate(_with(tiny_config(), "task.subset_seed", bad))
+    assert "task.subset_seed" in str(info.value) and str(bad) in str(info.value)
+
+
+def test_dict_configs_validate_too():
+    """validate accepts the dict form of a config as well."""
+    d = dataclasses.asdict(tiny_config())
+    validate(d)
+    d["model"]["width"] = 0
+    with pytest.raises(ConfigError, match="model.width"):
+        validate(d)
+
+
+# --- Hydra composition -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hydra_compose():
+    with initialize_config_module(config_module="toy_quanta.conf", version_base=None):
+        yield lambda overrides=(): compose("config", overrides=list(overrides))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _experiment_values(name: str) -> dict:
+    text = resources.files("toy_quanta.conf").joinpath("experiment", f"{name}.yaml").read_text()
+    return _flatten(yaml.safe_load(text))
+
+
+def _same(composed, from_yaml) -> bool:
+    # PyYAML reads 3e-3 as a string (YAML 1.1); Hydra (OmegaConf) reads it as a float
+    if isinstance(composed, float) and isinstance(from_yaml, str):
+        return math.isclose(composed, float(from_yaml))
+    return composed == from_yaml
+
+
+def test_default_config_is_the_demo_experiment_and_validates(hydra_compose):
+    """The composed default job has every value conf/experiment/demo.yaml sets, and validates."""
+    dcfg = hydra_compose()
+    cfg = to_config(dcfg)
+    validate(cfg)
+    expected = _experiment_values("demo")
+    assert len(expected) >= 5
+    for key, value in expected.items():
+        got = OmegaConf.select(dcfg, key)
+        assert _same(got, value), f"{key}: composed {got!r}, demo.yaml {value!r}"
+
+
+def test_paper_experiment_composes_with_the_paper_count(hydra_compose):
+    """experiment=paper composes to the values of paper.yaml, validates, and has 603 * width + 2 params."""
+    dcfg = hydra_compose(["experiment=paper"])
+    cfg = to_config(dcfg)
+    validate(cfg)
+    for key, value in _experiment_values("paper").items():
+        assert _same(OmegaConf.select(dcfg, key), value), key
+    assert n_params(cfg.task.n_tasks, cfg.task.n, cfg.model.width, cfg.model.depth) == 603 * cfg.model.width + 2
+
+
+def test_group_defaults_are_the_structured_defaults(hydra_compose):
+    """Keys no experiment sets keep the dataclass defaults (e.g. model.depth, optim.b2)."""
+    cfg = to_config(hydra_compose())
+    assert cfg.model.depth == 1 and cfg.optim.b2 == 0.999 and cfg.task.D is None
+    assert isinstance(cfg, Config)
+
+
+@pytest.mark.parametrize("optim", ["adam", "adamw", "sgd"])
+def test_optimiser_group_options(hydra_compose, optim):
+    cfg = to_config(hydra_compose([f"optim={optim}"]))
+    assert cfg.optim.name == optim
+    validate(cfg)
+
+
+def test_overrides_reach_the_typed_config(hydra_compose):
+    cfg = to_config(hydra_compose(["model.width=7", "task.D=100", "ensemble.lr=[0.1,0.2]", "optim.lr=5e-4"]))
+    assert cfg.model.width == 7 and cfg.task.D == 100 and list(cfg.ensemble.lr) == [0.1, 0.2]
+    assert cfg.optim.lr == 5e-4
+
+
+def test_unknown_key_is_rejected_naming_it(hydra_compose):
+    with pytest.raises(Exception) as info:
+        hydra_compose(["model.widht=3"])
+    assert "widht" in str(info.value)
+
+
+@pytest.mark.parametrize("override,group", [("task=nope", "task"), ("model=nope", "model"), ("optim=nope", "optim"),
+                                            ("optim=rmsprop", "optim")])
+def test_unknown_group_option_is_rejected(hydra_compose, override, group):
+    with pytest.raises(Exception) as info:
+        hydra_compose([override])
+    assert group in str(info.value) and override.split("=")[1] in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["optim.lr=abc", "train.steps=1.5", "model.width=wide"])
+def test_mistyped_value_is_rejected(hydra_compose, override):
+    with pytest.raises(Exception) as info:
+        hydra_compose([override])
+    assert override.split("=")[0] in str(info.value)
+
+
+def test_composed_bad_value_fails_validation(hydra_compose):
+    """A well-typed but disallowed value composes, then validate names it."""
+    cfg = to_config(hydra_compose(["task.k=40"]))
+    with pytest.raises(ConfigError, match=r"task\.k=40"):
+        validate(cfg)

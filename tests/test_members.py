@@ -1,0 +1,57 @@
+"""Ensemble members (toy_quanta.engine.members): the product of the ensemble lists, times seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import tiny_config
+from toy_quanta.config import VECTOR_KEYS
+from toy_quanta.engine.members import Hyper, expand, stack
+
+
+def test_no_ensemble_is_one_member_with_the_config_values():
+    """Without ensemble lists: one member carrying the config's own scalars, keyed by VECTOR_KEYS."""
+    cfg = tiny_config(seed=7, task={"alpha": 0.3}, model={"init_scale": 0.5}, optim={"lr": 2e-3, "weight_decay": 1e-4})
+    (m,) = expand(cfg)
+    assert tuple(m) == VECTOR_KEYS
+    assert m == {"seed": 7, "task.alpha": 0.3, "model.init_scale": 0.5, "optim.lr": 2e-3, "optim.weight_decay": 1e-4}
+
+
+def test_product_of_lists_times_seeds():
+    """Members = every combination of the lists, each with seeds seed, seed+1, ...; keys not in a
+    list keep the config value."""
+    lrs, alphas, wds = [1e-3, 1e-2], [0.2, 0.4, 0.8], [0.0, 1e-3]
+    cfg = tiny_config(seed=10, ensemble={"seeds": 3, "lr": lrs, "alpha": alphas, "weight_decay": wds},
+                      model={"init_scale": 1.5})
+    members = expand(cfg)
+    assert len(members) == len(lrs) * len(alphas) * len(wds) * 3
+    expected = set()
+    for lr in lrs:
+        for a in alphas:
+            for wd in wds:
+                for s in (10, 11, 12):
+                    expected.add((s, a, 1.5, lr, wd))
+    got = [tuple(m[k] for k in VECTOR_KEYS) for m in members]
+    assert len(set(got)) == len(got)  # no duplicates
+    assert set(got) == expected
+
+
+def test_init_scale_list_and_seeds_only():
+    cfg = tiny_config(seed=0, ensemble={"seeds": 2, "init_scale": [0.5, 2.0]})
+    members = expand(cfg)
+    assert sorted((m["seed"], m["model.init_scale"]) for m in members) == [(0, 0.5), (0, 2.0), (1, 0.5), (1, 2.0)]
+    assert {m["optim.lr"] for m in members} == {cfg.optim.lr}
+
+
+def test_stack_gives_per_member_columns():
+    """stack(): a Hyper of (M,) arrays, int32 seeds and float32 scalars, in member order."""
+    cfg = tiny_config(seed=3, ensemble={"seeds": 2, "lr": [1e-3, 5e-3]})
+    members = expand(cfg)
+    h = stack(members)
+    assert isinstance(h, Hyper)
+    assert h.seed.dtype == np.int32
+    for field, key in zip(Hyper._fields, ("seed", "task.alpha", "model.init_scale", "optim.lr", "optim.weight_decay")):
+        arr = getattr(h, field)
+        assert arr.shape == (4,)
+        np.testing.assert_allclose(arr, np.array([m[key] for m in members], np.float64), rtol=1e-7)
+    assert h.lr.dtype == np.float32 and h.alpha.dtype == np.float32
