@@ -94,10 +94,6 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def global_norm(tree: Any) -> jax.Array:
-    return optax.tree.norm(tree)
-
-
 def make_model(cfg: Config, key: jax.Array) -> MLP:
     m, t = cfg.model, cfg.task
     return MLP(t.n_tasks, t.n, m.width, m.depth, 2, m.activation, m.control_gather, rngs=nnx.Rngs(key))
@@ -106,7 +102,6 @@ def make_model(cfg: Config, key: jax.Array) -> MLP:
 def make_train(cfg: Config) -> Trainer:
     t, tr = cfg.task, cfg.train
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: make_model(cfg, jax.random.key(0))))
-    steps_total = tr.steps
 
     def apply(params, task_B, bits_BxN):
         return nnx.merge(graphdef, params)(task_B, bits_BxN)
@@ -151,7 +146,7 @@ def make_train(cfg: Config) -> Trainer:
         return loss, correct
 
     def optimizer(hyper: Hyper):
-        return make_optimizer(cfg.optim, hyper.lr, hyper.weight_decay, steps_total)
+        return make_optimizer(cfg.optim, hyper.lr, hyper.weight_decay, tr.steps)
 
     def init(hyper: Hyper, subsets_TxK: jax.Array) -> tuple[TrainState, RunData]:
         key = jax.random.key(hyper.seed)
@@ -219,7 +214,7 @@ def make_train(cfg: Config) -> Trainer:
             "train_acc": train_acc,
             "test_loss": test_loss.mean(),
             "test_acc": test_correct.mean(),
-            "param_norm": global_norm(state.params),
+            "param_norm": optax.tree.norm(state.params),
             "alive": state.alive.astype(jnp.float32),
             "subtask_loss": task_loss.reshape(t.per_task_test, t.n_tasks).mean(0),
             "subtask_acc": task_correct.reshape(t.per_task_test, t.n_tasks).mean(0),
