@@ -1,0 +1,1 @@
+"""Analysis of finished runs: fits, theory predictions, emergence. Reads results; never trains."""
