@@ -160,8 +160,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def _experiment_values(name: str) -> dict:
+    """The values an experiment file sets (its `defaults` list picks groups; it is not a value)."""
     text = resources.files("toy_quanta.conf").joinpath("experiment", f"{name}.yaml").read_text()
-    return _flatten(yaml.safe_load(text))
+    values = yaml.safe_load(text)
+    values.pop("defaults", None)
+    return _flatten(values)
 
 
 def _same(composed, from_yaml) -> bool:
@@ -191,6 +194,8 @@ def test_paper_experiment_composes_with_the_paper_count(hydra_compose):
     for key, value in _experiment_values("paper").items():
         assert _same(OmegaConf.select(dcfg, key), value), key
     assert n_params(cfg.task.n_tasks, cfg.task.n, cfg.model.width, cfg.model.depth) == 603 * cfg.model.width + 2
+    assert cfg.optim.name == "adam"  # chosen by the experiment's group override, as the paper trained
+    assert to_config(hydra_compose(["experiment=paper", "optim=adamw"])).optim.name == "adamw"
 
 
 def test_group_defaults_are_the_structured_defaults(hydra_compose):
