@@ -60,10 +60,15 @@ def _config(n_tasks: int, n: int, width: int, batch: int, steps: int) -> Config:
     )
 
 
+def _members(cfg: Config, n_members: int) -> list[dict]:
+    """n_members copies of the config's member with seeds 0..n_members-1."""
+    (base,) = expand(cfg)
+    return [{**base, "seed": s} for s in range(n_members)]
+
+
 def engine_steps_per_s(cfg: Config, n_members: int, steps: int, repeats: int) -> float:
     """Steps/s of one vmapped program of n_members members, through the engine's compiled chunk."""
-    cfg.ensemble.seeds = n_members
-    members = expand(cfg)
+    members = _members(cfg, n_members)
     trainer = make_train(cfg)
     state, data = jax.jit(jax.vmap(trainer.init))(stack(members), subsets_for(cfg, members))
     chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, 0, None)))
@@ -73,21 +78,15 @@ def engine_steps_per_s(cfg: Config, n_members: int, steps: int, repeats: int) ->
 
 def sequential_steps_per_s(cfg: Config, n_members: int, steps: int) -> float:
     """Model-steps/s of n_members single-member runs, one after another (one compile shared)."""
-    cfg.ensemble.seeds = 1
     trainer = make_train(cfg)
     init = jax.jit(jax.vmap(trainer.init))
     chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, 0, None)))
     n = np.int32(steps)
-    runs = []
-    for s in range(n_members):
-        cfg.seed = s
-        members = expand(cfg)
-        runs.append(init(stack(members), subsets_for(cfg, members)))
+    runs = [init(stack([m]), subsets_for(cfg, [m])) for m in _members(cfg, n_members)]
     jax.block_until_ready(chunk(*runs[0], n))  # compile
     t0 = time.perf_counter()
     for state, data in runs:
         jax.block_until_ready(chunk(state, data, n))
-    cfg.seed = 0
     return n_members * steps / (time.perf_counter() - t0)
 
 
