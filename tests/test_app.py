@@ -27,13 +27,14 @@ def _no_fit(*args, **kwargs):
 # --- helpers of the app ----------------------------------------------------------------------
 
 def test_override_columns_parse_swept_values():
-    """Swept values become typed columns; hydra.*, ensemble.* and per-member keys are left out."""
+    """Swept values become typed columns; hydra.*, ensemble.*, per-member keys and settings that are
+    not science values (name, train.progress, train.checkpoint) are left out."""
     cols = app.override_columns(["model.width=16", "optim.lr=0.01", "seed=3", "optim=sgd",
                                  "name=abc", "hydra.sweep.dir=/x", "hydra/launcher=vmap", "ensemble.lr=[0.1,0.2]",
-                                 "+model.activation=tanh", "train.progress=false", "task.alpha=0.5"])
-    assert cols == {"model.width": 16, "optim": "sgd", "name": "abc",
-                    "model.activation": "tanh", "train.progress": False}
-    assert isinstance(cols["model.width"], int) and cols["train.progress"] is False
+                                 "+model.activation=tanh", "train.progress=false", "train.checkpoint=false",
+                                 "task.alpha=0.5", "model.control_gather=false"])
+    assert cols == {"model.width": 16, "optim": "sgd", "model.activation": "tanh", "model.control_gather": False}
+    assert isinstance(cols["model.width"], int) and cols["model.control_gather"] is False
 
 
 def test_to_config_drops_the_hydra_node_and_types_the_config():

@@ -31,6 +31,7 @@ from toy_quanta.plotting import plot_curves
 log = logging.getLogger("toy_quanta")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices on every run
 
+_NOT_SWEPT = ("train.progress", "train.checkpoint", "name")  # settings, not values a sweep varies
 FLUSH_EVERY_S = 10.0  # rewrite metrics.parquet at most this often while training
 
 
@@ -50,7 +51,7 @@ def override_columns(overrides: list[str]) -> dict[str, Any]:
     columns = {}
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
-        if not sep or key.startswith(("hydra.", "hydra/", "ensemble.")) or key in VECTOR_KEYS:
+        if not sep or key.startswith(("hydra.", "hydra/", "ensemble.")) or key in (*VECTOR_KEYS, *_NOT_SWEPT):
             continue
         try:
             parsed = yaml.safe_load(value)
