@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
@@ -11,9 +10,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from toy_quanta.data.sparse_parity import LN2  # noqa: E402
 from toy_quanta.engine.loop import FitResult  # noqa: E402
-
-LN2 = math.log(2.0)
 
 
 def _member_label(member: dict, varying: list[str]) -> str:

@@ -4,7 +4,6 @@ so a run that fails part-way leaves the last complete version of each file behin
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import tempfile
@@ -17,13 +16,13 @@ import pandas as pd
 from flax import nnx, serialization
 
 from toy_quanta.config import VECTOR_KEYS
+from toy_quanta.data.sparse_parity import LN2
 from toy_quanta.engine.loop import FitResult
 
 METRICS_FILE = "metrics.parquet"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.msgpack"
 SCALAR_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "param_norm", "alive")
-LN2 = math.log(2.0)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

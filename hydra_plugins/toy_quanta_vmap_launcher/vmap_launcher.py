@@ -86,6 +86,7 @@ class VmapLauncher(Launcher):
                 cfg = None  # run_job below raises the same error inside the job, which marks it failed
             jobs.append((idx, list(overrides), sweep_config, cfg))
 
+        members_of = {pos: expand(cfg) for pos, (_, _, _, cfg) in enumerate(jobs) if cfg is not None}
         groups: dict[str, list[int]] = defaultdict(list)
         for pos, (_, _, _, cfg) in enumerate(jobs):
             if cfg is not None:
@@ -96,7 +97,7 @@ class VmapLauncher(Launcher):
             batch: list[int] = []
             size = 0
             for pos in positions:
-                n = len(expand(jobs[pos][3]))
+                n = len(members_of[pos])
                 if batch and self.max_group_members and size + n > self.max_group_members:
                     batches.append(batch)
                     batch, size = [], 0
@@ -110,7 +111,7 @@ class VmapLauncher(Launcher):
         for g, batch in enumerate(batches):
             members, spans = [], []
             for pos in batch:
-                job_members = expand(jobs[pos][3])
+                job_members = members_of[pos]
                 spans.append(range(len(members), len(members) + len(job_members)))
                 members += job_members
             first_cfg = dataclasses.replace(jobs[batch[0]][3], name=f"group {g}")

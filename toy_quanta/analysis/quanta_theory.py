@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from toy_quanta.data.sparse_parity import zipf_probs
-
-LN2 = math.log(2.0)
+from toy_quanta.data.sparse_parity import LN2, zipf_probs
 
 
 def predicted_exponents(alpha: float) -> dict[str, float]:

@@ -18,6 +18,8 @@ import numpy as np
 # device-side streams (init, data) that derive from the same seed.
 _SUBSET_STREAM = 0x5B5E7
 
+LN2 = math.log(2.0)  # nats per bit: the loss of an unlearned subtask (a coin flip)
+
 
 def draw_subsets(n_tasks: int, n: int, k: int, seed: int) -> np.ndarray:
     """n_tasks distinct sorted k-subsets of range(n), as an int32 array (n_tasks, k)."""
