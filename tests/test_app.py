@@ -51,9 +51,9 @@ def test_to_config_drops_the_hydra_node_and_types_the_config():
 
 
 def test_vmap_group_key_splits_on_shapes_only():
-    """Jobs differing only in per-member scalars (seed, alpha, init scale, lr, weight decay), the
-    ensemble lists, name or progress share a group key; any other key (width, steps, optimiser, D,
-    batch size) splits them."""
+    """Jobs differing only in per-member scalars (seed, alpha, D, init scale, lr, weight decay), the
+    ensemble lists, name or progress share a group key; any other key (width, steps, optimiser,
+    online against finite data, batch size) splits them."""
     from hydra_plugins.toy_quanta_vmap_launcher.vmap_launcher import group_key
 
     base = group_key(tiny_config())
@@ -62,6 +62,9 @@ def test_vmap_group_key_splits_on_shapes_only():
             tiny_config(train={"progress": True}), tiny_config(ensemble={"seeds": 3, "lr": [0.1, 0.2]})]
     for cfg in same:
         assert group_key(cfg) == base, cfg
+    finite = group_key(tiny_config(task={"D": 100}))
+    for cfg in (tiny_config(task={"D": 5000}), tiny_config(ensemble={"D": [10, 20]}), tiny_config(task={"D": 7}, seed=3)):
+        assert group_key(cfg) == finite, cfg
     different = [tiny_config(model={"width": 32}), tiny_config(train={"steps": 61}), tiny_config(optim={"name": "sgd"}),
                  tiny_config(task={"D": 100}), tiny_config(train={"batch_size": 32}), tiny_config(model={"depth": 2}),
                  tiny_config(task={"subset_seed": 1})]

@@ -78,6 +78,8 @@ BAD = [
     ("ensemble.lr", [], "[]"),
     ("ensemble.alpha", [0.4, -0.5], "-0.5"),
     ("ensemble.weight_decay", [float("inf")], "inf"),
+    ("ensemble.D", [100, 0], "[100, 0]"),
+    ("ensemble.D", [], "[]"),
     ("seed", -1, "-1"),
     ("task.name", "modular", "modular"),
 ]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from conftest import tiny_config
 from toy_quanta.config import VECTOR_KEYS
-from toy_quanta.engine.members import Hyper, expand, stack
+from toy_quanta.engine.members import Hyper, expand, stack, train_capacity
 
 
 def test_no_ensemble_is_one_member_with_the_config_values():
@@ -14,7 +15,7 @@ def test_no_ensemble_is_one_member_with_the_config_values():
     cfg = tiny_config(seed=7, task={"alpha": 0.3}, model={"init_scale": 0.5}, optim={"lr": 2e-3, "weight_decay": 1e-4})
     (m,) = expand(cfg)
     assert tuple(m) == VECTOR_KEYS
-    assert m == {"seed": 7, "task.alpha": 0.3, "model.init_scale": 0.5, "optim.lr": 2e-3, "optim.weight_decay": 1e-4}
+    assert m == {"seed": 7, "task.alpha": 0.3, "task.D": None, "model.init_scale": 0.5, "optim.lr": 2e-3, "optim.weight_decay": 1e-4}
 
 
 def test_product_of_lists_times_seeds():
@@ -30,7 +31,7 @@ def test_product_of_lists_times_seeds():
         for a in alphas:
             for wd in wds:
                 for s in (10, 11, 12):
-                    expected.add((s, a, 1.5, lr, wd))
+                    expected.add((s, a, None, 1.5, lr, wd))
     got = [tuple(m[k] for k in VECTOR_KEYS) for m in members]
     assert len(set(got)) == len(got)  # no duplicates
     assert set(got) == expected
@@ -50,8 +51,22 @@ def test_stack_gives_per_member_columns():
     h = stack(members)
     assert isinstance(h, Hyper)
     assert h.seed.dtype == np.int32
-    for field, key in zip(Hyper._fields, ("seed", "task.alpha", "model.init_scale", "optim.lr", "optim.weight_decay")):
+    for field, key in zip(Hyper._fields, ("seed", "task.alpha", "task.D", "model.init_scale", "optim.lr", "optim.weight_decay")):
         arr = getattr(h, field)
+        if key == "task.D":  # online members: D is null in the config, 0 in the Hyper
+            assert arr.dtype == np.int32 and not arr.any()
+            continue
         assert arr.shape == (4,)
         np.testing.assert_allclose(arr, np.array([m[key] for m in members], np.float64), rtol=1e-7)
     assert h.lr.dtype == np.float32 and h.alpha.dtype == np.float32
+
+
+def test_ensemble_D_list_gives_finite_members_and_the_longest_sets_the_capacity():
+    cfg = tiny_config(seed=0, ensemble={"seeds": 2, "D": [100, 1000, 300]})
+    members = expand(cfg)
+    assert sorted((m["seed"], m["task.D"]) for m in members) == [(s, d) for s in (0, 1) for d in (100, 300, 1000)]
+    assert train_capacity(members) == 1000
+    np.testing.assert_array_equal(np.sort(stack(members).D), [100, 100, 300, 300, 1000, 1000])
+    assert train_capacity(expand(tiny_config())) is None
+    with pytest.raises(ValueError, match="online"):
+        train_capacity([{"task.D": None}, {"task.D": 5}])

@@ -69,7 +69,8 @@ def test_metrics_frame_is_tidy_one_row_per_member_step_metric_subtask():
     # overwrites a per-member one
     for key in VECTOR_KEYS:
         for m in range(M):
-            assert set(frame.loc[frame["member"] == m, key]) == {r.members[m][key]}, key
+            column = frame.loc[frame["member"] == m, key]
+            assert {None if pd.isna(v) else v for v in column} == {r.members[m][key]}, key
     assert set(frame["model.width"]) == {16}
     assert set(frame["seed"]) == {0, 1, 2}
     assert (frame.loc[frame["metric"].isin(SCALARS), "subtask"] == -1).all()

@@ -442,3 +442,25 @@ def test_finite_minibatches_and_train_loss_on_the_first_test_size_samples():
     # the full training set gives a different mean (so the check above is specific)
     all_loss, _ = numpy_ce(numpy_logits(member_params(r, 0), *take(data.train, 0)[:2]), take(data.train, 0)[2])
     assert not np.isclose(all_loss.mean(), loss.mean(), rtol=1e-4)
+
+
+def test_data_sizes_vectorize_each_member_equals_its_D_trained_alone():
+    """ensemble.D: members with different D share one training-set array of the largest D, yet
+    each trains exactly as a job with task.D = its own D: the first D samples of the array are
+    the same whatever its length, D <= batch is full batch and D > batch draws from its own D."""
+    base = dict(task={"n": 10, "test_size": 256}, model={"width": 16},
+                train={"steps": 60, "batch_size": 64, "log_every": 30})
+    cfg = tiny_config(**base, ensemble={"D": [40, 200, 3000]})
+    r = fit(cfg, expand(cfg))
+    for i, D in enumerate((40, 200, 3000)):
+        alone = tiny_config(**{**base, "task": {**base["task"], "D": D}})
+        assert_member_equal(r, i, fit(alone, expand(alone)), 0, rtol=2e-3, atol=2e-5)
+    # the prefix property itself: D=200 alone holds the first 200 rows of the ensemble's array
+    data_big = run_data(cfg, expand(cfg))
+    small = tiny_config(**{**base, "task": {**base["task"], "D": 200}})
+    data_small = run_data(small, expand(small))
+    for big, little in zip(take(data_big.train, 1), take(data_small.train, 0)):
+        np.testing.assert_array_equal(big[:200], little)
+    # and D changes the run: the three members differ
+    final = r.log_array("train_loss")[-1]
+    assert len(np.unique(np.round(final, 5))) == 3

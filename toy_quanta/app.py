@@ -128,7 +128,8 @@ class JobWriter:
 
 def _describe(cfg: Config) -> str:
     t, m = cfg.task, cfg.model
-    data = "online" if t.D is None else f"D={t.D}"
+    sizes = cfg.ensemble.D
+    data = f"D in {list(sizes)}" if sizes is not None else "online" if t.D is None else f"D={t.D}"
     return (f"{t.n_tasks} subtasks, n={t.n}, k={t.k}, alpha={t.alpha:g} (p ∝ i^-{t.alpha + 1:g}), {data}; "
             f"width {m.width}, depth {m.depth}; {cfg.optim.name} lr={cfg.optim.lr:g}, batch {cfg.train.batch_size}")
 

@@ -20,7 +20,9 @@ MODELS = ("mlp",)
 
 # Scalars that may differ between members of one ensemble (one compiled program).
 # Everything else changes array shapes or the program itself, so it splits a sweep into groups.
-VECTOR_KEYS = ("seed", "task.alpha", "model.init_scale", "optim.lr", "optim.weight_decay")
+# task.D is one of them: members share one training-set array as long as the longest member's,
+# each drawing from its own prefix (online and finite jobs still split, see vmap_launcher).
+VECTOR_KEYS = ("seed", "task.alpha", "task.D", "model.init_scale", "optim.lr", "optim.weight_decay")
 
 
 @dataclass
@@ -92,6 +94,7 @@ class EnsembleConfig:
     weight_decay: Optional[list[float]] = None
     init_scale: Optional[list[float]] = None
     alpha: Optional[list[float]] = None
+    D: Optional[list[int]] = None  # training-set sizes (finite mode for every member); the data-scaling axis
 
 
 @dataclass
@@ -230,6 +233,9 @@ def validate(cfg: Any) -> None:
     _list_of(cfg, "ensemble.init_scale", positive=True)
     _list_of(cfg, "ensemble.weight_decay", nonneg=True)
     _list_of(cfg, "ensemble.alpha", nonneg=True)
+    sizes = _get(cfg, "ensemble.D")
+    if sizes is not None and (len(sizes) == 0 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes)):
+        raise ConfigError("ensemble.D", list(sizes), "a non-empty list of integers >= 1, or null")
     seed = _get(cfg, "seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31 - _get(cfg, "ensemble.seeds"):
         raise ConfigError("seed", seed, "an integer in [0, 2^31 - ensemble.seeds)")

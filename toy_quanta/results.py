@@ -73,7 +73,9 @@ def metrics_frame(result: FitResult, columns: dict[str, Any] | None = None) -> p
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["member", "step", "metric", "subtask", "value"])
     frame["metric"] = frame["metric"].astype("category")
     for key in VECTOR_KEYS:
-        per_member = np.array([m[key] for m in result.members])
+        values = [m[key] for m in result.members]
+        # task.D is null for online members: a nullable integer column
+        per_member = pd.array(values, dtype="Int64") if key == "task.D" else np.array(values)
         frame[key] = per_member[frame["member"].to_numpy()] if len(frame) else []
     for key, value in (columns or {}).items():
         if key not in frame.columns:

@@ -1,7 +1,8 @@
 """`hydra/launcher=vmap`: trains a multirun's same-shaped jobs as one vmapped ensemble.
 
 Jobs whose configs differ only in per-member scalars (toy_quanta.config.VECTOR_KEYS: seed,
-task.alpha, model.init_scale, optim.lr, optim.weight_decay; and ensemble.*, name) form a group and
+task.alpha, task.D, model.init_scale, optim.lr, optim.weight_decay; and ensemble.*, name) form a
+group (online jobs apart from finite-data ones) and
 are trained as one compiled program. Then every job goes through Hydra's ordinary `run_job`,
 so each still gets its own output directory, .hydra/ configs, log file and return value.
 The launcher serves the toy_quanta app only: it trains through toy_quanta, not through the
@@ -36,6 +37,8 @@ _MEMBER_KEYS = (*VECTOR_KEYS, "name", "train.progress")
 def group_key(cfg: Any) -> str:
     """Everything about a job that changes array shapes or the compiled program."""
     tree = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    # D is per member, but online and finite-data members cannot share a program.
+    finite = tree["task"].get("D") is not None or tree["ensemble"].get("D") is not None
     tree.pop("ensemble", None)
     for key in _MEMBER_KEYS:
         *parents, leaf = key.split(".")
@@ -43,6 +46,7 @@ def group_key(cfg: Any) -> str:
         for part in parents:
             node = node[part]
         node.pop(leaf, None)
+    tree["task"]["finite_data"] = finite
     return json.dumps(tree, sort_keys=True)
 
 

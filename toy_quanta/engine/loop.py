@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from toy_quanta.config import Config
 from toy_quanta.data.sparse_parity import draw_subsets
-from toy_quanta.engine.members import stack
+from toy_quanta.engine.members import stack, train_capacity
 from toy_quanta.engine.train import make_train
 
 
@@ -64,6 +64,8 @@ def fit(
     on_log: Callable[[FitResult], None] | None = None,
 ) -> FitResult:
     """Train `members` (see members.expand) as one vmapped program. `on_log` runs after each chunk."""
+    # The members' own D (not the config's) sets the length of the shared training-set array.
+    cfg = replace(cfg, task=replace(cfg.task, D=train_capacity(members)), ensemble=replace(cfg.ensemble, D=None))
     trainer = make_train(cfg)
     result = FitResult(members=list(members), graphdef=trainer.graphdef)
     hyper, subsets = stack(members), subsets_for(cfg, members)

@@ -15,6 +15,7 @@ class Hyper(NamedTuple):
 
     seed: Any
     alpha: Any
+    D: Any  # training-set size (finite mode); 0 for online members
     init_scale: Any
     lr: Any
     weight_decay: Any
@@ -31,12 +32,15 @@ def expand(cfg: Any) -> list[dict[str, float | int]]:
     """
     base = {
         "task.alpha": float(cfg.task.alpha),
+        "task.D": None if cfg.task.D is None else int(cfg.task.D),
         "model.init_scale": float(cfg.model.init_scale),
         "optim.lr": float(cfg.optim.lr),
         "optim.weight_decay": float(cfg.optim.weight_decay),
     }
     axes = {key: [float(v) for v in getattr(cfg.ensemble, name)] for name, key in _ENSEMBLE_LISTS.items()
             if getattr(cfg.ensemble, name) is not None}
+    if cfg.ensemble.D is not None:
+        axes["task.D"] = [int(v) for v in cfg.ensemble.D]
     members = []
     for values in itertools.product(*axes.values()):
         point = {**base, **dict(zip(axes, values))}
@@ -45,11 +49,23 @@ def expand(cfg: Any) -> list[dict[str, float | int]]:
     return [{key: m[key] for key in VECTOR_KEYS} for m in members]
 
 
+def train_capacity(members: Sequence[dict[str, Any]]) -> int | None:
+    """Length of the shared training-set array: the largest member's D; None when online.
+    Members must be all finite or all online (one program cannot hold both)."""
+    sizes = [m["task.D"] for m in members]
+    if all(d is None for d in sizes):
+        return None
+    if any(d is None for d in sizes):
+        raise ValueError("one program cannot train online (task.D=null) and finite-data members together")
+    return int(max(sizes))
+
+
 def stack(members: Sequence[dict[str, float | int]]) -> Hyper:
     col = lambda key, dtype: np.array([m[key] for m in members], dtype=dtype)  # noqa: E731
     return Hyper(
         seed=col("seed", np.int32),
         alpha=col("task.alpha", np.float32),
+        D=np.array([m["task.D"] or 0 for m in members], np.int32),
         init_scale=col("model.init_scale", np.float32),
         lr=col("optim.lr", np.float32),
         weight_decay=col("optim.weight_decay", np.float32),

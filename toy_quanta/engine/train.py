@@ -11,6 +11,7 @@ as one pure function, for `jax.jit(jax.vmap(trainer.train))`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -72,6 +73,7 @@ def log_steps(steps: int, log_every: int, log_count: int | None) -> np.ndarray:
 
 
 CPU_MICROBATCH = 4096
+TRAIN_BLOCK = 1024  # a finite training set is drawn in blocks of this many samples
 
 
 def n_microbatches(batch_size: int, microbatch: int | None, platform: str) -> int:
@@ -100,7 +102,11 @@ def make_model(cfg: Config, key: jax.Array) -> MLP:
 
 
 def make_train(cfg: Config) -> Trainer:
+    """Pure functions of one member. In finite mode the members' training sets share one array of
+    task.D rows (the largest of ensemble.D when that is set); each member uses its own D of them."""
     t, tr = cfg.task, cfg.train
+    if cfg.ensemble.D is not None:
+        t = dataclasses.replace(t, D=max(cfg.ensemble.D))
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: make_model(cfg, jax.random.key(0))))
 
     def apply(params, task_B, bits_BxN):
@@ -112,25 +118,28 @@ def make_train(cfg: Config) -> Trainer:
         correct_B = (jnp.argmax(logits_Bx2, -1) == batch.label).astype(jnp.float32)
         return loss_B, correct_B
 
-    def mean_loss(params, batch):
+    def weighted_loss(params, batch: Batch, weight_B):
         loss_B, correct_B = loss_and_acc(params, batch)
-        return loss_B.mean(), correct_B.mean()
+        return jnp.sum(weight_B * loss_B), jnp.sum(weight_B * correct_B)
 
-    n_micro = n_microbatches(tr.batch_size if t.D is None else min(tr.batch_size, t.D), tr.microbatch,
-                             jax.default_backend())
+    finite = t.D is not None  # t.D is the training-set array's length: the largest member's D
+    batch_len = tr.batch_size if not finite else min(tr.batch_size, t.D)
+    n_micro = n_microbatches(batch_len, tr.microbatch, jax.default_backend())
 
-    def loss_and_grads(params, batch: Batch):
-        """((mean loss, mean accuracy), gradients) over the batch, accumulated over micro-batches."""
+    def loss_and_grads(params, batch: Batch, weight_B):
+        """((loss, accuracy), gradients) of the weighted batch (weights sum to 1), accumulated
+        over micro-batches."""
+        grad_fn = jax.value_and_grad(weighted_loss, has_aux=True)
         if n_micro == 1:
-            return jax.value_and_grad(mean_loss, has_aux=True)(params, batch)
-        micro = jax.tree.map(lambda x: x.reshape(n_micro, -1, *x.shape[1:]), batch)
+            return grad_fn(params, batch, weight_B)
+        micro = jax.tree.map(lambda x: x.reshape(n_micro, -1, *x.shape[1:]), (batch, weight_B))
 
         def add(total, mb):
-            return jax.tree.map(jnp.add, total, jax.value_and_grad(mean_loss, has_aux=True)(params, mb)), None
+            return jax.tree.map(jnp.add, total, grad_fn(params, *mb)), None
 
         zero = jnp.zeros((), jnp.float32)
         total, _ = jax.lax.scan(add, ((zero, zero), jax.tree.map(jnp.zeros_like, params)), micro)
-        return jax.tree.map(lambda x: x / n_micro, total)
+        return total
 
     def per_sample(params, batch: Batch):
         """Loss and correctness of every sample, in blocks of eval_batch_size to bound memory."""
@@ -154,8 +163,8 @@ def make_train(cfg: Config) -> Trainer:
         params = nnx.split(make_model(cfg, k_init))[1]
         params = jax.tree.map(lambda p: p * hyper.init_scale, params)
         train = None
-        if t.D is not None:
-            train = Batch(*sp.sample(k_train, subsets_TxK, hyper.alpha, t.D, t.n))
+        if finite:
+            train = training_set(k_train, subsets_TxK, hyper.alpha)
         data = RunData(
             hyper=hyper,
             subsets=subsets_TxK,
@@ -169,18 +178,32 @@ def make_train(cfg: Config) -> Trainer:
                            jnp.ones((), bool), -jnp.ones((), jnp.int32), zero, zero, jnp.zeros((), jnp.int32))
         return state, data
 
-    def batch_at(data: RunData, step: jax.Array) -> Batch:
+    def training_set(key, subsets_TxK, alpha) -> Batch:
+        """t.D samples drawn in fixed blocks, each from its own key: the first D samples are the
+        same whatever t.D is, so a member's data does not depend on its ensemble's largest D."""
+        n_blocks = -(-t.D // TRAIN_BLOCK)
+        keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(n_blocks))
+        blocks = jax.vmap(lambda k: Batch(*sp.sample(k, subsets_TxK, alpha, TRAIN_BLOCK, t.n)))(keys)
+        return jax.tree.map(lambda x: x.reshape(n_blocks * TRAIN_BLOCK, *x.shape[2:])[:t.D], blocks)
+
+    def batch_at(data: RunData, step: jax.Array) -> tuple[Batch, jax.Array]:
+        """The step's batch and per-sample weights (summing to 1)."""
         key = jax.random.fold_in(data.data_key, step)
-        if data.train is None:
-            return Batch(*sp.sample(key, data.subsets, data.hyper.alpha, tr.batch_size, t.n))
-        if tr.batch_size >= t.D:
-            return data.train  # full batch
-        idx_B = jax.random.randint(key, (tr.batch_size,), 0, t.D)
-        return jax.tree.map(lambda x: x[idx_B], data.train)
+        if not finite:
+            return Batch(*sp.sample(key, data.subsets, data.hyper.alpha, tr.batch_size, t.n)), jnp.full(
+                (tr.batch_size,), 1.0 / tr.batch_size)
+        # A member whose D fits in a batch trains on all of its D samples (full batch: the first
+        # batch_len rows, those past D weighted 0); a larger D is sampled with replacement.
+        D = data.hyper.D
+        full = D <= tr.batch_size
+        pos_B = jnp.arange(batch_len)
+        idx_B = jnp.where(full, pos_B, jax.random.randint(key, (batch_len,), 0, D))
+        weight_B = jnp.where(full, (pos_B < D) / D, 1.0 / batch_len).astype(jnp.float32)
+        return jax.tree.map(lambda x: x[idx_B], data.train), weight_B
 
     def train_step(state: TrainState, data: RunData) -> TrainState:
-        batch = batch_at(data, state.step)
-        (loss, acc), grads = loss_and_grads(state.params, batch)
+        batch, weight_B = batch_at(data, state.step)
+        (loss, acc), grads = loss_and_grads(state.params, batch, weight_B)
         updates, opt_state = optimizer(data.hyper).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ok = state.alive & jnp.isfinite(loss) & _all_finite(params)
@@ -198,10 +221,13 @@ def make_train(cfg: Config) -> Trainer:
     def evaluate(state: TrainState, data: RunData) -> dict[str, jax.Array]:
         test_loss, test_correct = per_sample(state.params, data.test)
         task_loss, task_correct = per_sample(state.params, data.per_task)
-        if data.train is not None:
-            n_fit = min(t.D, t.test_size)  # the training set, or its first test_size samples
+        if finite:
+            # The member's training set, or its first test_size samples.
+            n_fit = min(t.D, t.test_size)
             train_loss, train_correct = per_sample(state.params, jax.tree.map(lambda x: x[:n_fit], data.train))
-            train_loss, train_acc = train_loss.mean(), train_correct.mean()
+            mask = jnp.arange(n_fit) < data.hyper.D
+            count = jnp.minimum(data.hyper.D, n_fit)
+            train_loss, train_acc = (jnp.sum(jnp.where(mask, v, 0.0)) / count for v in (train_loss, train_correct))
         else:
             # Online: fresh samples each step, so the mean minibatch loss since the last log
             # is an unbiased estimate of the loss on the training stream.
