@@ -246,3 +246,41 @@ def test_composed_bad_value_fails_validation(hydra_compose):
     cfg = to_config(hydra_compose(["task.k=40"]))
     with pytest.raises(ConfigError, match=r"task\.k=40"):
         validate(cfg)
+
+
+SCALING_EXPERIMENTS = ["quanta_params", "quanta_data", "quanta_steps", "quanta_alpha",
+                       "quanta_params_paper", "quanta_data_paper", "quanta_steps_paper"]
+
+
+def _sweep_jobs(dcfg) -> list[list[str]]:
+    """The override lists of the multirun an experiment's hydra.sweeper.params asks for."""
+    params = OmegaConf.select(dcfg, "hydra.sweeper.params") or {}
+    jobs = [[]]
+    for key, values in params.items():
+        jobs = [[*job, f"{key}={v.strip()}"] for job in jobs for v in str(values).split(",")]
+    return jobs
+
+
+@pytest.mark.parametrize("name", SCALING_EXPERIMENTS)
+def test_scaling_experiments_compose_and_every_job_validates(name):
+    """Each scaling experiment composes, and so does every job of its sweep; the CPU-scale sweeps
+    span at least a decade of their quantity."""
+    with initialize_config_module(config_module="toy_quanta.conf", version_base=None):
+        base = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
+        jobs = _sweep_jobs(base)
+        cfgs = [to_config(compose("config", overrides=[f"experiment={name}", *job])) for job in jobs]
+    for cfg in cfgs:
+        validate(cfg)
+        assert cfg.name == name
+    widths = {c.model.width for c in cfgs}
+    sizes = {d for c in cfgs for d in (c.ensemble.D or ([c.task.D] if c.task.D else []))}
+    if name in ("quanta_params", "quanta_params_paper"):
+        assert max(widths) / min(widths) >= 10 and all(c.task.D is None for c in cfgs)
+    if name in ("quanta_data", "quanta_data_paper"):
+        assert max(sizes) / min(sizes) >= 10 and len(widths) == 1
+    if name == "quanta_alpha":
+        assert {a for c in cfgs for a in c.ensemble.alpha} >= {0.2, 0.4, 0.6, 0.8}
+        assert max(widths) / min(widths) >= 10 and max(sizes) / min(sizes) >= 10
+    if name.endswith("_paper"):
+        assert (cfgs[0].task.n_tasks, cfgs[0].task.n, cfgs[0].task.k, cfgs[0].task.alpha) == (500, 100, 3, 0.4)
+        assert cfgs[0].train.batch_size == 20_000 and cfgs[0].train.steps == 200_000

@@ -27,19 +27,22 @@ def _slope_intercept(log_x: np.ndarray, log_y: np.ndarray) -> tuple[float, float
     return float(slope), float(intercept)
 
 
-def fit_range(x: np.ndarray, y: np.ndarray, top: float = 0.9, bottom: float = 0.02) -> tuple[float, float, str]:
+def fit_range(x: np.ndarray, y: np.ndarray, top: float = 0.9, bottom: float = 0.05) -> tuple[float, float, str]:
     """The fit range by a stated rule: between the start and the end of the fall.
 
-    With y averaged over seeds at each distinct x, and y0 = the largest mean, keep the x whose mean
-    lies below top * y0 (off the initial plateau) and above bottom * y0 + (1 - bottom) * floor,
-    where floor is the smallest mean (before the curve flattens on its own floor). Falls back to
-    every x when fewer than 3 points qualify.
+    With y averaged over seeds at each distinct x, y0 = the largest mean and floor = the smallest,
+    keep the x whose mean lies below top * y0 (off the initial plateau) and above
+    floor * (y0 / floor)^bottom, i.e. more than a fraction `bottom` of the fall, on a log scale,
+    above the floor (so a curve that has flattened onto its floor is left out, while one still
+    falling at the end keeps all but its last point or two). Falls back to every x when fewer
+    than 3 points qualify.
     """
     xs = np.unique(x)
     mean = np.array([np.mean(y[x == v]) for v in xs])
     y0, floor = mean.max(), mean.min()
-    keep = (mean < top * y0) & (mean > floor + bottom * (y0 - floor))
-    rule = f"mean loss below {top:g} x its maximum and above the floor plus {bottom:g} x the fall"
+    keep = (mean < top * y0) & (mean > floor * (y0 / floor) ** bottom)
+    rule = (f"mean loss below {top:g} x its maximum and more than {bottom:g} of the fall (on a log scale) "
+            "above its minimum")
     if keep.sum() < 3:
         return float(xs.min()), float(xs.max()), "every point (fewer than 3 inside the rule: " + rule + ")"
     return float(xs[keep].min()), float(xs[keep].max()), rule
