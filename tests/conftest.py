@@ -49,10 +49,10 @@ SWEEP_OVERRIDES = [
 ]
 
 
-def run_app(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def run_app(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
     proc = subprocess.run([sys.executable, "-m", "toy_quanta.app", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=timeout)
     return proc
 
 

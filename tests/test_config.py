@@ -262,13 +262,12 @@ def _sweep_jobs(dcfg) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("name", SCALING_EXPERIMENTS)
-def test_scaling_experiments_compose_and_every_job_validates(name):
+def test_scaling_experiments_compose_and_every_job_validates(hydra_compose, name):
     """Each scaling experiment composes, and so does every job of its sweep; the CPU-scale sweeps
     span at least a decade of their quantity."""
-    with initialize_config_module(config_module="toy_quanta.conf", version_base=None):
-        base = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
-        jobs = _sweep_jobs(base)
-        cfgs = [to_config(compose("config", overrides=[f"experiment={name}", *job])) for job in jobs]
+    base = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)  # hydra_compose set Hydra up
+    jobs = _sweep_jobs(base)
+    cfgs = [to_config(hydra_compose([f"experiment={name}", *job])) for job in jobs]
     for cfg in cfgs:
         validate(cfg)
         assert cfg.name == name

@@ -135,7 +135,7 @@ def plot_exponents_vs_alpha(analyses: list[ScaleAnalysis], path: Path) -> None:
 def plot_other_studies(own: list[tuple[float, float, float]], path: Path) -> None:
     """(alpha_N, alpha_D) of other studies, both reference lines, and this project's points
     `own` = [(alpha, alpha_N, alpha_D)]."""
-    fig, ax = plt.subplots(figsize=(6.5, 5.5), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(10, 5.5), constrained_layout=True)
     for i, (study, points) in enumerate(OTHER_STUDIES.items()):
         pts = np.array(points)
         ax.scatter(pts[:, 0], pts[:, 1], color=f"C{i}", s=25, label=study)
@@ -148,6 +148,7 @@ def plot_other_studies(own: list[tuple[float, float, float]], path: Path) -> Non
         ax.annotate(f"toy_quanta alpha={alpha:g}", (n, d), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set(xlabel="alpha_N", ylabel="alpha_D", xlim=(0, top), ylim=(0, top),
            title="parameter against data exponents")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.set_aspect("equal")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     ax.grid(alpha=0.3)
     _save(fig, path)

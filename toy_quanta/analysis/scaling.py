@@ -54,6 +54,7 @@ class ScaleAnalysis:
     spearman: float  # learning order against frequency rank
     n_learned: np.ndarray  # (X,) subtasks learned, mean over seeds
     finite_size: np.ndarray  # (X,) the model's loss when exactly n_learned subtasks are learned
+    finite_size_slope: float  # its log-log slope over the fit range (NaN if it is 0 somewhere there)
     learned_fit: PowerLawFit | None  # n_learned ∝ x^growth
     growth_predicted: float  # 1 for N, 1/(alpha+1) for D and S
     notes: list[str] = field(default_factory=list)
@@ -142,10 +143,17 @@ def analyse(points: ScalePoints, n_boot: int = 2000) -> ScaleAnalysis:
         learned_fit = fit_power_law(p.x[ok], n_row[ok], x_range=(p.x[ok].min(), p.x[ok].max()), n_boot=n_boot)
     else:
         notes.append("fewer than 3 scales with between 1 and n_tasks - 1 subtasks learned: no fit of n_learned")
+    finite_size = finite_size_loss(n_learned, p.n_tasks, p.alpha)
+    # The same law bends for a finite list of subtasks: its own slope over the fit range, from the
+    # measured n_learned, is what the model predicts for this sweep as run.
+    inside = (xs >= fit.x_min) & (xs <= fit.x_max)
+    finite_size_slope = float("nan")
+    if inside.sum() >= 2 and np.all(finite_size[inside] > 0):
+        finite_size_slope = float(-np.polyfit(np.log(xs[inside]), np.log(finite_size[inside]), 1)[0])
     return ScaleAnalysis(points=p, fit=fit, predicted=predicted, xs=xs, mean_loss=mean_loss, std_loss=std_loss,
                          subtask_bits_TxX=sub_XxT.T, learned_scale=learned_scale,
                          spearman=order_correlation(learned_scale), n_learned=n_learned,
-                         finite_size=finite_size_loss(n_learned, p.n_tasks, p.alpha), learned_fit=learned_fit,
+                         finite_size=finite_size, finite_size_slope=finite_size_slope, learned_fit=learned_fit,
                          growth_predicted=growth_predicted, notes=notes)
 
 
@@ -186,7 +194,8 @@ def summary_frame(analyses: list[ScaleAnalysis]) -> pd.DataFrame:
     for a in analyses:
         f = a.fit
         rows.append({"quantity": a.points.quantity, "alpha": a.points.alpha, "exponent": f.exponent, "ci_low": f.ci_low,
-                     "ci_high": f.ci_high, "predicted": a.predicted, "fit_from": f.x_min, "fit_to": f.x_max,
+                     "ci_high": f.ci_high, "predicted": a.predicted, "finite_size_slope": a.finite_size_slope,
+                     "fit_from": f.x_min, "fit_to": f.x_max,
                      "loss_fall": a.mean_loss.max() / a.mean_loss.min(), "spearman": a.spearman,
                      "max_learned": a.n_learned.max(), "verdict": agreement(f.exponent, f.ci_low, f.ci_high, a.predicted)})
     return pd.DataFrame(rows)
