@@ -118,6 +118,9 @@ def write_report(out: Path, dirs: list[Path], analyses: list[ScaleAnalysis], con
         lines += ["", f"- Mean loss falls {fall:.1f}x along the sweep; {int(learned.sum())} of {p.n_tasks} subtasks "
                   f"are learned by the largest scale (mean over seeds).",
                   f"- Learning order against frequency rank: Spearman {a.spearman:.3f} (1 = exactly in frequency order).",
+                  "- Scale from which each subtask stays learned (rank: scale; mean over seeds): "
+                  + ", ".join(f"{k + 1}: {v:.4g}" for k, v in enumerate(a.learned_scale) if np.isfinite(v))
+                  + (f"; not learned: {int((~learned).sum())} subtasks" if (~learned).any() else "") + ".",
                   "- The tail-loss column is what the quantization model predicts from the number of subtasks "
                   "learned alone (unlearned subtasks at 1 bit, learned at 0); the measured loss sits above it where "
                   "learned subtasks keep some loss or unlearned ones are partly learned."]
@@ -169,6 +172,7 @@ def run(dirs: list[Path], out: Path, n_boot: int = 2000) -> dict[str, Any]:
     records = exponent_records(analyses, conv)
     result = {"out": str(out), "exponents": records,
               "spearman": {f"{a.points.quantity}_{a.points.alpha:g}": a.spearman for a in analyses},
+              "learned_scale": {f"{a.points.quantity}_{a.points.alpha:g}": a.learned_scale.tolist() for a in analyses},
               "figures": sorted(figures.values())}
     write_json(out / "report.json", _strict({**result, "table": summary_frame(analyses).to_dict(orient="records")}))
     return {"table": summary_frame(analyses), **result}
