@@ -170,18 +170,18 @@ def _choice(cfg: Any, key: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(key, value, "one of " + ", ".join(allowed))
 
 
-def _list_of(cfg: Any, key: str, *, positive: bool = False, nonneg: bool = False) -> None:
+def _list_of(cfg: Any, key: str, *, positive: bool = False, nonneg: bool = False, integer: bool = False) -> None:
     values = _get(cfg, key)
     if values is None:
         return
     if len(values) == 0:
         raise ConfigError(key, list(values), "a non-empty list, or null")
     for v in values:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = isinstance(v, int if integer else (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         ok = ok and (v > 0 if positive else v >= 0 if nonneg else True)
         if not ok:
             what = "positive finite numbers" if positive else "finite numbers >= 0"
-            raise ConfigError(key, list(values), f"a list of {what}")
+            raise ConfigError(key, list(values), f"a list of {'integers >= 1' if integer else what}")
 
 
 def validate(cfg: Any) -> None:
@@ -233,9 +233,7 @@ def validate(cfg: Any) -> None:
     _list_of(cfg, "ensemble.init_scale", positive=True)
     _list_of(cfg, "ensemble.weight_decay", nonneg=True)
     _list_of(cfg, "ensemble.alpha", nonneg=True)
-    sizes = _get(cfg, "ensemble.D")
-    if sizes is not None and (len(sizes) == 0 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes)):
-        raise ConfigError("ensemble.D", list(sizes), "a non-empty list of integers >= 1, or null")
+    _list_of(cfg, "ensemble.D", positive=True, integer=True)
     seed = _get(cfg, "seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31 - _get(cfg, "ensemble.seeds"):
         raise ConfigError("seed", seed, "an integer in [0, 2^31 - ensemble.seeds)")

@@ -23,8 +23,15 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _line(ax, x0: float, y0: float, x: np.ndarray, exponent: float, **kw) -> None:
-    ax.plot(x, y0 * (x / x0) ** -exponent, **kw)
+def _fit_lines(ax, f, fit_label: str, references: list[tuple[float, str, dict]], unit: float = 1.0) -> None:
+    """The fitted law over its range, and reference slopes [(exponent, label, style)] drawn
+    through the fit at the middle of the range (log scale); y is divided by `unit`."""
+    x = np.geomspace(f.x_min, f.x_max, 50)
+    ax.plot(x, f.prefactor * x ** -f.exponent / unit, color="C3", lw=2, label=fit_label)
+    x_mid = np.sqrt(f.x_min * f.x_max)
+    y_mid = f.prefactor * x_mid ** -f.exponent / unit
+    for exponent, label, style in references:
+        ax.plot(x, y_mid * (x / x_mid) ** -exponent, label=label, **style)
 
 
 def plot_loss(a: ScaleAnalysis, path: Path) -> None:
@@ -34,12 +41,8 @@ def plot_loss(a: ScaleAnalysis, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 5), constrained_layout=True)
     ax.scatter(p.x, p.loss / LN2, s=10, color="0.6", label="each seed", zorder=2)
     ax.errorbar(a.xs, a.mean_loss / LN2, yerr=a.std_loss / LN2, fmt="o-", color="C0", ms=4, label="mean over seeds", zorder=3)
-    x_fit = np.geomspace(f.x_min, f.x_max, 50)
-    ax.plot(x_fit, f.prefactor * x_fit ** -f.exponent / LN2, color="C3", lw=2,
-            label=f"fit: exponent {f.exponent:.3f} [{f.ci_low:.3f}, {f.ci_high:.3f}]")
-    x_mid = np.sqrt(f.x_min * f.x_max)
-    _line(ax, x_mid, f.prefactor * x_mid ** -f.exponent / LN2, x_fit, a.predicted, color="k", ls="--",
-          label=f"theory slope {a.predicted:.3f}")
+    _fit_lines(ax, f, f"fit: exponent {f.exponent:.3f} [{f.ci_low:.3f}, {f.ci_high:.3f}]",
+               [(a.predicted, f"theory slope {a.predicted:.3f}", {"color": "k", "ls": "--"})], unit=LN2)
     ax.plot(a.xs, a.finite_size / LN2, "s:", color="C2", ms=4,
             label="quantization model: tail loss of the subtasks not learned")
     ax.axvspan(f.x_min, f.x_max, color="C3", alpha=0.06)
@@ -78,12 +81,8 @@ def plot_emergence(a: ScaleAnalysis, path: Path) -> None:
     growth = a.growth
     if growth is not None:
         f = a.learned_fit
-        x_fit = np.geomspace(f.x_min, f.x_max, 50)
-        ax_n.plot(x_fit, f.prefactor * x_fit ** -f.exponent, color="C3",
-                  label=f"fit: exponent {growth[0]:.3f} [{growth[1]:.3f}, {growth[2]:.3f}]")
-        x_mid = np.sqrt(f.x_min * f.x_max)
-        _line(ax_n, x_mid, f.prefactor * x_mid ** -f.exponent, x_fit, -a.growth_predicted, color="k", ls="--",
-              label=f"theory exponent {a.growth_predicted:.3f}")
+        _fit_lines(ax_n, f, f"fit: exponent {growth[0]:.3f} [{growth[1]:.3f}, {growth[2]:.3f}]",
+                   [(-a.growth_predicted, f"theory exponent {a.growth_predicted:.3f}", {"color": "k", "ls": "--"})])
     ax_n.set(xscale="log", yscale="log", xlabel=QUANTITY_LABEL[p.quantity], ylabel="subtasks learned",
              title="subtasks learned")
     ax_n.legend(fontsize=8)
@@ -96,14 +95,10 @@ def plot_convergence(c: ConvergenceAnalysis, path: Path) -> None:
     ax.scatter(c.p, c.steps, s=12, label="subtask learned (each member)")
     if c.fit is not None:
         f = c.fit
-        p = np.geomspace(f.x_min, f.x_max, 50)
-        ax.plot(p, f.prefactor * p ** -f.exponent, color="C3",
-                label=f"fit: t ∝ p^-{f.exponent:.3f} [{f.ci_low:.3f}, {f.ci_high:.3f}]")
-        p_mid = np.sqrt(f.x_min * f.x_max)
-        t_mid = f.prefactor * p_mid ** -f.exponent
-        _line(ax, p_mid, t_mid, p, 1.0, color="k", ls="--", label="theory: t ∝ p^-1")
-        _line(ax, p_mid, t_mid, p, PAPER_CONVERGENCE_EXPONENT, color="0.5", ls=":",
-              label=f"paper's measurement: p^-{PAPER_CONVERGENCE_EXPONENT}")
+        _fit_lines(ax, f, f"fit: t ∝ p^-{f.exponent:.3f} [{f.ci_low:.3f}, {f.ci_high:.3f}]",
+                   [(1.0, "theory: t ∝ p^-1", {"color": "k", "ls": "--"}),
+                    (PAPER_CONVERGENCE_EXPONENT, f"paper's measurement: p^-{PAPER_CONVERGENCE_EXPONENT}",
+                     {"color": "0.5", "ls": ":"})])
     ax.set(xscale="log", yscale="log", xlabel="subtask frequency p_k", ylabel=f"step at which loss < {LEARNED_BITS:g} bits",
            title=f"convergence time against frequency, alpha={c.alpha:g}\n{c.description}")
     ax.legend(fontsize=8)

@@ -78,35 +78,33 @@ class ConvergenceAnalysis:
     description: str
 
 
-def _rows_at(sweep: Sweep, run: str, step_rule: str) -> tuple[float, np.ndarray, int]:
-    """(test loss, per-subtask loss, step) of a run at its last step or its best test loss."""
-    steps, loss = sweep.curve(run, "test_loss")
-    i = len(steps) - 1 if step_rule == "final" else int(np.nanargmin(loss))
-    sub_steps, sub = sweep.subtask_curve(run)
-    j = int(np.searchsorted(sub_steps, steps[i]))
-    return float(loss[i]), sub[j], int(steps[i])
+def _one_point_per_run(sweep: Sweep, quantity: str, alpha: float, runs: pd.DataFrame, x_column: str, best: bool,
+                       description: str) -> ScalePoints:
+    """One row per member: its test and per-subtask losses at its last step, or (best) at the step
+    of its lowest test loss."""
+    x, loss, sub = [], [], []
+    for r in runs.itertuples():
+        steps, test_L = sweep.curve(r.run, "test_loss")
+        i = int(np.nanargmin(test_L)) if best else len(steps) - 1
+        sub_steps, sub_LxT = sweep.subtask_curve(r.run)
+        x.append(getattr(r, x_column)), loss.append(test_L[i]), sub.append(sub_LxT[np.searchsorted(sub_steps, steps[i])])
+    return ScalePoints(quantity, alpha, int(runs["n_tasks"].iloc[0]), np.array(x, float), np.array(loss), np.stack(sub),
+                       runs["seed"].to_numpy(), description)
 
 
 def scale_points(sweep: Sweep) -> list[ScalePoints]:
     """The sweep's members arranged by quantity and alpha (see the module docstring)."""
     out = []
-    runs = sweep.runs
-    for alpha, by_alpha in runs.groupby("alpha", sort=True):
-        n_tasks = int(by_alpha["n_tasks"].iloc[0])
+    for alpha, by_alpha in sweep.runs.groupby("alpha", sort=True):
+        alpha, n_tasks = float(alpha), int(by_alpha["n_tasks"].iloc[0])
         finite, online = by_alpha[by_alpha["D"].notna()], by_alpha[by_alpha["D"].isna()]
         if len(finite):
-            rows = [(_rows_at(sweep, r.run, "best"), r) for r in finite.itertuples()]
-            widths = sorted(set(finite["width"]))
-            out.append(ScalePoints("D", float(alpha), n_tasks, np.array([r.D for _, r in rows], float),
-                                   np.array([v[0] for v, _ in rows]), np.stack([v[1] for v, _ in rows]),
-                                   np.array([r.seed for _, r in rows]),
-                                   f"width {', '.join(map(str, widths))}; lowest test loss during training"))
+            widths = ", ".join(map(str, sorted(set(finite["width"]))))
+            out.append(_one_point_per_run(sweep, "D", alpha, finite, "D", True,
+                                          f"width {widths}; lowest test loss during training"))
         if online["width"].nunique() > 1:
-            rows = [(_rows_at(sweep, r.run, "final"), r) for r in online.itertuples()]
-            out.append(ScalePoints("N", float(alpha), n_tasks, np.array([r.n_params for _, r in rows], float),
-                                   np.array([v[0] for v, _ in rows]), np.stack([v[1] for v, _ in rows]),
-                                   np.array([r.seed for _, r in rows]),
-                                   f"widths {online['width'].min()} to {online['width'].max()}; test loss at the last step"))
+            out.append(_one_point_per_run(sweep, "N", alpha, online, "n_params", False,
+                                          f"widths {online['width'].min()} to {online['width'].max()}; test loss at the last step"))
         elif len(online):
             xs, losses, subs, seeds = [], [], [], []
             for r in online.itertuples():
@@ -115,7 +113,7 @@ def scale_points(sweep: Sweep) -> list[ScalePoints]:
                 keep = steps > 0
                 xs.append(steps[keep]), losses.append(loss[keep]), subs.append(sub[np.isin(sub_steps, steps[keep])])
                 seeds.append(np.full(keep.sum(), r.seed))
-            out.append(ScalePoints("S", float(alpha), n_tasks, np.concatenate(xs).astype(float), np.concatenate(losses),
+            out.append(ScalePoints("S", alpha, n_tasks, np.concatenate(xs).astype(float), np.concatenate(losses),
                                    np.concatenate(subs), np.concatenate(seeds),
                                    f"width {online['width'].iloc[0]}, batch {online['batch_size'].iloc[0]}, online data"))
     return out
