@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from conftest import tiny_config
 from toy_quanta.app import to_config
-from toy_quanta.config import Config, ConfigError, validate
+from toy_quanta.config import Config, ConfigError, QDGConfig, validate, validate_qdg
 from toy_quanta.models.mlp import n_params
 
 
@@ -283,3 +283,33 @@ def test_scaling_experiments_compose_and_every_job_validates(hydra_compose, name
     if name.endswith("_paper"):
         assert (cfgs[0].task.n_tasks, cfgs[0].task.n, cfgs[0].task.k, cfgs[0].task.alpha) == (500, 100, 3, 0.4)
         assert cfgs[0].train.batch_size == 20_000 and cfgs[0].train.steps == 200_000
+
+
+def test_qdg_model_experiment_composes(hydra_compose):
+    cfg = to_config(hydra_compose(["experiment=qdg_model"]))
+    validate(cfg)
+    assert (cfg.model.width, cfg.task.n_tasks, cfg.ensemble.seeds) == (500, 64, 1)
+
+
+def test_qdg_config_composes_with_its_defaults_and_rejects_typos(hydra_compose):
+    """`toy-quanta-qdg`'s primary config: the paper's defaults, validated; unknown keys fail."""
+    cfg = OmegaConf.to_object(compose("qdg", overrides=["run_dir=/somewhere", "n_clusters=20"]))
+    assert isinstance(cfg, QDGConfig) and cfg.n_clusters == 20 and cfg.run_dir == "/somewhere"
+    assert (cfg.gradient, cfg.affinity, cfg.params, cfg.n_init) == ("loss", "angular", ["bits", "hidden", "out"], 30)
+    validate_qdg(cfg)
+    with pytest.raises(Exception, match="n_cluster"):
+        compose("qdg", overrides=["run_dir=/x", "n_cluster=20"])
+
+
+@pytest.mark.parametrize("key,value,allowed", [
+    ("gradient", "hessian", "one of loss, margin"),
+    ("params", ["bits", "bits"], "distinct names"),
+    ("envelope_counts", [1], "integers >= 2"),
+    ("loss_threshold_bits", -1.0, "positive"),
+    ("n_clusters", 20_000, None),
+])
+def test_qdg_config_validation_names_the_key(key, value, allowed):
+    cfg = dataclasses.replace(QDGConfig(run_dir="/x"), **{key: value})
+    with pytest.raises(ConfigError) as info:
+        validate_qdg(cfg)
+    assert info.value.key in (key, "n_samples") and (allowed is None or allowed in str(info.value))

@@ -22,19 +22,8 @@ from toy_quanta.analysis.scaling import (
     convergence, scale_points, summary_frame)
 from toy_quanta.analysis.sweep import load_sweeps
 from toy_quanta.data.sparse_parity import LN2
-from toy_quanta.results import atomic_write, write_json
+from toy_quanta.results import atomic_write, json_safe, write_json
 from toy_quanta import scaling_plots as plots
-
-
-def _strict(x: Any) -> Any:
-    """JSON without NaN (not valid JSON): NaN becomes null."""
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _strict(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_strict(v) for v in x]
-    return x
 
 
 def _interval(value: float, low: float, high: float) -> str:
@@ -174,7 +163,7 @@ def run(dirs: list[Path], out: Path, n_boot: int = 2000) -> dict[str, Any]:
               "spearman": {f"{a.points.quantity}_{a.points.alpha:g}": a.spearman for a in analyses},
               "learned_scale": {f"{a.points.quantity}_{a.points.alpha:g}": a.learned_scale.tolist() for a in analyses},
               "figures": sorted(figures.values())}
-    write_json(out / "report.json", _strict({**result, "table": summary_frame(analyses).to_dict(orient="records")}))
+    write_json(out / "report.json", json_safe({**result, "table": summary_frame(analyses).to_dict(orient="records")}))
     return {"table": summary_frame(analyses), **result}
 
 
@@ -202,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in table.itertuples():
         print(f"alpha_{row.quantity} at alpha={row.alpha:g}: {row.verdict}")
     print(f"report: {Path(result['out']) / 'report.md'}")
-    print(json.dumps(_strict({"exponents": result["exponents"], "spearman": result["spearman"]}), allow_nan=False))
+    print(json.dumps(json_safe({"exponents": result["exponents"], "spearman": result["spearman"]}), allow_nan=False))
     return 0
 
 

@@ -111,6 +111,27 @@ class Config:
 
 
 @dataclass
+class QDGConfig:
+    """`toy-quanta-qdg RUN_DIR`: quanta discovery from gradients on one trained member of a job."""
+
+    run_dir: str = "???"  # a job's output directory (config.yaml and checkpoint.msgpack)
+    member: int = 0  # which member of the job's ensemble
+    n_samples: int = 10_000  # samples to cluster, all below the loss threshold
+    loss_threshold_bits: float = 0.1  # "predicted well": per-sample loss below this (the learned threshold)
+    max_draws: int = 1_000_000  # give up drawing candidates from the task distribution after this many
+    balanced: bool = False  # draw subtasks uniformly instead of by frequency (a diagnostic: no Zipf imbalance)
+    params: list[str] = field(default_factory=lambda: ["bits", "hidden", "out"])  # gradient groups that count
+    gradient: str = "loss"  # loss: the per-sample loss gradient (the paper); margin: sign-free, of z_1 - z_0
+    affinity: str = "angular"  # angular: 1 - arccos(C)/pi (the paper); cosine: max(C, 0)
+    n_clusters: int = 100  # the clustering that is scored and saved
+    envelope_counts: list[int] = field(default_factory=lambda: [10, 20, 50, 100, 200])  # rank-frequency envelope
+    n_init: int = 30  # k-means restarts
+    envelope_min_size: int = 10  # the envelope fit stops at the last rank with at least this many samples
+    block: int = 1024  # rows of the similarity matrix computed at once
+    seed: int = 0  # sample draw, eigensolver start and k-means
+
+
+@dataclass
 class VmapLauncherConf:
     """`hydra/launcher=vmap`: a multirun's same-shaped jobs trained as one vmapped ensemble."""
 
@@ -121,6 +142,7 @@ class VmapLauncherConf:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
+    cs.store(name="qdg_config", node=QDGConfig)
     cs.store(group="task", name="sparse_parity", node=SparseParityConfig)
     cs.store(group="model", name="mlp", node=MLPConfig)
     for name in OPTIMIZERS:
@@ -240,3 +262,30 @@ def validate(cfg: Any) -> None:
     subset_seed = _get(cfg, "task.subset_seed")
     if subset_seed is not None and (isinstance(subset_seed, bool) or not isinstance(subset_seed, int) or subset_seed < 0):
         raise ConfigError("task.subset_seed", subset_seed, "an integer >= 0, or null (use the member's seed)")
+
+
+QDG_PARAMS = ("control", "bits", "hidden", "out")
+QDG_GRADIENTS = ("loss", "margin")
+QDG_AFFINITIES = ("angular", "cosine")
+
+
+def validate_qdg(cfg: Any) -> None:
+    """Raise ConfigError for the first QDGConfig value that is not allowed."""
+    for key in ("n_samples", "max_draws", "n_clusters", "n_init", "envelope_min_size", "block"):
+        _positive_int(cfg, key)
+    if isinstance(cfg.member, bool) or not isinstance(cfg.member, int) or cfg.member < 0:
+        raise ConfigError("member", cfg.member, "an integer >= 0 (the index of a member of the run's ensemble)")
+    _finite(cfg, "loss_threshold_bits", positive=True)
+    params = list(cfg.params)
+    if not params or len(set(params)) != len(params) or any(p not in QDG_PARAMS for p in params):
+        raise ConfigError("params", params, f"a non-empty list of distinct names from {list(QDG_PARAMS)}")
+    _choice(cfg, "gradient", QDG_GRADIENTS)
+    _choice(cfg, "affinity", QDG_AFFINITIES)
+    counts = list(cfg.envelope_counts)
+    if not counts or any(isinstance(c, bool) or not isinstance(c, int) or c < 2 for c in counts):
+        raise ConfigError("envelope_counts", counts, "a non-empty list of integers >= 2")
+    if cfg.n_clusters < 2:
+        raise ConfigError("n_clusters", cfg.n_clusters, "an integer >= 2")
+    largest = max(cfg.n_clusters, *counts)
+    if largest >= cfg.n_samples:
+        raise ConfigError("n_samples", cfg.n_samples, f"more than the largest cluster count ({largest})")

@@ -7,17 +7,23 @@ import json
 import os
 import platform
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from flax import nnx, serialization
+from omegaconf import OmegaConf
 
-from toy_quanta.config import VECTOR_KEYS
+from toy_quanta.config import VECTOR_KEYS, Config, ConfigError, MLPConfig, OptimConfig, SparseParityConfig
 from toy_quanta.data.sparse_parity import LN2
-from toy_quanta.engine.loop import FitResult
+from toy_quanta.engine.loop import FitResult, subsets_for
+from toy_quanta.engine.members import expand
+from toy_quanta.engine.train import make_model
+from toy_quanta.models.mlp import MLP
 
 METRICS_FILE = "metrics.parquet"
 SUMMARY_FILE = "summary.json"
@@ -40,6 +46,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n"))
+
+
+def json_safe(x: Any) -> Any:
+    """JSON without NaN or infinities (not valid JSON): they become null. NumPy scalars and arrays
+    become Python numbers and lists."""
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in x]
+    return x
 
 
 def _json_default(x: Any) -> Any:
@@ -125,3 +145,43 @@ def save_checkpoint(path: Path, params: Any) -> None:
 def load_checkpoint(path: Path) -> dict:
     """The pure dict saved by save_checkpoint: nested dicts of (M, ...) arrays."""
     return serialization.msgpack_restore(Path(path).read_bytes())
+
+
+def load_config(job_dir: Path) -> Config:
+    """The typed Config a job ran with, from the config.yaml it wrote."""
+    path = Path(job_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {job_dir} is not the output directory of a toy-quanta job")
+    schema = OmegaConf.structured(Config(task=SparseParityConfig(), model=MLPConfig(), optim=OptimConfig()))
+    return OmegaConf.to_object(OmegaConf.merge(schema, OmegaConf.load(path)))
+
+
+@dataclass
+class TrainedRun:
+    """A finished job's members, ready to evaluate: the config, each member's hyperparameters,
+    its sparse parity subsets and its trained model."""
+
+    cfg: Config
+    members: list[dict[str, Any]]
+    subsets: np.ndarray  # (M, n_tasks, k)
+    params: Any  # pure dict, leading member axis
+
+    def model(self, member: int) -> MLP:
+        if not 0 <= member < len(self.members):
+            raise ConfigError("member", member, f"an index of the run's {len(self.members)} members (0..{len(self.members) - 1})")
+        model = make_model(self.cfg, jax.random.key(0))
+        graphdef, state = nnx.split(model)
+        nnx.replace_by_pure_dict(state, jax.tree.map(lambda x: jnp.asarray(x[member]), self.params))
+        return nnx.merge(graphdef, state)
+
+
+def load_run(job_dir: Path) -> TrainedRun:
+    """A job directory's config and final parameters (saved with train.checkpoint=true)."""
+    job_dir = Path(job_dir)
+    cfg = load_config(job_dir)
+    ckpt = job_dir / CHECKPOINT_FILE
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt} not found: the job saved no parameters (it ran with train.checkpoint=false, "
+                                "or did not finish); re-run it with train.checkpoint=true")
+    members = expand(cfg)
+    return TrainedRun(cfg, members, subsets_for(cfg, members), load_checkpoint(ckpt))
