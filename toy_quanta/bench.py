@@ -1,7 +1,8 @@
 """`python -m toy_quanta.bench`: training throughput, measured side by side in one run.
 
 1. The paper's setting (n_tasks 500, n 100, k 3, alpha 0.4, width 128, batch 20,000, online):
-   steps/s and useful GFLOP/s of one member, against this machine's matrix-product GFLOP/s.
+   steps/s and useful GFLOP/s of one member, against this machine's matrix-product GFLOP/s,
+   the two measured in alternation over several rounds (medians, and the range of the ratio).
 2. A small setting (width 16, batch 64): model-steps/s of a 64-member vmapped ensemble, against
    the same 64 members run one after another through the engine, and against a plain Python
    loop that calls a jitted training step once per step.
@@ -66,14 +67,31 @@ def _members(cfg: Config, n_members: int) -> list[dict]:
     return [{**base, "seed": s} for s in range(n_members)]
 
 
-def engine_steps_per_s(cfg: Config, n_members: int, steps: int, repeats: int) -> float:
-    """Steps/s of one vmapped program of n_members members, through the engine's compiled chunk."""
+def _engine_chunk(cfg: Config, n_members: int, steps: int) -> Callable[[], Any]:
+    """A call that runs `steps` steps of one vmapped program of n_members members (compiled once)."""
     members = _members(cfg, n_members)
     trainer = make_train(cfg)
     state, data = jax.jit(jax.vmap(trainer.init))(stack(members), subsets_for(cfg, members))
     chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, 0, None)))
     n = np.int32(steps)
-    return steps / _best_time(lambda: chunk(state, data, n), repeats)
+    return lambda: chunk(state, data, n)
+
+
+def engine_steps_per_s(cfg: Config, n_members: int, steps: int, repeats: int) -> float:
+    """Steps/s of one vmapped program of n_members members, through the engine's compiled chunk."""
+    return steps / _best_time(_engine_chunk(cfg, n_members, steps), repeats)
+
+
+def side_by_side(cfg: Config, steps: int, rounds: int) -> list[tuple[float, float]]:
+    """[(steps/s of one member, matrix-product GFLOP/s)] measured in alternation, round after
+    round: on a shared machine both figures drift by tens of percent within a minute, so each
+    ratio is taken from measurements seconds apart."""
+    run_chunk = _engine_chunk(cfg, 1, steps)
+    pairs = []
+    for _ in range(rounds):
+        sps = steps / _best_time(run_chunk, 2)
+        pairs.append((sps, matmul_gflops(repeats=3)))
+    return pairs
 
 
 def sequential_steps_per_s(cfg: Config, n_members: int, steps: int) -> float:
@@ -120,19 +138,26 @@ def plain_loop_steps_per_s(cfg: Config, steps: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def run(paper_steps: int = 20, small_steps: int = 2000, members: int = 64, repeats: int = 3) -> dict[str, Any]:
+def run(paper_steps: int = 20, small_steps: int = 2000, members: int = 64, repeats: int = 3,
+        rounds: int = 7) -> dict[str, Any]:
     out: dict[str, Any] = {"device": device_info()}
-    out["matmul_gflops"] = matmul_gflops()
-    print(f"matrix product (2048^3, float32): {out['matmul_gflops']:.1f} GFLOP/s", flush=True)
-
     paper = _config(n_tasks=500, n=100, width=128, batch=20_000, steps=paper_steps)
-    sps = engine_steps_per_s(paper, 1, paper_steps, repeats)
     flops = train_flops_per_sample(500, 100, 128, 1, gather=True) * 20_000
-    out["steps_per_s"] = sps
-    out["useful_gflops"] = sps * flops / 1e9
-    out["useful_fraction_of_matmul"] = out["useful_gflops"] / out["matmul_gflops"]
-    print(f"paper setting (width 128, batch 20,000, online): {sps:.2f} steps/s, "
-          f"{out['useful_gflops']:.1f} useful GFLOP/s = {out['useful_fraction_of_matmul']:.2f} x matrix product", flush=True)
+    pairs = side_by_side(paper, paper_steps, rounds)
+    sps_R, matmul_R = np.array(pairs).T
+    fraction_R = sps_R * flops / 1e9 / matmul_R
+    for i, (sps, mm, fr) in enumerate(zip(sps_R, matmul_R, fraction_R)):
+        print(f"  round {i + 1}: paper setting {sps:.2f} steps/s = {sps * flops / 1e9:.1f} useful GFLOP/s; "
+              f"matrix product (2048^3, float32) {mm:.1f} GFLOP/s; ratio {fr:.2f}", flush=True)
+    out["steps_per_s"] = float(np.median(sps_R))
+    out["matmul_gflops"] = float(np.median(matmul_R))
+    out["useful_gflops"] = out["steps_per_s"] * flops / 1e9
+    out["useful_fraction_of_matmul"] = float(np.median(fraction_R))
+    out["useful_fraction_range"] = [float(fraction_R.min()), float(fraction_R.max())]
+    print(f"paper setting (width 128, batch 20,000, online), medians of {rounds} rounds: {out['steps_per_s']:.2f} steps/s, "
+          f"{out['useful_gflops']:.1f} useful GFLOP/s; matrix product {out['matmul_gflops']:.1f} GFLOP/s; "
+          f"useful/matrix product {out['useful_fraction_of_matmul']:.2f} (rounds: {fraction_R.min():.2f} to "
+          f"{fraction_R.max():.2f})", flush=True)
 
     small = _config(n_tasks=500, n=100, width=16, batch=64, steps=small_steps)
     ens = members * engine_steps_per_s(small, members, small_steps, repeats)
@@ -153,8 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small-steps", type=int, default=2000)
     parser.add_argument("--members", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7, help="alternating paper-step / matrix-product measurements")
     args = parser.parse_args(argv)
-    out = run(args.paper_steps, args.small_steps, args.members, args.repeats)
+    out = run(args.paper_steps, args.small_steps, args.members, args.repeats, args.rounds)
     print(json.dumps(out))
 
 
