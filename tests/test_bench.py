@@ -20,4 +20,4 @@ def test_bench_prints_consistent_figures_and_a_json_line(capsys):
     # the ratio is the median of three side-by-side rounds, inside their range
     low, high = out["useful_fraction_range"]
     assert low <= out["useful_fraction_of_matmul"] <= high
-    assert sum(line.startswith("  round ") for line in lines[:-1]) == 3
+    assert sum(line.lstrip().startswith("round ") for line in lines[:-1]) == 3
