@@ -44,6 +44,51 @@ class SparseParityConfig:
 
 
 @dataclass
+class ModularConfig:
+    """Binary operation mod p (Power et al. 2022): all pairs (a, b), a training fraction of them.
+
+    Ops (toy_quanta.data.modular.OPS): add, sub, mul, div, sq_add, quad, quad_a, cube_ab,
+    cube_ab2, mixed. div and mixed need a prime p.
+    """
+
+    name: str = "modular"
+    p: int = 97
+    op: str = "div"
+    train_fraction: float = 0.5
+    split_seed: int = 0  # which pairs are in the training set (nested across fractions)
+    full_batch: bool = False  # every step on the whole training set; else train.batch_size pairs drawn from it
+
+
+@dataclass
+class TransformerConfig:
+    """Decoder-only transformer on "a op b =" (defaults: Power et al.'s 2 layers, width 128)."""
+
+    name: str = "transformer"
+    n_layers: int = 2
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    activation: str = "relu"
+    positions: str = "learned"  # learned or sinusoidal
+    layer_norm: bool = True
+    tied: bool = False  # unembedding = the embedding's residue rows, transposed
+    init_scale: float = 1.0
+
+
+@dataclass
+class EmbedMLPConfig:
+    """MLP on the two operands' embeddings (the effective theory's and Omnigrok's setting)."""
+
+    name: str = "embed_mlp"
+    d_embed: int = 128
+    combine: str = "sum"  # sum (E_a + E_b) or concat
+    width: int = 256
+    depth: int = 1
+    activation: str = "relu"
+    init_scale: float = 1.0
+
+
+@dataclass
 class MLPConfig:
     """MLP on [one-hot control | bits]. depth = number of hidden layers (the paper: 1)."""
 

@@ -96,6 +96,18 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+def guarded_update(tx: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any, loss: jax.Array,
+                   alive: jax.Array, step: jax.Array, diverged_step: jax.Array) -> tuple[Any, Any, jax.Array, jax.Array]:
+    """One optimiser update, taken only while the member's loss and parameters stay finite:
+    (params, opt_state, alive, diverged_step). A member that diverges keeps its last finite
+    parameters and stops; the others in its ensemble go on."""
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    ok = alive & jnp.isfinite(loss) & _all_finite(new_params)
+    return (_tree_where(ok, new_params, params), _tree_where(ok, new_opt_state, opt_state), ok,
+            jnp.where(alive & ~ok, step, diverged_step))
+
+
 def make_model(cfg: Config, key: jax.Array) -> MLP:
     m, t = cfg.model, cfg.task
     return MLP(t.n_tasks, t.n, m.width, m.depth, 2, m.activation, m.control_gather, rngs=nnx.Rngs(key))
@@ -204,15 +216,14 @@ def make_train(cfg: Config) -> Trainer:
     def train_step(state: TrainState, data: RunData) -> TrainState:
         batch, weight_B = batch_at(data, state.step)
         (loss, acc), grads = loss_and_grads(state.params, batch, weight_B)
-        updates, opt_state = optimizer(data.hyper).update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        ok = state.alive & jnp.isfinite(loss) & _all_finite(params)
+        params, opt_state, ok, diverged_step = guarded_update(optimizer(data.hyper), state.params, state.opt_state, grads,
+                                                              loss, state.alive, state.step, state.diverged_step)
         return TrainState(
-            params=_tree_where(ok, params, state.params),
-            opt_state=_tree_where(ok, opt_state, state.opt_state),
+            params=params,
+            opt_state=opt_state,
             step=state.step + 1,
             alive=ok,
-            diverged_step=jnp.where(state.alive & ~ok, state.step, state.diverged_step),
+            diverged_step=diverged_step,
             loss_sum=state.loss_sum + jnp.where(ok, loss, 0.0),
             acc_sum=state.acc_sum + jnp.where(ok, acc, 0.0),
             count=state.count + ok.astype(jnp.int32),

@@ -1,0 +1,187 @@
+"""The grokking transformer (toy_quanta.models.transformer): causality, the last-position shortcut,
+init_scale, tying, parameter counts, and that it can fit a tiny table."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from toy_quanta.models.transformer import PRESETS, Transformer
+
+P = 7  # residues 0..6, OP = 7, EQ = 8
+TINY = dict(n_layers=1, d_model=32, n_heads=4, d_mlp=64, activation="relu", positions="learned",
+            layer_norm=False, tied=False)
+
+
+def _model(p=P, seed=0, **kw) -> Transformer:
+    return Transformer(p + 2, p, 4, **{**TINY, **kw}, rngs=nnx.Rngs(seed))
+
+
+def _tokens(a, b, p=P) -> jax.Array:
+    a, b = np.asarray(a), np.asarray(b)
+    return jnp.asarray(np.stack([a, np.full_like(a, p), b, np.full_like(a, p + 1)], axis=1), jnp.int32)
+
+
+def _all_pairs(p=P):
+    a, b = np.divmod(np.arange(p * p), p)
+    return _tokens(a, b, p), jnp.asarray((a + b) % p)
+
+
+def _params(model) -> dict:
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def _count(model) -> int:
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+CONFIGS = [
+    dict(n_layers=1),
+    dict(n_layers=2, layer_norm=True),
+    dict(n_layers=2, tied=True, positions="sinusoidal", activation="gelu"),
+    dict(n_layers=1, layer_norm=True, tied=True),
+    dict(n_layers=2, positions="sinusoidal"),
+    dict(n_layers=1, activation="gelu", init_scale=3.0),
+]
+
+
+@pytest.mark.parametrize("kw", CONFIGS)
+def test_call_equals_last_of_all_logits(kw):
+    model = _model(**kw)
+    rng = np.random.default_rng(0)
+    tokens = _tokens(rng.integers(0, P, 16), rng.integers(0, P, 16))
+    last = model(tokens)
+    assert last.shape == (16, P)
+    # float32: the two paths multiply matrices of different shapes, so sums round differently
+    np.testing.assert_allclose(last, model.all_logits(tokens)[:, -1], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model.logits(tokens), last)
+
+
+@pytest.mark.parametrize("kw", [dict(n_layers=1), dict(n_layers=2, layer_norm=True, positions="sinusoidal")])
+def test_causal_mask(kw):
+    """Changing token t leaves positions < t unchanged and changes positions >= t."""
+    model = _model(**kw)
+    rng = np.random.default_rng(1)
+    tokens = np.asarray(_tokens(rng.integers(0, P, 8), rng.integers(0, P, 8)))
+    base = model.all_logits(jnp.asarray(tokens))
+    for t in range(4):
+        changed = tokens.copy()
+        changed[:, t] = (changed[:, t] + 1) % (P + 2)
+        out = model.all_logits(jnp.asarray(changed))
+        np.testing.assert_array_equal(out[:, :t], base[:, :t])
+        assert np.all(np.abs(out[:, t:] - base[:, t:]).max(axis=-1) > 1e-6), f"position {t} did not reach later logits"
+
+
+@pytest.mark.parametrize("kw", [dict(n_layers=2, layer_norm=True), dict(n_layers=1, tied=True, positions="sinusoidal")])
+def test_init_scale_multiplies_every_parameter(kw):
+    base = _params(_model(**kw, init_scale=1.0))
+    scaled = _params(_model(**kw, init_scale=3.0))
+    leaves_b, tree_b = jax.tree.flatten(base)
+    leaves_s, tree_s = jax.tree.flatten(scaled)
+    assert tree_b == tree_s
+    for b, s in zip(leaves_b, leaves_s):
+        np.testing.assert_allclose(s, 3.0 * np.asarray(b), rtol=1e-6)
+    # LayerNorm scales too (ones -> threes), so the whole parameter vector is scaled
+    if kw.get("layer_norm"):
+        np.testing.assert_allclose(scaled["ln_final"]["scale"], 3.0)
+
+
+def test_tied_uses_embedding_and_has_no_unembedding():
+    untied, tied = _model(tied=False), _model(tied=True)
+    assert "unembed" in _params(untied) and "unembed" not in _params(tied)
+    assert _count(untied) - _count(tied) == 32 * P
+    # Doubling the embedding rows of the residues changes the tied logits through the unembedding
+    tokens, _ = _all_pairs()
+    before = tied(tokens)
+    tied.embed.embedding[...] = tied.embed.embedding[...].at[:P].multiply(2.0)
+    assert not np.allclose(before, tied(tokens))
+    # And the tied logits are the final residual stream times E[:P]^T: set E[:P] to zero -> zero logits
+    tied.embed.embedding[...] = tied.embed.embedding[...].at[:P].set(0.0)
+    np.testing.assert_allclose(tied(tokens), 0.0, atol=1e-6)
+
+
+def test_sinusoidal_positions_add_no_parameters():
+    learned, sinus = _model(positions="learned"), _model(positions="sinusoidal")
+    assert "pos" not in _params(sinus)
+    assert _count(learned) - _count(sinus) == 4 * 32
+
+
+def _expected_count(p, n_layers, d_model, d_mlp, layer_norm, tied, positions, **_):
+    """vocab*D (token embedding) + T*D (learned positions)
+    + L * [4*D*D (Q, K, V, O, no biases) + D*M + M + M*D + D (MLP with biases) + 2 * 2D (two LNs)]
+    + 2D (final LN) + D*P (untied unembedding, no bias); LN terms only with layer_norm."""
+    D, M, T, V = d_model, d_mlp, 4, p + 2
+    ln = 2 * d_model if layer_norm else 0
+    block = 4 * D * D + D * M + M + M * D + D + 2 * ln
+    return V * D + (T * D if positions == "learned" else 0) + n_layers * block + ln + (0 if tied else D * p)
+
+
+@pytest.mark.parametrize("name,p", [("nanda", 113), ("power", 97)])
+def test_preset_parameter_counts(name, p):
+    model = Transformer(p + 2, p, 4, **PRESETS[name], rngs=nnx.Rngs(0))
+    assert _count(model) == _expected_count(p, **PRESETS[name])
+    if name == "nanda":
+        # 115*128 + 4*128 + 4*128*128 + (128*512 + 512 + 512*128 + 128) + 128*113
+        assert _count(model) == 226_944
+    else:
+        # 99*128 + 4*128 + 2*(4*128^2 + 131,712 + 512) + 256 + 128*97; about 4e5 non-embedding
+        assert _count(model) == 99 * 128 + 4 * 128 + 2 * (65_536 + 131_712 + 512) + 256 + 128 * 97
+        non_embedding = _count(model) - 99 * 128 - 4 * 128 - 128 * 97
+        assert 3.5e5 < non_embedding < 4.5e5
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="d_model=30.*n_heads=4"):
+        _model(d_model=30)
+    with pytest.raises(ValueError, match=r"activation='swish'.*'gelu'.*'relu'"):
+        _model(activation="swish")
+    with pytest.raises(ValueError, match=r"positions='rotary'.*\['learned', 'sinusoidal'\]"):
+        _model(positions="rotary")
+
+
+def test_every_parameter_gets_a_gradient():
+    """Through the last-position shortcut, every parameter (all positions, both LNs, K/V of the last
+    layer) still receives a non-zero gradient."""
+    model = _model(n_layers=2, layer_norm=True)
+    graphdef, params = nnx.split(model, nnx.Param)
+    tokens, labels = _all_pairs()
+
+    def loss(params):
+        logits = nnx.merge(graphdef, params).logits(tokens)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    grads = jax.jit(jax.grad(loss))(params)
+    for path, g in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(grads)):
+        assert np.abs(g).max() > 0, jax.tree_util.keystr(path)
+
+
+@pytest.mark.parametrize("kw", [dict(n_layers=1), dict(n_layers=2, layer_norm=True, tied=True, positions="sinusoidal")])
+def test_fits_tiny_addition_table(kw):
+    """Full-batch AdamW (lr 1e-2) on all 49 pairs of addition mod 7 reaches 100% training accuracy."""
+    model = _model(**kw)
+    graphdef, params = nnx.split(model, nnx.Param)
+    tokens, labels = _all_pairs()
+    opt = optax.adamw(1e-2)
+
+    def loss(params):
+        logits = nnx.merge(graphdef, params).logits(tokens)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    @jax.jit
+    def train(params):
+        def step(carry, _):
+            params, state = carry
+            grads = jax.grad(loss)(params)
+            updates, state = opt.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), None
+
+        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=300)
+        return params
+
+    params = train(params)
+    acc = (nnx.merge(graphdef, params).logits(tokens).argmax(-1) == labels).mean()
+    assert acc == 1.0

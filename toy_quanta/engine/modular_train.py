@@ -1,0 +1,175 @@
+"""The training engine for modular arithmetic (grokking): `make_modular_train(cfg)` returns pure
+functions of one member, as `make_train` does for sparse parity.
+
+    trainer = make_modular_train(cfg)
+    state, data = jax.vmap(trainer.init)(hyper, rank_MxN)
+    state, logs = jax.vmap(trainer.chunk, (0, 0, None))(state, data, n_steps)
+
+The whole table of pairs lives on the device. A member's training set is a mask over it: the
+pairs whose split rank is below round(fraction * N), so members may differ in training fraction
+(and seed, learning rate, weight decay, init scale) inside one compiled program.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from toy_quanta.config import Config
+from toy_quanta.data import modular
+from toy_quanta.engine.optim import make_optimizer
+from toy_quanta.engine.train import guarded_update, log_steps
+from toy_quanta.models.embed_mlp import EmbedMLP
+from toy_quanta.models.transformer import Transformer
+
+
+class ModularHyper(NamedTuple):
+    """Per-member scalars; traced inside the trainer, (M,) arrays outside."""
+
+    seed: Any
+    train_fraction: Any
+    init_scale: Any
+    lr: Any
+    weight_decay: Any
+
+
+class ModularState(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    alive: jax.Array
+    diverged_step: jax.Array
+
+
+class ModularData(NamedTuple):
+    """Per-member constants on the device."""
+
+    hyper: ModularHyper
+    data_key: jax.Array
+    train_mask: jax.Array  # (N,) bool
+    order: jax.Array  # (N,) int32: pair indices by split rank, so order[:n_train] is the training set
+    n_train: jax.Array  # () int32
+
+
+class ModularTrainer(NamedTuple):
+    init: Callable[[ModularHyper, jax.Array], tuple[ModularState, ModularData]]
+    chunk: Callable[[ModularState, ModularData, jax.Array], tuple[ModularState, dict]]
+    train: Callable[[ModularHyper, jax.Array], tuple[ModularState, dict]]
+    log_steps: np.ndarray
+    graphdef: Any
+    tokens: np.ndarray  # (N, T) the table's sequences
+    labels: np.ndarray  # (N,) answers
+
+
+def make_modular_model(cfg: Config, key: jax.Array) -> nnx.Module:
+    """The configured model with init_scale 1 (the trainer scales per member)."""
+    t, m = cfg.task, cfg.model
+    rngs = nnx.Rngs(key)
+    if m.name == "transformer":
+        return Transformer(vocab=modular.vocab_size(t.p), n_out=t.p, seq_len=modular.SEQ_LEN, n_layers=m.n_layers,
+                           d_model=m.d_model, n_heads=m.n_heads, d_mlp=m.d_mlp, activation=m.activation,
+                           positions=m.positions, layer_norm=m.layer_norm, tied=m.tied, init_scale=1.0, rngs=rngs)
+    if m.name == "embed_mlp":
+        return EmbedMLP(n_symbols=t.p, d_embed=m.d_embed, combine=m.combine, width=m.width, depth=m.depth,
+                        activation=m.activation, n_out=t.p, init_scale=1.0, rngs=rngs)
+    raise ValueError(f"model.name={m.name!r}: modular arithmetic trains transformer or embed_mlp")
+
+
+def make_modular_train(cfg: Config) -> ModularTrainer:
+    t, tr = cfg.task, cfg.train
+    a_N, b_N, c_N = modular.table(t.op, t.p)
+    tokens_NxT = modular.sequences(a_N, b_N, t.p)
+    n_pairs = len(c_N)
+    tokens, labels = jnp.asarray(tokens_NxT), jnp.asarray(c_N)
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: make_modular_model(cfg, jax.random.key(0))))
+
+    def logits_of(params, tokens_BxT):
+        return nnx.merge(graphdef, params).logits(tokens_BxT)
+
+    def loss_acc_N(params):
+        """Loss and correctness of every pair of the table (it is small: p^2 rows)."""
+        logits_NxP = logits_of(params, tokens)
+        loss_N = optax.softmax_cross_entropy_with_integer_labels(logits_NxP, labels)
+        return loss_N, (jnp.argmax(logits_NxP, -1) == labels).astype(jnp.float32)
+
+    def optimizer(hyper: ModularHyper):
+        return make_optimizer(cfg.optim, hyper.lr, hyper.weight_decay, tr.steps)
+
+    def init(hyper: ModularHyper, rank_N: jax.Array) -> tuple[ModularState, ModularData]:
+        key = jax.random.key(hyper.seed)
+        k_init, k_data = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+        params = nnx.split(make_modular_model(cfg, k_init))[1]
+        params = jax.tree.map(lambda x: x * hyper.init_scale, params)
+        mask_N = modular.train_mask(rank_N, hyper.train_fraction)
+        data = ModularData(hyper=hyper, data_key=k_data, train_mask=mask_N,
+                           order=jnp.argsort(rank_N).astype(jnp.int32), n_train=jnp.sum(mask_N).astype(jnp.int32))
+        state = ModularState(params, optimizer(hyper).init(params), jnp.zeros((), jnp.int32), jnp.ones((), bool),
+                             -jnp.ones((), jnp.int32))
+        return state, data
+
+    def batch_loss(params, data: ModularData, step: jax.Array):
+        if t.full_batch:
+            loss_N, _ = loss_acc_N(params)
+            return jnp.sum(jnp.where(data.train_mask, loss_N, 0.0)) / data.n_train
+        key = jax.random.fold_in(data.data_key, step)
+        idx_B = data.order[jax.random.randint(key, (tr.batch_size,), 0, data.n_train)]
+        logits_BxP = logits_of(params, tokens[idx_B])
+        return optax.softmax_cross_entropy_with_integer_labels(logits_BxP, labels[idx_B]).mean()
+
+    def train_step(state: ModularState, data: ModularData) -> ModularState:
+        loss, grads = jax.value_and_grad(batch_loss)(state.params, data, state.step)
+        params, opt_state, ok, diverged_step = guarded_update(optimizer(data.hyper), state.params, state.opt_state, grads,
+                                                              loss, state.alive, state.step, state.diverged_step)
+        return ModularState(params, opt_state, state.step + 1, ok, diverged_step)
+
+    def evaluate(state: ModularState, data: ModularData) -> dict[str, jax.Array]:
+        loss_N, correct_N = loss_acc_N(state.params)
+        train, val = data.train_mask, ~data.train_mask
+        n_val = n_pairs - data.n_train
+        mean = lambda x, m, n: jnp.sum(jnp.where(m, x, 0.0)) / n  # noqa: E731
+        return {
+            "train_loss": mean(loss_N, train, data.n_train),
+            "train_acc": mean(correct_N, train, data.n_train),
+            "test_loss": mean(loss_N, val, n_val),
+            "test_acc": mean(correct_N, val, n_val),
+            "param_norm": optax.tree.norm(state.params),
+            "alive": state.alive.astype(jnp.float32),
+        }
+
+    def chunk(state: ModularState, data: ModularData, n_steps: jax.Array) -> tuple[ModularState, dict]:
+        state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, data), state)
+        return state, evaluate(state, data)
+
+    steps_at = log_steps(tr.steps, tr.log_every, tr.log_count)
+
+    def train(hyper: ModularHyper, rank_N: jax.Array) -> tuple[ModularState, dict]:
+        state, data = init(hyper, rank_N)
+        lengths = jnp.asarray(np.diff(steps_at, prepend=0), jnp.int32)
+        return jax.lax.scan(lambda s, n: chunk(s, data, n), state, lengths)
+
+    return ModularTrainer(init, chunk, train, steps_at, graphdef, tokens_NxT, c_N)
+
+
+def steps_to(acc_LxM: np.ndarray, steps_L: np.ndarray, level: float) -> np.ndarray:
+    """(M,) the first logged step at which accuracy reached `level`; NaN where it never did."""
+    reached = acc_LxM >= level
+    first = np.argmax(reached, axis=0)
+    return np.where(reached.any(axis=0), steps_L[first].astype(np.float64), np.nan)
+
+
+def grokking_summary(steps_L: np.ndarray, train_acc_LxM: np.ndarray, val_acc_LxM: np.ndarray) -> dict[str, np.ndarray]:
+    """Per member: steps to 90% and 99% training and validation accuracy, the grokking gap at
+    99% (validation step - training step) and whether validation reached 99% within the budget."""
+    out = {}
+    for level in (0.9, 0.99):
+        tag = f"{round(level * 100)}"
+        out[f"train_{tag}"] = steps_to(train_acc_LxM, steps_L, level)
+        out[f"val_{tag}"] = steps_to(val_acc_LxM, steps_L, level)
+    out["gap_99"] = out["val_99"] - out["train_99"]
+    out["grokked"] = ~np.isnan(out["val_99"])
+    return out

@@ -1,0 +1,76 @@
+"""Figures of a grokking job: accuracy and loss against steps (log axis), weight norm, and the
+embedding ring (the first two principal components of the residue embeddings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from toy_quanta.engine.loop import FitResult  # noqa: E402
+from toy_quanta.results import atomic_write  # noqa: E402
+
+
+def _save(fig, path: Path) -> str:
+    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png", bbox_inches="tight"))
+    plt.close(fig)
+    return str(path)
+
+
+def _label(member: dict, varying: list[str]) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={member[k]:g}" for k in varying) or "member 0"
+
+
+def plot_grokking(result: FitResult, path: Path, title: str = "") -> str:
+    """Train (dotted) and validation (solid) accuracy and loss, and the weight norm, per member."""
+    steps = np.maximum(np.asarray(result.steps), 1)
+    varying = [k for k in result.members[0] if len({m[k] for m in result.members}) > 1]
+    n = len(result.members)
+    colors = plt.cm.plasma(np.linspace(0, 0.85, max(n, 1)))
+    fig, (ax_acc, ax_loss, ax_norm) = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
+    for i in range(n):
+        label = _label(result.members[i], varying) if n <= 12 else None
+        ax_acc.plot(steps, result.log_array("test_acc")[:, i], color=colors[i], label=label)
+        ax_acc.plot(steps, result.log_array("train_acc")[:, i], color=colors[i], ls=":")
+        ax_loss.plot(steps, result.log_array("test_loss")[:, i], color=colors[i])
+        ax_loss.plot(steps, result.log_array("train_loss")[:, i], color=colors[i], ls=":")
+        ax_norm.plot(steps, result.log_array("param_norm")[:, i], color=colors[i])
+    ax_acc.axhline(0.99, color="k", lw=0.6, ls="--")
+    ax_acc.set(ylabel="accuracy", title="validation (solid) and training (dotted) accuracy", ylim=(-0.02, 1.02))
+    ax_loss.set(ylabel="cross-entropy (nats)", yscale="log", title="validation (solid) and training (dotted) loss")
+    ax_norm.set(ylabel="L2 norm of all parameters", title="weight norm")
+    for ax in (ax_acc, ax_loss, ax_norm):
+        ax.set(xscale="log", xlabel="step")
+        ax.grid(alpha=0.3)
+    if n <= 12 and varying:
+        ax_acc.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def embedding_pca(embed_PxD: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(the residues' coordinates on the first k principal components (P, k), the fraction of
+    variance each explains (k,))."""
+    centred = embed_PxD - embed_PxD.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:k].T, (s[:k] ** 2) / np.sum(s**2)
+
+
+def plot_embedding_ring(embed_PxD: np.ndarray, path: Path, title: str = "") -> str:
+    """The residues' embeddings on their first two principal components, coloured and numbered by
+    residue: a generalising model lays them out as a ring, in order of some multiple of a."""
+    xy, var = embedding_pca(np.asarray(embed_PxD, np.float64))
+    p = len(xy)
+    fig, ax = plt.subplots(figsize=(5.6, 5.4), constrained_layout=True)
+    ax.scatter(xy[:, 0], xy[:, 1], c=np.arange(p), cmap="hsv", s=28)
+    for r in range(p):
+        ax.annotate(str(r), xy[r], fontsize=6, ha="center", va="bottom")
+    ax.set(xlabel=f"PC 1 ({var[0]:.0%} of variance)", ylabel=f"PC 2 ({var[1]:.0%})",
+           title=title or "residue embeddings, first two principal components")
+    ax.set_aspect("equal", adjustable="datalim")
+    return _save(fig, path)

@@ -1,0 +1,185 @@
+"""A decoder-only transformer for modular arithmetic: tokens [a, OP, b, EQ] -> logits over residues.
+
+Presets follow Power et al. 2022 (2 layers, pre-LN) and Nanda et al. 2023 (1 layer, no LN); see
+/work/shared/reference/grokking.md. Initialisation: linear kernels N(0, 1/fan_in) (std
+1/sqrt(fan_in)), token and learned position embeddings N(0, 1/d_model), biases 0, LayerNorm scale 1
+and bias 0; then every parameter times `init_scale` (Omnigrok's alpha). Attention has no biases;
+the MLP has; the untied unembedding has none.
+
+`__call__` returns only the last position's logits and skips the work the others need: the last
+layer computes one query (keys and values for all positions), and its MLP, the final LN and the
+unembedding run on the last position only. `all_logits` runs every position with the same
+parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from toy_quanta.models.mlp import ACTIVATIONS
+
+POSITIONS = ("learned", "sinusoidal")
+
+PRESETS: dict[str, dict] = {
+    "power": dict(n_layers=2, d_model=128, n_heads=4, d_mlp=512, activation="relu", positions="learned",
+                  layer_norm=True, tied=False),
+    "nanda": dict(n_layers=1, d_model=128, n_heads=4, d_mlp=512, activation="relu", positions="learned",
+                  layer_norm=False, tied=False),
+}
+
+
+def _normal(std: float):
+    def init(key, shape, dtype=jnp.float32):
+        return std * jax.random.normal(key, shape, dtype)
+
+    return init
+
+
+def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, bias: bool = True) -> nnx.Linear:
+    return nnx.Linear(d_in, d_out, use_bias=bias, kernel_init=_normal(1.0 / math.sqrt(d_in)),
+                      bias_init=nnx.initializers.zeros, rngs=rngs)
+
+
+def scale_params(module: nnx.Module, init_scale) -> None:
+    """Multiply every nnx.Param of `module` in place (also LN scales, so the whole vector is alpha x)."""
+    params = nnx.state(module, nnx.Param)
+    nnx.update(module, jax.tree.map(lambda x: x * init_scale, params))
+
+
+def check_choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not one of {sorted(allowed)}")
+
+
+def sinusoidal_positions(seq_len: int, d_model: int) -> np.ndarray:
+    """Vaswani et al.'s fixed encoding, (seq_len, d_model): sin on even, cos on odd features.
+    NumPy, so it is a constant under jit and never a parameter."""
+    pos_T1 = np.arange(seq_len, dtype=np.float64)[:, None]
+    freq = np.exp(-math.log(10000.0) * np.arange(0, d_model, 2) / d_model)
+    pe_TxD = np.zeros((seq_len, d_model))
+    pe_TxD[:, 0::2] = np.sin(pos_T1 * freq)
+    pe_TxD[:, 1::2] = np.cos(pos_T1 * freq[: d_model // 2])
+    return pe_TxD.astype(np.float32)
+
+
+class Block(nnx.Module):
+    """Attention then MLP, each added to the residual stream (pre-LN when layer_norm)."""
+
+    def __init__(self, d_model: int, n_heads: int, d_mlp: int, activation: str, layer_norm: bool, *, rngs: nnx.Rngs):
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        self.act = ACTIVATIONS[activation]
+        self.ln_attn = nnx.LayerNorm(d_model, rngs=rngs) if layer_norm else None
+        self.ln_mlp = nnx.LayerNorm(d_model, rngs=rngs) if layer_norm else None
+        self.q = _linear(d_model, d_model, rngs, bias=False)
+        self.k = _linear(d_model, d_model, rngs, bias=False)
+        self.v = _linear(d_model, d_model, rngs, bias=False)
+        self.o = _linear(d_model, d_model, rngs, bias=False)
+        self.mlp_in = _linear(d_model, d_mlp, rngs)
+        self.mlp_out = _linear(d_mlp, d_model, rngs)
+
+    def _heads(self, x_BxTxD: jax.Array) -> jax.Array:
+        B, T, _ = x_BxTxD.shape
+        return x_BxTxD.reshape(B, T, self.n_heads, self.d_head)
+
+    def __call__(self, x_BxTxD: jax.Array, last_only: bool = False) -> jax.Array:
+        """Returns (B, T, D), or (B, 1, D) for the last position when last_only."""
+        B, T, D = x_BxTxD.shape
+        h_BxTxD = self.ln_attn(x_BxTxD) if self.ln_attn is not None else x_BxTxD
+        # Queries only where outputs are wanted; keys and values always for every position.
+        hq_BxQxD = h_BxTxD[:, -1:] if last_only else h_BxTxD
+        Q = hq_BxQxD.shape[1]
+        q_BxQxHxK = self._heads(self.q(hq_BxQxD))
+        k_BxTxHxK = self._heads(self.k(h_BxTxD))
+        v_BxTxHxK = self._heads(self.v(h_BxTxD))
+        scores_BxHxQxT = jnp.einsum("bqhk,bthk->bhqt", q_BxQxHxK, k_BxTxHxK) / math.sqrt(self.d_head)
+        # Query i sits at position T - Q + i and may see keys at positions <= its own.
+        causal_QxT = np.arange(T)[None, :] <= np.arange(T - Q, T)[:, None]
+        scores_BxHxQxT = jnp.where(causal_QxT, scores_BxHxQxT, -jnp.inf)
+        attn_BxHxQxT = jax.nn.softmax(scores_BxHxQxT, axis=-1)
+        z_BxQxD = jnp.einsum("bhqt,bthk->bqhk", attn_BxHxQxT, v_BxTxHxK).reshape(B, Q, D)
+        x_BxQxD = (x_BxTxD[:, -1:] if last_only else x_BxTxD) + self.o(z_BxQxD)
+        h_BxQxD = self.ln_mlp(x_BxQxD) if self.ln_mlp is not None else x_BxQxD
+        return x_BxQxD + self.mlp_out(self.act(self.mlp_in(h_BxQxD)))
+
+
+class Transformer(nnx.Module):
+    def __init__(
+        self,
+        vocab: int,
+        n_out: int,
+        seq_len: int,
+        n_layers: int,
+        d_model: int,
+        n_heads: int,
+        d_mlp: int,
+        activation: str = "relu",
+        positions: str = "learned",
+        layer_norm: bool = False,
+        tied: bool = False,
+        init_scale: float = 1.0,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        check_choice("activation", activation, ACTIVATIONS)
+        check_choice("positions", positions, POSITIONS)
+        if n_heads < 1 or d_model % n_heads != 0:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads} (d_head = d_model / n_heads)")
+        if n_layers < 1:
+            raise ValueError(f"n_layers={n_layers} must be >= 1")
+        if tied and n_out > vocab:
+            raise ValueError(f"tied=True needs n_out={n_out} <= vocab={vocab} (unembedding = first n_out embedding rows)")
+        self.seq_len = seq_len
+        self.n_out = n_out
+        self.tied = tied
+        self.positions = positions
+        self.embed = nnx.Embed(vocab, d_model, embedding_init=_normal(1.0 / math.sqrt(d_model)), rngs=rngs)
+        if positions == "learned":
+            self.pos = nnx.Param(_normal(1.0 / math.sqrt(d_model))(rngs.params(), (seq_len, d_model)))
+        else:
+            self.pos = None
+        self.blocks = nnx.List([Block(d_model, n_heads, d_mlp, activation, layer_norm, rngs=rngs)
+                                for _ in range(n_layers)])
+        self.ln_final = nnx.LayerNorm(d_model, rngs=rngs) if layer_norm else None
+        self.unembed = None if tied else _linear(d_model, n_out, rngs, bias=False)
+        scale_params(self, init_scale)
+
+    @property
+    def embed_matrix(self) -> jax.Array:
+        """The token embedding, (vocab, d_model)."""
+        return self.embed.embedding[...]
+
+    def _positions(self, T: int) -> jax.Array:
+        if T > self.seq_len:
+            raise ValueError(f"sequence length {T} exceeds seq_len={self.seq_len}")
+        if self.pos is None:
+            return jnp.asarray(sinusoidal_positions(self.seq_len, self.embed_matrix.shape[1])[:T])
+        return self.pos[...][:T]
+
+    def _forward(self, tokens_BxT: jax.Array, last_only: bool) -> jax.Array:
+        x_BxTxD = self.embed(tokens_BxT) + self._positions(tokens_BxT.shape[1])
+        n = len(self.blocks)
+        for i, block in enumerate(self.blocks):
+            x_BxTxD = block(x_BxTxD, last_only=last_only and i == n - 1)
+        if self.ln_final is not None:
+            x_BxTxD = self.ln_final(x_BxTxD)
+        if self.tied:
+            return x_BxTxD @ self.embed_matrix[: self.n_out].T
+        return self.unembed(x_BxTxD)
+
+    def __call__(self, tokens_BxT: jax.Array) -> jax.Array:
+        """Logits at the last position, (B, n_out)."""
+        return self._forward(tokens_BxT, last_only=True)[:, 0]
+
+    def logits(self, tokens_BxT: jax.Array) -> jax.Array:
+        """The trainer's common entry point (same as __call__)."""
+        return self(tokens_BxT)
+
+    def all_logits(self, tokens_BxT: jax.Array) -> jax.Array:
+        """Logits at every position, (B, T, n_out)."""
+        return self._forward(tokens_BxT, last_only=False)
