@@ -35,8 +35,8 @@ def tiny_config(task=None, model=None, optim=None, train=None, ensemble=None, se
 
 def member(seed=0, alpha=0.4, init_scale=1.0, lr=1e-2, weight_decay=0.0, D=None) -> dict:
     """One member dict as members.expand makes them."""
-    return {"seed": seed, "task.alpha": alpha, "task.D": D, "model.init_scale": init_scale, "optim.lr": lr,
-            "optim.weight_decay": weight_decay}
+    return {"seed": seed, "task.alpha": alpha, "task.D": D, "task.train_fraction": None, "model.init_scale": init_scale,
+            "optim.lr": lr, "optim.weight_decay": weight_decay}
 
 
 # ---------------------------------------------------------------------------------------------

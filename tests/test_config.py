@@ -81,7 +81,7 @@ BAD = [
     ("ensemble.D", [100, 0], "[100, 0]"),
     ("ensemble.D", [], "[]"),
     ("seed", -1, "-1"),
-    ("task.name", "modular", "modular"),
+    ("task.name", "vision", "vision"),
 ]
 
 
@@ -313,3 +313,45 @@ def test_qdg_config_validation_names_the_key(key, value, allowed):
     with pytest.raises(ConfigError) as info:
         validate_qdg(cfg)
     assert info.value.key in (key, "n_samples") and (allowed is None or allowed in str(info.value))
+
+
+def test_grok_modadd_composes_as_modular_arithmetic(hydra_compose):
+    cfg = to_config(hydra_compose(["experiment=grok_modadd"]))
+    validate(cfg)
+    assert (cfg.task.name, cfg.model.name, cfg.optim.name) == ("modular", "embed_mlp", "adamw")
+    assert (cfg.task.p, cfg.task.op, cfg.task.full_batch, cfg.optim.b2) == (53, "add", True, 0.98)
+
+
+@pytest.mark.parametrize("overrides,key,allowed", [
+    (["task.op=div", "task.p=51"], "task.p", "prime"),
+    (["task.train_fraction=1.0"], "task.train_fraction", "(0, 1)"),
+    (["task.op=pow"], "task.op", "add"),
+    (["ensemble.train_fraction=[0.3,1.5]"], "task.train_fraction", "(0, 1)"),
+    (["ensemble.train_fraction=[]"], "ensemble.train_fraction", "non-empty"),
+    (["ensemble.alpha=[0.4]"], "ensemble.alpha", "sparse parity"),
+    (["model.combine=product"], "model.combine", "sum"),
+])
+def test_modular_settings_are_checked_before_anything_runs(hydra_compose, overrides, key, allowed):
+    cfg = to_config(hydra_compose(["experiment=grok_modadd", *overrides]))
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert info.value.key == key and allowed in str(info.value), str(info.value)
+
+
+def test_each_task_takes_its_own_models(hydra_compose):
+    from toy_quanta.config import MLPConfig, TransformerConfig
+
+    grok = to_config(hydra_compose(["experiment=grok_modadd"]))
+    with pytest.raises(ConfigError, match="a model for task modular: one of transformer, embed_mlp"):
+        validate(dataclasses.replace(grok, model=MLPConfig()))
+    validate(dataclasses.replace(grok, model=TransformerConfig(n_layers=1, d_model=32, n_heads=4, d_mlp=64)))
+    with pytest.raises(ConfigError) as info:
+        validate(dataclasses.replace(grok, model=TransformerConfig(d_model=30, n_heads=4)))
+    assert info.value.key == "model.n_heads" and "divisor of model.d_model=30" in str(info.value)
+
+
+def test_sparse_parity_rejects_a_modular_model_and_training_fractions(hydra_compose):
+    with pytest.raises(ConfigError, match="a model for task sparse_parity"):
+        validate(to_config(hydra_compose(["model=embed_mlp"])))
+    with pytest.raises(ConfigError, match="ensemble.train_fraction"):
+        validate(to_config(hydra_compose(["ensemble.train_fraction=[0.5]"])))

@@ -18,7 +18,7 @@ def _cfg(model=None, full_batch=False, p=11, steps=40, op="add") -> Config:
                   model=model or EmbedMLPConfig(d_embed=16, width=32),
                   optim=OptimConfig(name="adamw", lr=3e-3, weight_decay=1.0, b1=0.9, b2=0.98, warmup_steps=5),
                   train=TrainConfig(steps=steps, batch_size=32, log_every=10, progress=False),
-                  ensemble=EnsembleConfig())
+                  ensemble=EnsembleConfig(train_fraction=[0.3, 0.5, 0.7, 0.9]))  # the members' fractions
 
 
 def _hyper(rows):

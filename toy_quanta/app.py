@@ -15,17 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import jax
+import numpy as np
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from toy_quanta import results
+from toy_quanta import grok_plots, results
 from toy_quanta.config import VECTOR_KEYS, Config, ConfigError, validate
 from toy_quanta.engine.loop import FitResult, fit
 from toy_quanta.engine.members import expand
-from toy_quanta.models.mlp import n_params
 from toy_quanta.plotting import plot_curves
 
 log = logging.getLogger("toy_quanta")
@@ -92,7 +93,7 @@ class JobWriter:
             "output_dir": str(self.out_dir),
             "swept": self.columns,
             "n_members": n_members,
-            "n_params": n_params(t.n_tasks, t.n, m.width, m.depth),
+            "n_params": sum(int(np.prod(x.shape[1:])) for x in jax.tree.leaves(result.params)),
             "steps": result.steps_done,
             "n_diverged": int(sum(not a for a in result.alive)),
             "wall_time_s": time.time() - self.started,
@@ -105,8 +106,11 @@ class JobWriter:
             "members": results.member_summaries(result),
         }
         results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
-        plot_curves(result, self.out_dir / "curves.png", title=f"{cfg.name}: {_describe(cfg)}",
-                    log_x=cfg.train.log_count is not None)
+        title = f"{cfg.name}: {_describe(cfg)}"
+        if t.name == "modular":
+            grok_plots.job_figures(result, t.p, self.out_dir, cfg.name, title)
+        else:
+            plot_curves(result, self.out_dir / "curves.png", title=title, log_x=cfg.train.log_count is not None)
         return summary
 
     def fail(self, exc: BaseException, result: FitResult | None) -> None:
@@ -128,6 +132,13 @@ class JobWriter:
 
 def _describe(cfg: Config) -> str:
     t, m = cfg.task, cfg.model
+    if t.name == "modular":
+        fractions = cfg.ensemble.train_fraction
+        data = f"training fraction in {list(fractions)}" if fractions else f"{t.train_fraction:g} of the pairs"
+        model = (f"transformer {m.n_layers} layers, width {m.d_model}" if m.name == "transformer"
+                 else f"embedding MLP (d_embed {m.d_embed}, width {m.width}, {m.combine})")
+        return (f"{t.op} mod {t.p}, {data}; {model}; {cfg.optim.name} lr={cfg.optim.lr:g} "
+                f"wd={cfg.optim.weight_decay:g}, " + ("full batch" if t.full_batch else f"batch {cfg.train.batch_size}"))
     sizes = cfg.ensemble.D
     data = f"D in {list(sizes)}" if sizes is not None else "online" if t.D is None else f"D={t.D}"
     return (f"{t.n_tasks} subtasks, n={t.n}, k={t.k}, alpha={t.alpha:g} (p ∝ i^-{t.alpha + 1:g}), {data}; "
@@ -163,8 +174,14 @@ def _report(summary: dict[str, Any]) -> None:
     for member in summary["members"][:8]:
         f = member["final"]
         flag = f"  DIVERGED at step {member['diverged_step']}" if member["diverged"] else ""
-        log.info("member %d seed %d: test loss %.4f bits, test acc %.4f, %d subtasks learned%s", member["member"],
-                 member["seed"], f["test_loss_bits"], f["test_acc"], f["subtasks_learned"], flag)
+        if "subtasks_learned" in f:
+            log.info("member %d seed %d: test loss %.4f bits, test acc %.4f, %d subtasks learned%s", member["member"],
+                     member["seed"], f["test_loss_bits"], f["test_acc"], f["subtasks_learned"], flag)
+        else:
+            step = lambda k: "never" if f[k] is None else f"step {f[k]:.0f}"  # noqa: E731
+            log.info("member %d seed %d: train acc %.4f, validation acc %.4f; 99%% train at %s, 99%% validation at "
+                     "%s%s", member["member"], member["seed"], f["train_acc"], f["test_acc"], step("steps_to_train_99"),
+                     step("steps_to_val_99"), flag)
     log.info("%d steps in %.1f s (+%.1f s compile), %.0f steps/s", summary["steps"], summary["train_s"],
              summary["compile_s"], summary["steps_per_s"])
     print(f"output directory: {summary['output_dir']}", flush=True)

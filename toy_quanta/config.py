@@ -15,14 +15,18 @@ from hydra.core.config_store import ConfigStore
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "sigmoid", "identity")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
-TASKS = ("sparse_parity",)
-MODELS = ("mlp",)
+TASKS = ("sparse_parity", "modular")
+MODELS = ("mlp", "transformer", "embed_mlp")
+TASK_MODELS = {"sparse_parity": ("mlp",), "modular": ("transformer", "embed_mlp")}
+POSITIONS = ("learned", "sinusoidal")
+COMBINES = ("sum", "concat")
 
 # Scalars that may differ between members of one ensemble (one compiled program).
 # Everything else changes array shapes or the program itself, so it splits a sweep into groups.
 # task.D is one of them: members share one training-set array as long as the longest member's,
 # each drawing from its own prefix (online and finite jobs still split, see vmap_launcher).
-VECTOR_KEYS = ("seed", "task.alpha", "task.D", "model.init_scale", "optim.lr", "optim.weight_decay")
+VECTOR_KEYS = ("seed", "task.alpha", "task.D", "task.train_fraction", "model.init_scale", "optim.lr",
+               "optim.weight_decay")
 
 
 @dataclass
@@ -140,6 +144,7 @@ class EnsembleConfig:
     init_scale: Optional[list[float]] = None
     alpha: Optional[list[float]] = None
     D: Optional[list[int]] = None  # training-set sizes (finite mode for every member); the data-scaling axis
+    train_fraction: Optional[list[float]] = None  # modular arithmetic: training fractions, as masks over one table
 
 
 @dataclass
@@ -189,7 +194,10 @@ def register_configs() -> None:
     cs.store(name="base_config", node=Config)
     cs.store(name="qdg_config", node=QDGConfig)
     cs.store(group="task", name="sparse_parity", node=SparseParityConfig)
+    cs.store(group="task", name="modular", node=ModularConfig)
     cs.store(group="model", name="mlp", node=MLPConfig)
+    cs.store(group="model", name="transformer", node=TransformerConfig)
+    cs.store(group="model", name="embed_mlp", node=EmbedMLPConfig)
     for name in OPTIMIZERS:
         cs.store(group="optim", name=name, node=OptimConfig(name=name))
     cs.store(group="hydra/launcher", name="vmap", node=VmapLauncherConf, provider="toy_quanta")
@@ -256,22 +264,14 @@ def validate(cfg: Any) -> None:
     _choice(cfg, "task.name", TASKS)
     _choice(cfg, "model.name", MODELS)
     _choice(cfg, "optim.name", OPTIMIZERS)
-    for key in ("task.n_tasks", "task.n", "task.test_size", "task.per_task_test"):
-        _positive_int(cfg, key)
-    n, k, n_tasks = _get(cfg, "task.n"), _get(cfg, "task.k"), _get(cfg, "task.n_tasks")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
-        raise ConfigError("task.k", k, f"an integer with 1 <= k <= task.n={n}")
-    n_subsets = math.comb(n, k)
-    if n_tasks > n_subsets:
-        raise ConfigError("task.n_tasks", n_tasks, f"at most C(task.n={n}, task.k={k}) = {n_subsets} distinct subsets")
-    _finite(cfg, "task.alpha", nonneg=True)
-    if _get(cfg, "task.D") is not None:
-        _positive_int(cfg, "task.D")
-
-    for key in ("model.width", "model.depth"):
-        _positive_int(cfg, key)
-    _choice(cfg, "model.activation", ACTIVATIONS)
-    _finite(cfg, "model.init_scale", positive=True)
+    task, model = _get(cfg, "task.name"), _get(cfg, "model.name")
+    if model not in TASK_MODELS[task]:
+        raise ConfigError("model", model, f"a model for task {task}: one of {', '.join(TASK_MODELS[task])}")
+    if task == "sparse_parity":
+        _validate_sparse_parity(cfg)
+    else:
+        _validate_modular(cfg)
+    _validate_model(cfg, model)
 
     _finite(cfg, "optim.lr", positive=True)
     _finite(cfg, "optim.weight_decay", nonneg=True)
@@ -299,14 +299,68 @@ def validate(cfg: Any) -> None:
     _list_of(cfg, "ensemble.lr", positive=True)
     _list_of(cfg, "ensemble.init_scale", positive=True)
     _list_of(cfg, "ensemble.weight_decay", nonneg=True)
-    _list_of(cfg, "ensemble.alpha", nonneg=True)
-    _list_of(cfg, "ensemble.D", positive=True, integer=True)
     seed = _get(cfg, "seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31 - _get(cfg, "ensemble.seeds"):
         raise ConfigError("seed", seed, "an integer in [0, 2^31 - ensemble.seeds)")
+
+
+def _validate_sparse_parity(cfg: Any) -> None:
+    for key in ("task.n_tasks", "task.n", "task.test_size", "task.per_task_test"):
+        _positive_int(cfg, key)
+    n, k, n_tasks = _get(cfg, "task.n"), _get(cfg, "task.k"), _get(cfg, "task.n_tasks")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+        raise ConfigError("task.k", k, f"an integer with 1 <= k <= task.n={n}")
+    n_subsets = math.comb(n, k)
+    if n_tasks > n_subsets:
+        raise ConfigError("task.n_tasks", n_tasks, f"at most C(task.n={n}, task.k={k}) = {n_subsets} distinct subsets")
+    _finite(cfg, "task.alpha", nonneg=True)
+    if _get(cfg, "task.D") is not None:
+        _positive_int(cfg, "task.D")
+    _list_of(cfg, "ensemble.alpha", nonneg=True)
+    _list_of(cfg, "ensemble.D", positive=True, integer=True)
+    if _get(cfg, "ensemble.train_fraction") is not None:
+        raise ConfigError("ensemble.train_fraction", list(_get(cfg, "ensemble.train_fraction")),
+                          "null for sparse parity (training fractions belong to task=modular)")
     subset_seed = _get(cfg, "task.subset_seed")
     if subset_seed is not None and (isinstance(subset_seed, bool) or not isinstance(subset_seed, int) or subset_seed < 0):
         raise ConfigError("task.subset_seed", subset_seed, "an integer >= 0, or null (use the member's seed)")
+
+
+def _validate_modular(cfg: Any) -> None:
+    from toy_quanta.data.modular import check  # the op table lives with the data (which imports ConfigError)
+
+    check(_get(cfg, "task.op"), _get(cfg, "task.p"), _get(cfg, "task.train_fraction"))
+    _list_of(cfg, "ensemble.train_fraction", positive=True)
+    for f in _get(cfg, "ensemble.train_fraction") or []:
+        check(_get(cfg, "task.op"), _get(cfg, "task.p"), f)
+    split_seed = _get(cfg, "task.split_seed")
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+        raise ConfigError("task.split_seed", split_seed, "an integer >= 0")
+    for key in ("ensemble.alpha", "ensemble.D"):
+        if _get(cfg, key) is not None:
+            raise ConfigError(key, list(_get(cfg, key)), "null for task=modular (it belongs to sparse parity)")
+
+
+def _validate_model(cfg: Any, model: str) -> None:
+    _finite(cfg, "model.init_scale", positive=True)
+    _choice(cfg, "model.activation", ACTIVATIONS)
+    if model == "mlp":
+        for key in ("model.width", "model.depth"):
+            _positive_int(cfg, key)
+    elif model == "transformer":
+        for key in ("model.n_layers", "model.d_model", "model.n_heads", "model.d_mlp"):
+            _positive_int(cfg, key)
+        d, h = _get(cfg, "model.d_model"), _get(cfg, "model.n_heads")
+        if d % h:
+            raise ConfigError("model.n_heads", h, f"a divisor of model.d_model={d}")
+        _choice(cfg, "model.positions", POSITIONS)
+    else:
+        for key in ("model.d_embed", "model.width"):
+            _positive_int(cfg, key)
+        depth = _get(cfg, "model.depth")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise ConfigError("model.depth", depth, "an integer >= 0 (0: a linear readout of the embeddings)")
+        _choice(cfg, "model.combine", COMBINES)
 
 
 QDG_PARAMS = ("control", "bits", "hidden", "out")

@@ -9,7 +9,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
 
 from toy_quanta.engine.loop import FitResult  # noqa: E402
 from toy_quanta.results import atomic_write  # noqa: E402
@@ -74,3 +76,50 @@ def plot_embedding_ring(embed_PxD: np.ndarray, path: Path, title: str = "") -> s
            title=title or "residue embeddings, first two principal components")
     ax.set_aspect("equal", adjustable="datalim")
     return _save(fig, path)
+
+
+def plot_steps_against(result: FitResult, key: str, path: Path, title: str = "") -> str:
+    """Steps to 99% validation (and training) accuracy against a per-member value (training
+    fraction, weight decay, ...): every member a point, the median over members with the same
+    value a line; members that never reached 99% sit on the budget line, as open markers."""
+    from toy_quanta.engine.modular_train import grokking_summary
+
+    steps = np.asarray(result.steps)
+    s = grokking_summary(steps, result.log_array("train_acc"), result.log_array("test_acc"))
+    x = np.array([m[key] for m in result.members], np.float64)
+    budget = float(steps[-1])
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), constrained_layout=True)
+    for name, color in (("val_99", "tab:blue"), ("train_99", "tab:orange")):
+        y = s[name]
+        done = ~np.isnan(y)
+        ax.scatter(x[done], y[done], color=color, s=22, label=f"{'validation' if name == 'val_99' else 'training'} 99%")
+        ax.scatter(x[~done], np.full((~done).sum(), budget), facecolors="none", edgecolors=color, s=40,
+                   label="not reached within the budget" if name == "val_99" and (~done).any() else None)
+        values = np.unique(x)
+        med = [np.median(np.where(np.isnan(y[x == v]), budget, y[x == v])) for v in values]
+        ax.plot(values, med, color=color, lw=1.2)
+    ax.axhline(budget, color="k", ls=":", lw=0.8)
+    ax.set(yscale="log", xlabel=key, ylabel="steps", title=title or f"steps to 99% accuracy against {key}")
+    if key in ("optim.lr", "model.init_scale") or (key == "optim.weight_decay" and np.all(x > 0)):
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+SWEPT_KEYS = ("task.train_fraction", "optim.weight_decay", "optim.lr", "model.init_scale")
+
+
+def job_figures(result: FitResult, p: int, out_dir: Path, name: str, title: str) -> list[str]:
+    """A grokking job's figures: curves.png, embedding_ring.png (member 0's residues; a
+    transformer's op and = tokens left out), and steps_vs_<key>.png for each swept key."""
+    paths = [plot_grokking(result, out_dir / "curves.png", title=title)]
+    embed_VxD = np.asarray(jax.tree.map(lambda x: x[0], nnx.to_pure_dict(result.params))["embed"]["embedding"])
+    paths.append(plot_embedding_ring(embed_VxD[:p], out_dir / "embedding_ring.png",
+                                     title=f"{name}: residue embeddings (member 0), first two principal components"))
+    for key in SWEPT_KEYS:
+        if len({m[key] for m in result.members}) > 1:
+            short = key.split(".")[-1]
+            paths.append(plot_steps_against(result, key, out_dir / f"steps_vs_{short}.png",
+                                            title=f"{name}: steps to 99% accuracy against {short}"))
+    return paths

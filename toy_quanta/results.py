@@ -22,6 +22,7 @@ from toy_quanta.config import VECTOR_KEYS, Config, ConfigError, MLPConfig, Optim
 from toy_quanta.data.sparse_parity import LN2
 from toy_quanta.engine.loop import FitResult, subsets_for
 from toy_quanta.engine.members import expand
+from toy_quanta.engine.modular_train import grokking_summary
 from toy_quanta.engine.train import make_model
 from toy_quanta.models.mlp import MLP
 
@@ -94,8 +95,14 @@ def metrics_frame(result: FitResult, columns: dict[str, Any] | None = None) -> p
     frame["metric"] = frame["metric"].astype("category")
     for key in VECTOR_KEYS:
         values = [m[key] for m in result.members]
-        # task.D is null for online members: a nullable integer column
-        per_member = pd.array(values, dtype="Int64") if key == "task.D" else np.array(values)
+        # task.D is null for online members: a nullable integer column; keys that do not apply
+        # to the task (None) are NaN
+        if key == "task.D":
+            per_member = pd.array(values, dtype="Int64")
+        elif key == "seed":
+            per_member = np.array(values)
+        else:
+            per_member = np.array([np.nan if v is None else v for v in values], np.float64)
         frame[key] = per_member[frame["member"].to_numpy()] if len(frame) else []
     for key, value in (columns or {}).items():
         if key not in frame.columns:
@@ -118,6 +125,13 @@ def member_summaries(result: FitResult) -> list[dict[str, Any]]:
         if "subtask_loss" in result.logs:
             # A subtask counts as learned below 0.1 bits, the paper's threshold.
             final["subtasks_learned"] = int(np.sum(result.logs["subtask_loss"][-1][i] / LN2 < 0.1))
+        else:
+            # Grokking: when training and validation accuracy crossed 90% and 99% (at log steps).
+            summary = grokking_summary(np.asarray(result.steps), result.log_array("train_acc")[:, i:i + 1],
+                                       result.log_array("test_acc")[:, i:i + 1])
+            final.update({f"steps_to_{k}" if k not in ("gap_99", "grokked") else k:
+                          (bool(v[0]) if k == "grokked" else None if np.isnan(v[0]) else float(v[0]))
+                          for k, v in summary.items()})
         diverged = result.alive is not None and not bool(result.alive[i])
         rows.append({
             "member": i,

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from toy_quanta.config import Config
 from toy_quanta.data.sparse_parity import draw_subsets
 from toy_quanta.engine.members import stack, train_capacity
+from toy_quanta.engine.modular_train import make_modular_train, split_ranks, stack_modular
 from toy_quanta.engine.train import make_train
 
 
@@ -64,16 +65,23 @@ def fit(
     on_log: Callable[[FitResult], None] | None = None,
 ) -> FitResult:
     """Train `members` (see members.expand) as one vmapped program. `on_log` runs after each chunk."""
-    # The members' own D (not the config's) sets the length of the shared training-set array.
-    cfg = replace(cfg, task=replace(cfg.task, D=train_capacity(members)), ensemble=replace(cfg.ensemble, D=None))
-    trainer = make_train(cfg)
+    if cfg.task.name == "modular":
+        # The members' own fractions (a vmapped sweep groups jobs of several) size the full batch.
+        fractions = sorted({m["task.train_fraction"] for m in members})
+        cfg = replace(cfg, ensemble=replace(cfg.ensemble, train_fraction=fractions))
+        trainer = make_modular_train(cfg)
+        hyper, task_data = stack_modular(members), split_ranks(cfg, len(members))
+    else:
+        # The members' own D (not the config's) sets the length of the shared training-set array.
+        cfg = replace(cfg, task=replace(cfg.task, D=train_capacity(members)), ensemble=replace(cfg.ensemble, D=None))
+        trainer = make_train(cfg)
+        hyper, task_data = stack(members), subsets_for(cfg, members)
     result = FitResult(members=list(members), graphdef=trainer.graphdef)
-    hyper, subsets = stack(members), subsets_for(cfg, members)
 
     t0 = time.perf_counter()
     init = jax.jit(jax.vmap(trainer.init))
     chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, 0, None)), donate_argnums=0)
-    state, data = init(hyper, subsets)
+    state, data = init(hyper, task_data)
     n0 = np.int32(0)
     chunk = chunk.lower(state, data, n0).compile()
     jax.block_until_ready(state)

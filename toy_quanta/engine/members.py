@@ -22,7 +22,8 @@ class Hyper(NamedTuple):
 
 
 # ensemble.<name> list -> the config key it varies
-_ENSEMBLE_LISTS = {"alpha": "task.alpha", "init_scale": "model.init_scale", "lr": "optim.lr", "weight_decay": "optim.weight_decay"}
+_ENSEMBLE_LISTS = {"alpha": "task.alpha", "init_scale": "model.init_scale", "lr": "optim.lr", "weight_decay": "optim.weight_decay",
+                   "train_fraction": "task.train_fraction"}
 
 
 def expand(cfg: Any) -> list[dict[str, float | int]]:
@@ -30,9 +31,13 @@ def expand(cfg: Any) -> list[dict[str, float | int]]:
 
     Each member is a dict keyed by VECTOR_KEYS (e.g. {"seed": 0, "optim.lr": 1e-3, ...}).
     """
+    # A key that does not apply to the task (alpha and D for modular arithmetic, the training
+    # fraction for sparse parity) is None.
+    modular = cfg.task.name == "modular"
     base = {
-        "task.alpha": float(cfg.task.alpha),
-        "task.D": None if cfg.task.D is None else int(cfg.task.D),
+        "task.alpha": None if modular else float(cfg.task.alpha),
+        "task.D": None if modular or cfg.task.D is None else int(cfg.task.D),
+        "task.train_fraction": float(cfg.task.train_fraction) if modular else None,
         "model.init_scale": float(cfg.model.init_scale),
         "optim.lr": float(cfg.optim.lr),
         "optim.weight_decay": float(cfg.optim.weight_decay),

@@ -12,7 +12,7 @@ pairs whose split rank is below round(fraction * N), so members may differ in tr
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -66,6 +66,22 @@ class ModularTrainer(NamedTuple):
     labels: np.ndarray  # (N,) answers
 
 
+def stack_modular(members: Sequence[dict[str, Any]]) -> ModularHyper:
+    """(M,) arrays of the members' scalars (members as members.expand makes them)."""
+    col = lambda key, dtype: np.array([m[key] for m in members], dtype=dtype)  # noqa: E731
+    return ModularHyper(seed=col("seed", np.int32), train_fraction=col("task.train_fraction", np.float32),
+                        init_scale=col("model.init_scale", np.float32), lr=col("optim.lr", np.float32),
+                        weight_decay=col("optim.weight_decay", np.float32))
+
+
+def split_ranks(cfg: Config, n_members: int) -> np.ndarray:
+    """(M, N): every member's split rank; one split (task.split_seed) shared by the members, so
+    their training sets are nested by fraction."""
+    t = cfg.task
+    n_pairs = len(modular.table(t.op, t.p)[2])
+    return np.broadcast_to(modular.split_rank(n_pairs, t.split_seed), (n_members, n_pairs))
+
+
 def make_modular_model(cfg: Config, key: jax.Array) -> nnx.Module:
     """The configured model with init_scale 1 (the trainer scales per member)."""
     t, m = cfg.task, cfg.model
@@ -81,6 +97,8 @@ def make_modular_model(cfg: Config, key: jax.Array) -> nnx.Module:
 
 
 def make_modular_train(cfg: Config) -> ModularTrainer:
+    """Pure functions of one member. A member's training fraction must be at most the largest of
+    ensemble.train_fraction (or task.train_fraction): full batch runs on that many pairs."""
     t, tr = cfg.task, cfg.train
     a_N, b_N, c_N = modular.table(t.op, t.p)
     tokens_NxT = modular.sequences(a_N, b_N, t.p)
@@ -112,10 +130,17 @@ def make_modular_train(cfg: Config) -> ModularTrainer:
                              -jnp.ones((), jnp.int32))
         return state, data
 
+    # Full batch runs on the first n_max pairs in split order (the largest member's training set),
+    # each member weighting its own n_train of them: not the whole table.
+    fractions = cfg.ensemble.train_fraction or [t.train_fraction]
+    n_max = modular.n_train(n_pairs, max(fractions))
+
     def batch_loss(params, data: ModularData, step: jax.Array):
         if t.full_batch:
-            loss_N, _ = loss_acc_N(params)
-            return jnp.sum(jnp.where(data.train_mask, loss_N, 0.0)) / data.n_train
+            idx_B = data.order[:n_max]
+            weight_B = (jnp.arange(n_max) < data.n_train) / data.n_train
+            loss_B = optax.softmax_cross_entropy_with_integer_labels(logits_of(params, tokens[idx_B]), labels[idx_B])
+            return jnp.sum(weight_B * loss_B)
         key = jax.random.fold_in(data.data_key, step)
         idx_B = data.order[jax.random.randint(key, (tr.batch_size,), 0, data.n_train)]
         logits_BxP = logits_of(params, tokens[idx_B])
