@@ -88,3 +88,17 @@ def test_a_directory_that_is_not_a_run(trained, tmp_path):
     (tmp_path / "config.yaml").write_text((trained / "config.yaml").read_text())  # a run without its checkpoint
     proc = run_qdg([str(tmp_path)], cwd=tmp_path)
     assert proc.returncode == 2 and "train.checkpoint=true" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_grokking_run_is_refused_with_a_clear_message(tmp_path):
+    from omegaconf import OmegaConf
+
+    from toy_quanta.config import Config, EmbedMLPConfig, ModularConfig, OptimConfig
+    from toy_quanta.results import load_config
+
+    cfg = Config(task=ModularConfig(p=11, op="add"), model=EmbedMLPConfig(), optim=OptimConfig(name="adamw"))
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    loaded = load_config(tmp_path)
+    assert (loaded.task.p, loaded.model.name) == (11, "embed_mlp")
+    proc = run_qdg([str(tmp_path)], cwd=tmp_path)
+    assert proc.returncode == 2 and "a sparse parity run (this one trained task=modular)" in proc.stderr

@@ -18,7 +18,8 @@ import pandas as pd
 from flax import nnx, serialization
 from omegaconf import OmegaConf
 
-from toy_quanta.config import VECTOR_KEYS, Config, ConfigError, MLPConfig, OptimConfig, SparseParityConfig
+from toy_quanta.config import (VECTOR_KEYS, Config, ConfigError, EmbedMLPConfig, MLPConfig, ModularConfig, OptimConfig,
+                               SparseParityConfig, TransformerConfig)
 from toy_quanta.data.sparse_parity import LN2
 from toy_quanta.engine.loop import FitResult, subsets_for
 from toy_quanta.engine.members import expand
@@ -166,8 +167,15 @@ def load_config(job_dir: Path) -> Config:
     path = Path(job_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {job_dir} is not the output directory of a toy-quanta job")
-    schema = OmegaConf.structured(Config(task=SparseParityConfig(), model=MLPConfig(), optim=OptimConfig()))
-    return OmegaConf.to_object(OmegaConf.merge(schema, OmegaConf.load(path)))
+    raw = OmegaConf.load(path)
+    tasks = {"sparse_parity": SparseParityConfig, "modular": ModularConfig}
+    models = {"mlp": MLPConfig, "transformer": TransformerConfig, "embed_mlp": EmbedMLPConfig}
+    task, model = raw.task.get("name", "sparse_parity"), raw.model.get("name", "mlp")
+    if task not in tasks or model not in models:
+        raise ConfigError("task.name" if task not in tasks else "model.name", task if task not in tasks else model,
+                          f"a task in {sorted(tasks)} and a model in {sorted(models)} ({path})")
+    schema = OmegaConf.structured(Config(task=tasks[task](), model=models[model](), optim=OptimConfig()))
+    return OmegaConf.to_object(OmegaConf.merge(schema, raw))
 
 
 @dataclass
@@ -193,6 +201,8 @@ def load_run(job_dir: Path) -> TrainedRun:
     """A job directory's config and final parameters (saved with train.checkpoint=true)."""
     job_dir = Path(job_dir)
     cfg = load_config(job_dir)
+    if cfg.task.name != "sparse_parity":
+        raise ConfigError("run_dir", str(job_dir), f"a sparse parity run (this one trained task={cfg.task.name})")
     ckpt = job_dir / CHECKPOINT_FILE
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt} not found: the job saved no parameters (it ran with train.checkpoint=false, "
