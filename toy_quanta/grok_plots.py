@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from toy_quanta.engine.loop import FitResult  # noqa: E402
+from toy_quanta.engine.modular_train import grokking_summary  # noqa: E402
 from toy_quanta.results import atomic_write  # noqa: E402
 
 
@@ -82,8 +83,6 @@ def plot_steps_against(result: FitResult, key: str, path: Path, title: str = "")
     """Steps to 99% validation (and training) accuracy against a per-member value (training
     fraction, weight decay, ...): every member a point, the median over members with the same
     value a line; members that never reached 99% sit on the budget line, as open markers."""
-    from toy_quanta.engine.modular_train import grokking_summary
-
     steps = np.asarray(result.steps)
     s = grokking_summary(steps, result.log_array("train_acc"), result.log_array("test_acc"))
     x = np.array([m[key] for m in result.members], np.float64)

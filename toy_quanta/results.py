@@ -130,9 +130,11 @@ def member_summaries(result: FitResult) -> list[dict[str, Any]]:
             # Grokking: when training and validation accuracy crossed 90% and 99% (at log steps).
             summary = grokking_summary(np.asarray(result.steps), result.log_array("train_acc")[:, i:i + 1],
                                        result.log_array("test_acc")[:, i:i + 1])
-            final.update({f"steps_to_{k}" if k not in ("gap_99", "grokked") else k:
-                          (bool(v[0]) if k == "grokked" else None if np.isnan(v[0]) else float(v[0]))
-                          for k, v in summary.items()})
+            for key, (value,) in summary.items():
+                if key == "grokked":
+                    final[key] = bool(value)
+                else:
+                    final[key if key == "gap_99" else f"steps_to_{key}"] = None if np.isnan(value) else float(value)
         diverged = result.alive is not None and not bool(result.alive[i])
         rows.append({
             "member": i,

@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 
 from toy_quanta.config import Config
 from toy_quanta.data.sparse_parity import draw_subsets
-from toy_quanta.engine.members import stack, train_capacity
-from toy_quanta.engine.modular_train import make_modular_train, split_ranks, stack_modular
+from toy_quanta.engine.members import stack, stack_modular, train_capacity
+from toy_quanta.engine.modular_train import make_modular_train, split_ranks
 from toy_quanta.engine.train import make_train
 
 
@@ -70,7 +70,8 @@ def fit(
         fractions = sorted({m["task.train_fraction"] for m in members})
         cfg = replace(cfg, ensemble=replace(cfg.ensemble, train_fraction=fractions))
         trainer = make_modular_train(cfg)
-        hyper, task_data = stack_modular(members), split_ranks(cfg, len(members))
+        hyper = stack_modular(members)
+        task_data = split_ranks(len(trainer.labels), cfg.task.split_seed, len(members))
     else:
         # The members' own D (not the config's) sets the length of the shared training-set array.
         cfg = replace(cfg, task=replace(cfg.task, D=train_capacity(members)), ensemble=replace(cfg.ensemble, D=None))

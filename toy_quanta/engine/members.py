@@ -21,6 +21,16 @@ class Hyper(NamedTuple):
     weight_decay: Any
 
 
+class ModularHyper(NamedTuple):
+    """The same for modular arithmetic: per-member scalars of the grokking trainer."""
+
+    seed: Any
+    train_fraction: Any
+    init_scale: Any
+    lr: Any
+    weight_decay: Any
+
+
 # ensemble.<name> list -> the config key it varies
 _ENSEMBLE_LISTS = {"alpha": "task.alpha", "init_scale": "model.init_scale", "lr": "optim.lr", "weight_decay": "optim.weight_decay",
                    "train_fraction": "task.train_fraction"}
@@ -65,8 +75,21 @@ def train_capacity(members: Sequence[dict[str, Any]]) -> int | None:
     return int(max(sizes))
 
 
+def _column(members: Sequence[dict[str, Any]], key: str, dtype) -> np.ndarray:
+    return np.array([m[key] for m in members], dtype=dtype)
+
+
+def stack_modular(members: Sequence[dict[str, Any]]) -> ModularHyper:
+    """(M,) arrays of the members' scalars, for the modular-arithmetic trainer."""
+    return ModularHyper(seed=_column(members, "seed", np.int32),
+                        train_fraction=_column(members, "task.train_fraction", np.float32),
+                        init_scale=_column(members, "model.init_scale", np.float32),
+                        lr=_column(members, "optim.lr", np.float32),
+                        weight_decay=_column(members, "optim.weight_decay", np.float32))
+
+
 def stack(members: Sequence[dict[str, float | int]]) -> Hyper:
-    col = lambda key, dtype: np.array([m[key] for m in members], dtype=dtype)  # noqa: E731
+    col = lambda key, dtype: _column(members, key, dtype)  # noqa: E731
     return Hyper(
         seed=col("seed", np.int32),
         alpha=col("task.alpha", np.float32),

@@ -12,7 +12,7 @@ pairs whose split rank is below round(fraction * N), so members may differ in tr
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,20 +22,11 @@ from flax import nnx
 
 from toy_quanta.config import Config
 from toy_quanta.data import modular
+from toy_quanta.engine.members import ModularHyper
 from toy_quanta.engine.optim import make_optimizer
 from toy_quanta.engine.train import guarded_update, log_steps
 from toy_quanta.models.embed_mlp import EmbedMLP
 from toy_quanta.models.transformer import Transformer
-
-
-class ModularHyper(NamedTuple):
-    """Per-member scalars; traced inside the trainer, (M,) arrays outside."""
-
-    seed: Any
-    train_fraction: Any
-    init_scale: Any
-    lr: Any
-    weight_decay: Any
 
 
 class ModularState(NamedTuple):
@@ -66,20 +57,10 @@ class ModularTrainer(NamedTuple):
     labels: np.ndarray  # (N,) answers
 
 
-def stack_modular(members: Sequence[dict[str, Any]]) -> ModularHyper:
-    """(M,) arrays of the members' scalars (members as members.expand makes them)."""
-    col = lambda key, dtype: np.array([m[key] for m in members], dtype=dtype)  # noqa: E731
-    return ModularHyper(seed=col("seed", np.int32), train_fraction=col("task.train_fraction", np.float32),
-                        init_scale=col("model.init_scale", np.float32), lr=col("optim.lr", np.float32),
-                        weight_decay=col("optim.weight_decay", np.float32))
-
-
-def split_ranks(cfg: Config, n_members: int) -> np.ndarray:
-    """(M, N): every member's split rank; one split (task.split_seed) shared by the members, so
-    their training sets are nested by fraction."""
-    t = cfg.task
-    n_pairs = len(modular.table(t.op, t.p)[2])
-    return np.broadcast_to(modular.split_rank(n_pairs, t.split_seed), (n_members, n_pairs))
+def split_ranks(n_pairs: int, split_seed: int, n_members: int) -> np.ndarray:
+    """(M, N): every member's split rank; one split shared by the members, so their training sets
+    are nested by fraction."""
+    return np.broadcast_to(modular.split_rank(n_pairs, split_seed), (n_members, n_pairs))
 
 
 def make_modular_model(cfg: Config, key: jax.Array) -> nnx.Module:

@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from toy_quanta.config import COMBINES
 from toy_quanta.models.mlp import ACTIVATIONS, _linear
 from toy_quanta.models.transformer import check_choice, scale_params
 
-COMBINE = ("sum", "concat")
 
 
 class EmbedMLP(nnx.Module):
@@ -35,7 +35,7 @@ class EmbedMLP(nnx.Module):
         rngs: nnx.Rngs,
     ):
         check_choice("activation", activation, ACTIVATIONS)
-        check_choice("combine", combine, COMBINE)
+        check_choice("combine", combine, COMBINES)
         if depth < 0:
             raise ValueError(f"depth={depth} must be >= 0")
         self.combine = combine

@@ -21,9 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from toy_quanta.config import POSITIONS
 from toy_quanta.models.mlp import ACTIVATIONS
-
-POSITIONS = ("learned", "sinusoidal")
 
 PRESETS: dict[str, dict] = {
     "power": dict(n_layers=2, d_model=128, n_heads=4, d_mlp=512, activation="relu", positions="learned",
