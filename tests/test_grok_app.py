@@ -89,3 +89,9 @@ def test_a_tiny_run_of_each_grokking_experiment(tmp_path, experiment, shrink):
     swept = {"grok_fraction": "train_fraction", "grok_weight_decay": "weight_decay"}.get(experiment)
     if swept:
         assert summary["n_members"] > 3 and (tmp_path / "run" / f"steps_vs_{swept}.png").exists()
+        assert "progress" not in summary and not (tmp_path / "run" / "snapshots.msgpack").exists()
+    else:  # one member, snapshots on: the progress measures of the mechanism come with the job
+        head = summary["progress"]
+        assert (tmp_path / "run" / "progress" / "fourier.png").exists() and head["n_snapshots"] == 6
+        # the restricted and excluded losses need the directions of a + b: not defined for x/y
+        assert (head["restricted_loss"] is None) == (experiment == "grok_power")

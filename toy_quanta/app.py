@@ -23,7 +23,7 @@ from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from toy_quanta import grok_plots, results
+from toy_quanta import grok_plots, progress, results
 from toy_quanta.config import VECTOR_KEYS, Config, ConfigError, validate
 from toy_quanta.engine.loop import FitResult, fit
 from toy_quanta.engine.members import expand
@@ -86,6 +86,8 @@ class JobWriter:
         results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
         if cfg.train.checkpoint:
             results.save_checkpoint(self.out_dir / results.CHECKPOINT_FILE, result.params)
+        if result.snapshots:
+            results.save_snapshots(self.out_dir / results.SNAPSHOTS_FILE, result.steps, result.snapshots)
         n_members = len(result.members)
         summary = {
             "status": "completed",
@@ -109,15 +111,32 @@ class JobWriter:
         title = f"{cfg.name}: {_describe(cfg)}"
         if t.name == "modular":
             grok_plots.job_figures(result, t.p, self.out_dir, cfg.name, title)
+            if result.snapshots:
+                self._progress(result, summary)
         else:
             plot_curves(result, self.out_dir / "curves.png", title=title, log_x=cfg.train.log_count is not None)
         return summary
+
+    def _progress(self, result: FitResult, summary: dict[str, Any]) -> None:
+        """The teaching view of the mechanism, for member 0 (toy-quanta-progress does any member).
+        The run has finished and is saved: a failure here is reported, not turned into a failed job."""
+        steps = np.asarray(result.steps[: len(result.snapshots)])
+        try:
+            measures = progress.measure(self.cfg, steps, results.stack_snapshots(result.snapshots), member=0)
+            summary["progress"] = progress.write(measures, self.out_dir / "progress", ring=False)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("progress measures failed (%s: %s); run toy-quanta-progress %s", type(exc).__name__, exc,
+                        self.out_dir)
+            summary["progress_error"] = f"{type(exc).__name__}: {exc}"
+        results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
 
     def fail(self, exc: BaseException, result: FitResult | None) -> None:
         """Keep what the run produced so far and say why it stopped."""
         result = result or self.latest
         if result is not None and result.steps:
             results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
+        if result is not None and result.snapshots:
+            results.save_snapshots(self.out_dir / results.SNAPSHOTS_FILE, result.steps, result.snapshots)
         results.write_json(self.out_dir / results.SUMMARY_FILE, {
             "status": "failed",
             "name": self.cfg.name if self.cfg is not None else None,

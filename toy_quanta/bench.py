@@ -6,7 +6,11 @@
 2. A small setting (width 16, batch 64): model-steps/s of a 64-member vmapped ensemble, against
    the same 64 members run one after another through the engine, and against a plain Python
    loop that calls a jitted training step once per step.
-Ends with one line of JSON.
+3. Power et al.'s grokking setting (conf/experiment/grok_power.yaml: x/y mod 97, 2-layer
+   transformer, width 128, batch 512): steps/s and useful GFLOP/s of one model, against the matrix
+   product in alternation as in 1., and model-steps/s of an 8-seed ensemble against the same 8
+   members run one after another.
+`--only` picks sections (paper, small, grok; default all). Ends with one line of JSON.
 """
 
 from __future__ import annotations
@@ -14,27 +18,35 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
-from toy_quanta.config import Config, MLPConfig, OptimConfig, SparseParityConfig, TrainConfig
+from toy_quanta.config import Config, MLPConfig, OptimConfig, SparseParityConfig, TrainConfig, validate
 from toy_quanta.data import sparse_parity as sp
+from toy_quanta.data.modular import SEQ_LEN
 from toy_quanta.engine.loop import subsets_for
-from toy_quanta.engine.members import expand, stack
+from toy_quanta.engine.members import expand, stack, stack_modular
+from toy_quanta.engine.modular_train import make_modular_train, split_ranks
 from toy_quanta.engine.optim import make_optimizer
 from toy_quanta.engine.train import make_model, make_train
 from toy_quanta.models.mlp import train_flops_per_sample
+from toy_quanta.models.transformer import train_flops_per_sequence
 from toy_quanta.results import device_info
 
+SECTIONS = ("paper", "small", "grok")
 
-def _best_time(fn: Callable[[], Any], repeats: int) -> float:
+
+def _best_time(fn: Callable[[], Any], repeats: int, warm_up: bool = True) -> float:
     """Fastest of `repeats` timed calls (after one warm-up): the least disturbed by other load."""
-    jax.block_until_ready(fn())
+    if warm_up:
+        jax.block_until_ready(fn())
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -67,11 +79,24 @@ def _members(cfg: Config, n_members: int) -> list[dict]:
     return [{**base, "seed": s} for s in range(n_members)]
 
 
+def _engine(cfg: Config) -> tuple[Any, Callable[[list[dict]], tuple]]:
+    """The engine's per-member trainer for the config's task, and members -> the trainer's stacked
+    inputs (hyperparameters, task data), as engine.loop.fit prepares them. (fit also sets the
+    modular trainer's full-batch size from the members' training fractions; the bench's members
+    all have the config's own fraction, which the trainer uses anyway.)"""
+    if cfg.task.name == "modular":
+        trainer = make_modular_train(cfg)
+        n_pairs = len(trainer.labels)
+        split = cfg.task.split_seed
+        return trainer, lambda members: (stack_modular(members), split_ranks(n_pairs, split, len(members)))
+    return make_train(cfg), lambda members: (stack(members), subsets_for(cfg, members))
+
+
 def _engine_chunk(cfg: Config, n_members: int, steps: int) -> Callable[[], Any]:
     """A call that runs `steps` steps of one vmapped program of n_members members (compiled once)."""
     members = _members(cfg, n_members)
-    trainer = make_train(cfg)
-    state, data = jax.jit(jax.vmap(trainer.init))(stack(members), subsets_for(cfg, members))
+    trainer, inputs = _engine(cfg)
+    state, data = jax.jit(jax.vmap(trainer.init))(*inputs(members))
     chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, 0, None)))
     n = np.int32(steps)
     return lambda: chunk(state, data, n)
@@ -82,11 +107,13 @@ def engine_steps_per_s(cfg: Config, n_members: int, steps: int, repeats: int) ->
     return steps / _best_time(_engine_chunk(cfg, n_members, steps), repeats)
 
 
-def side_by_side(cfg: Config, steps: int, rounds: int) -> list[tuple[float, float]]:
+def side_by_side(cfg: Config, steps: int, rounds: int,
+                 run_chunk: Callable[[], Any] | None = None) -> list[tuple[float, float]]:
     """[(steps/s of one member, matrix-product GFLOP/s)] measured in alternation, round after
     round: on a shared machine both figures drift by tens of percent within a minute, so each
-    ratio is taken from measurements seconds apart."""
-    run_chunk = _engine_chunk(cfg, 1, steps)
+    ratio is taken from measurements seconds apart. `run_chunk`: a ready call of `steps` steps
+    (default: one member of cfg through the engine)."""
+    run_chunk = run_chunk or _engine_chunk(cfg, 1, steps)
     pairs = []
     for _ in range(rounds):
         sps = steps / _best_time(run_chunk, 2)
@@ -138,9 +165,112 @@ def plain_loop_steps_per_s(cfg: Config, steps: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
+# ---------------------------------------------------------------------------------------------
+# Power et al.'s grokking setting
+
+
+def grok_config(steps: int, overrides: Sequence[str] = ()) -> Config:
+    """conf/experiment/grok_power.yaml composed by Hydra as `toy-quanta experiment=grok_power`
+    composes it, with train.steps set to `steps` (plus any further overrides), then validated."""
+    with initialize_config_module(config_module="toy_quanta.conf", version_base=None):
+        dcfg = compose("config", overrides=["experiment=grok_power", f"train.steps={steps}", "train.progress=false",
+                                            *overrides])
+    cfg = OmegaConf.to_object(dcfg)
+    validate(cfg)
+    return cfg
+
+
+def grok_flops_per_step(cfg: Config) -> int:
+    """Useful training FLOPs of one step of one member: train_flops_per_sequence x batch size."""
+    m = cfg.model
+    return train_flops_per_sequence(SEQ_LEN, m.n_layers, m.d_model, m.d_mlp, cfg.task.p) * cfg.train.batch_size
+
+
+def _train_and_eval_seconds(chunk: Callable, state: Any, data: Any, steps: int) -> tuple[float, float]:
+    """(seconds of `steps` training steps, seconds of the evaluation) in a compiled, warmed-up
+    chunk: one `steps`-step call less one 0-step call on the same state, which does only what
+    every chunk ends with (the evaluation of the whole p^2 table) and the call's overhead."""
+    full = _best_time(lambda: chunk(state, data, np.int32(steps)), 1, warm_up=False)
+    evaluation = _best_time(lambda: chunk(state, data, np.int32(0)), 1, warm_up=False)
+    return full - evaluation, evaluation
+
+
+def grok_section(steps: int = 200, ensemble_steps: int = 30, n_members: int = 8, rounds: int = 7,
+                 overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The grok_power figures: one model's steps/s and useful GFLOP/s against the matrix product
+    (alternating rounds, as the paper setting), and an n_members-seed ensemble against the same
+    members one after another. All through the engine's compiled chunk, compile excluded."""
+    cfg = grok_config(steps, overrides)
+    t, m, tr = cfg.task, cfg.model, cfg.train
+    trainer, inputs = _engine(cfg)
+    init = jax.jit(jax.vmap(trainer.init))
+    chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, 0, None)))  # one compile per member count
+    members = _members(cfg, n_members)
+    flops = grok_flops_per_step(cfg)
+    setting = (f"grok_power (x{'/' if t.op == 'div' else ' ' + t.op + ' '}y mod {t.p}, {m.n_layers} layers, "
+               f"width {m.d_model}, batch {tr.batch_size})")
+
+    # One model: a long chunk (one evaluation of the p^2 table per chunk, `grok_eval_fraction` of its time).
+    state, data = init(*inputs(members[:1]))
+    pairs = side_by_side(cfg, steps, rounds, run_chunk=lambda: chunk(state, data, np.int32(steps)))
+    eval_s = _best_time(lambda: chunk(state, data, np.int32(0)), 2)
+    sps_R, matmul_R = np.array(pairs).T
+    ratio_R = sps_R * flops / 1e9 / matmul_R
+    for i, (sps, mm, r) in enumerate(zip(sps_R, matmul_R, ratio_R)):
+        print(f"  grok round {i + 1}: {sps:.2f} steps/s = {sps * flops / 1e9:.1f} useful GFLOP/s; "
+              f"matrix product (2048^3, float32) {mm:.1f} GFLOP/s; ratio {r:.2f}", flush=True)
+    out: dict[str, Any] = {"grok_chunk_steps": steps, "grok_flops_per_step": flops}
+    out["grok_steps_per_s"] = float(np.median(sps_R))
+    out["grok_useful_gflops"] = out["grok_steps_per_s"] * flops / 1e9
+    out["grok_matmul_gflops"] = float(np.median(matmul_R))
+    out["grok_gflops_ratio"] = float(np.median(ratio_R))
+    out["grok_gflops_ratio_range"] = [float(ratio_R.min()), float(ratio_R.max())]
+    out["grok_gflops_target_met"] = bool(out["grok_gflops_ratio"] >= 0.5)
+    out["grok_eval_fraction"] = eval_s * out["grok_steps_per_s"] / steps
+    met = "met" if out["grok_gflops_target_met"] else "not met"
+    print(f"{setting}, one model, medians of {rounds} rounds of {steps}-step chunks: {out['grok_steps_per_s']:.2f} "
+          f"steps/s, {out['grok_useful_gflops']:.1f} useful GFLOP/s ({flops / 1e9:.3f} GFLOP/step); matrix product "
+          f"{out['grok_matmul_gflops']:.1f} GFLOP/s; useful/matrix product {out['grok_gflops_ratio']:.2f} (rounds: "
+          f"{ratio_R.min():.2f} to {ratio_R.max():.2f}; target 0.5 {met}); "
+          f"evaluation {100 * out['grok_eval_fraction']:.1f}% of a chunk", flush=True)
+
+    # Ensemble against one after another: training time only (a chunk less a 0-step chunk, see
+    # _train_and_eval_seconds), compile excluded from both (a 0-step warm-up call on each program first).
+    # The members' own 1-member states, stacked, are the ensemble's (init is per member), which
+    # spares compiling init for n_members.
+    runs = [init(*inputs([mem])) for mem in members]
+    ens_state, ens_data = jax.tree.map(lambda *x: jnp.concatenate(x), *runs)
+    jax.block_until_ready(chunk(ens_state, ens_data, np.int32(0)))
+    ens_train_s, ens_eval_s = _train_and_eval_seconds(chunk, ens_state, ens_data, ensemble_steps)
+    jax.block_until_ready(chunk(*runs[0], np.int32(0)))  # compiled above already; warms the caches
+    seq_train_s, seq_eval_s = np.sum([_train_and_eval_seconds(chunk, s, d, ensemble_steps) for s, d in runs], axis=0)
+    ens, seq = n_members * ensemble_steps / ens_train_s, n_members * ensemble_steps / seq_train_s
+    out.update(grok_ensemble_members=n_members, grok_ensemble_steps=ensemble_steps,
+               grok_ensemble_model_steps_per_s=ens, grok_sequential_model_steps_per_s=float(seq),
+               grok_ensemble_speedup=float(ens / seq), grok_ensemble_eval_s=ens_eval_s,
+               grok_sequential_eval_s=float(seq_eval_s))
+    print(f"{setting}, model-steps/s over {ensemble_steps}-step chunks (training only): {n_members}-seed ensemble "
+          f"{ens:.1f}; the same {n_members} one after another {seq:.1f}; ensemble speedup {ens / seq:.2f}x "
+          f"(evaluating the table: ensemble {ens_eval_s:.2f} s, one after another {seq_eval_s:.2f} s)", flush=True)
+    return out
+
+
 def run(paper_steps: int = 20, small_steps: int = 2000, members: int = 64, repeats: int = 3,
-        rounds: int = 7) -> dict[str, Any]:
+        rounds: int = 7, only: Sequence[str] = SECTIONS, grok_steps: int = 200, grok_ensemble_steps: int = 30,
+        grok_members: int = 8, grok_overrides: Sequence[str] = ()) -> dict[str, Any]:
     out: dict[str, Any] = {"device": device_info()}
+    if "paper" in only:
+        out.update(_paper_section(paper_steps, rounds))
+    if "small" in only:
+        out.update(_small_section(small_steps, members, repeats))
+    if "grok" in only:
+        out.update(grok_section(grok_steps, grok_ensemble_steps, grok_members, rounds, grok_overrides))
+    return out
+
+
+def _paper_section(paper_steps: int, rounds: int) -> dict[str, Any]:
+    """Section 1: the paper setting's step against the matrix product, in alternating rounds."""
+    out: dict[str, Any] = {}
     paper = _config(n_tasks=500, n=100, width=128, batch=20_000, steps=paper_steps)
     flops = train_flops_per_sample(500, 100, 128, 1, gather=True) * 20_000
     pairs = side_by_side(paper, paper_steps, rounds)
@@ -158,7 +288,12 @@ def run(paper_steps: int = 20, small_steps: int = 2000, members: int = 64, repea
           f"{out['useful_gflops']:.1f} useful GFLOP/s; matrix product {out['matmul_gflops']:.1f} GFLOP/s; "
           f"useful/matrix product {out['useful_fraction_of_matmul']:.2f} (rounds: {fraction_R.min():.2f} to "
           f"{fraction_R.max():.2f})", flush=True)
+    return out
 
+
+def _small_section(small_steps: int, members: int, repeats: int) -> dict[str, Any]:
+    """Section 2: the small setting's ensemble, one after another, and the per-step loop."""
+    out: dict[str, Any] = {}
     small = _config(n_tasks=500, n=100, width=16, batch=64, steps=small_steps)
     ens = members * engine_steps_per_s(small, members, small_steps, repeats)
     seq = sequential_steps_per_s(small, members, small_steps)
@@ -178,9 +313,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small-steps", type=int, default=2000)
     parser.add_argument("--members", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=7, help="alternating paper-step / matrix-product measurements")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="alternating training-step / matrix-product measurements (paper and grok sections)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="sections to run: paper (paper setting vs matrix product), small (64-member ensemble), "
+                             "grok (grok_power); default all")
+    parser.add_argument("--grok-steps", type=int, default=200,
+                        help="steps per chunk of the one-model grok_power measurement (one evaluation per chunk)")
+    parser.add_argument("--grok-ensemble-steps", type=int, default=30, help="steps per chunk, grok_power ensemble")
+    parser.add_argument("--grok-members", type=int, default=8, help="seeds in the grok_power ensemble")
+    parser.add_argument("--grok-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="Hydra overrides on top of experiment=grok_power (e.g. train.batch_size=256)")
     args = parser.parse_args(argv)
-    out = run(args.paper_steps, args.small_steps, args.members, args.repeats, args.rounds)
+    out = run(args.paper_steps, args.small_steps, args.members, args.repeats, args.rounds, args.only,
+              args.grok_steps, args.grok_ensemble_steps, args.grok_members, args.grok_overrides)
     print(json.dumps(out))
 
 

@@ -132,6 +132,9 @@ class TrainConfig:
     microbatch: Optional[int] = None
     progress: bool = True  # progress bar on stderr
     checkpoint: bool = True  # save final parameters to checkpoint.msgpack
+    # Also every member's parameters at every log step, to snapshots.msgpack (progress measures
+    # over training: toy-quanta-progress). Costs log steps x parameters x members x 4 bytes.
+    snapshots: bool = False
 
 
 @dataclass

@@ -4,6 +4,7 @@ embedding ring (the first two principal components of the residue embeddings).""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -16,6 +17,9 @@ from flax import nnx  # noqa: E402
 from toy_quanta.engine.loop import FitResult  # noqa: E402
 from toy_quanta.engine.modular_train import grokking_summary  # noqa: E402
 from toy_quanta.results import atomic_write  # noqa: E402
+
+if TYPE_CHECKING:
+    from toy_quanta.progress import Progress
 
 
 def _save(fig, path: Path) -> str:
@@ -103,6 +107,65 @@ def plot_steps_against(result: FitResult, key: str, path: Path, title: str = "")
         ax.set_xscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_progress(pr: "Progress", path: Path, title: str = "") -> str:
+    """The progress measures against step: accuracy; train, test, restricted and excluded loss;
+    Gini of the embedding's Fourier norms, RQI and ring RQI; weight norm."""
+    steps = np.maximum(pr.steps_L, 1)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    ax_acc, ax_loss, ax_struct, ax_norm = axes.ravel()
+    ax_acc.plot(steps, pr.train_acc_L, ls=":", color="tab:orange", label="training")
+    ax_acc.plot(steps, pr.test_acc_L, color="tab:blue", label="validation")
+    ax_acc.set(ylabel="accuracy", ylim=(-0.02, 1.02), title="accuracy")
+    ax_loss.plot(steps, pr.train_loss_L, ls=":", color="tab:orange", label="training")
+    ax_loss.plot(steps, pr.test_loss_L, color="tab:blue", label="validation")
+    if pr.restricted_loss_L is not None:
+        keys = ", ".join(map(str, pr.keys)) or "none"
+        ax_loss.plot(steps, pr.restricted_loss_L, color="tab:green", label=f"restricted to key frequencies ({keys})")
+        ax_loss.plot(steps, pr.excluded_loss_L, color="tab:red", label="excluded: key frequencies removed (training pairs)")
+    ax_loss.axhline(np.log(pr.p), color="k", lw=0.6, ls="--", label=f"chance, ln {pr.p}")
+    ax_loss.set(ylabel="cross-entropy (nats)", yscale="log", title="loss (key frequencies from the final embedding)")
+    ax_struct.plot(steps, pr.gini_L, color="tab:purple", label="Gini of the embedding's Fourier norms")
+    if pr.rqi_L is not None:
+        ax_struct.plot(steps, pr.ring_rqi_L, color="tab:cyan", label=f"ring RQI (PC 1-2 angles, tol {pr.tol:g})")
+        ax_struct.plot(steps, pr.rqi_L, color="tab:gray", label=f"RQI (E_a + E_b = E_c + E_d, tol {pr.tol:g})")
+    ax_struct.set(ylim=(-0.02, 1.02), title="structure of the residue embeddings")
+    ax_norm.plot(steps, pr.weight_norm_L, color="k")
+    ax_norm.set(ylabel="L2 norm of all parameters", title="weight norm")
+    for ax in axes.ravel():
+        ax.set(xscale="log", xlabel="step")
+        ax.grid(alpha=0.3)
+    for ax in (ax_acc, ax_loss, ax_struct):
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "progress measures")
+    return _save(fig, path)
+
+
+def plot_fourier(pr: "Progress", path: Path, title: str = "") -> str:
+    """The residue embeddings' norm per frequency at the end (key frequencies marked) and, if
+    there are snapshots, over training."""
+    k_K = np.arange(1, pr.norms_LxK.shape[1] + 1)
+    over_time = len(pr.steps_L) > 1
+    fig, axes = plt.subplots(1, 2 if over_time else 1, figsize=(14 if over_time else 7, 4.6),
+                             constrained_layout=True, squeeze=False)
+    ax = axes[0, 0]
+    is_key = np.isin(k_K, pr.keys)
+    ax.bar(k_K, pr.norms_LxK[-1], color=np.where(is_key, "tab:red", "tab:gray"))
+    for k in pr.keys:
+        ax.annotate(str(k), (k, pr.norms_LxK[-1, k - 1]), ha="center", va="bottom", fontsize=8)
+    ax.set(xlabel="frequency k (cos/sin of 2 pi k a / p)", ylabel="norm of the embedding's component",
+           title=f"step {pr.steps_L[-1]}: Gini {pr.gini_L[-1]:.2f}; key frequencies in red")
+    if over_time:
+        ax = axes[0, 1]
+        image = ax.imshow(pr.norms_LxK.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
+                          extent=(-0.5, len(pr.steps_L) - 0.5, 0.5, len(k_K) + 0.5))
+        ticks = np.unique(np.linspace(0, len(pr.steps_L) - 1, 7).astype(int))
+        ax.set_xticks(ticks, [str(int(pr.steps_L[i])) for i in ticks])
+        ax.set(xlabel="step (log steps, evenly placed)", ylabel="frequency k", title="Fourier norms over training")
+        fig.colorbar(image, ax=ax, label="norm")
+    fig.suptitle(title or "Fourier norms of the residue embeddings")
     return _save(fig, path)
 
 

@@ -30,6 +30,7 @@ from toy_quanta.models.mlp import MLP
 METRICS_FILE = "metrics.parquet"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.msgpack"
+SNAPSHOTS_FILE = "snapshots.msgpack"
 SCALAR_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "param_norm", "alive")
 
 
@@ -162,6 +163,28 @@ def save_checkpoint(path: Path, params: Any) -> None:
 def load_checkpoint(path: Path) -> dict:
     """The pure dict saved by save_checkpoint: nested dicts of (M, ...) arrays."""
     return serialization.msgpack_restore(Path(path).read_bytes())
+
+
+def stack_snapshots(snapshots: list[Any]) -> dict:
+    """One pure dict of (L, M, ...) arrays from L pure dicts of (M, ...) arrays."""
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *snapshots)
+
+
+def save_snapshots(path: Path, steps: list[int], snapshots: list[Any]) -> None:
+    """Parameters at every log step: {"steps": (L,), "params": pure dict of (L, M, ...) arrays}."""
+    blob = serialization.msgpack_serialize({"steps": np.asarray(steps[: len(snapshots)], np.int64),
+                                            "params": stack_snapshots(snapshots)})
+    atomic_write(path, lambda p: p.write_bytes(blob))
+
+
+def load_snapshots(job_dir: Path) -> tuple[np.ndarray, dict]:
+    """(steps (L,), params: pure dict of (L, M, ...) arrays) saved with train.snapshots=true."""
+    path = Path(job_dir) / SNAPSHOTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the job saved no parameters over training; re-run it with "
+                                "train.snapshots=true")
+    blob = serialization.msgpack_restore(path.read_bytes())
+    return np.asarray(blob["steps"]), blob["params"]
 
 
 def load_config(job_dir: Path) -> Config:

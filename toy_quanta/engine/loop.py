@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
+from flax import nnx
 from tqdm.auto import tqdm
 
 from toy_quanta.config import Config
@@ -25,6 +26,7 @@ class FitResult:
     alive: np.ndarray | None = None  # (M,)
     diverged_step: np.ndarray | None = None  # (M,), -1 where the member never diverged
     params: Any = None  # nnx.State with a leading member axis
+    snapshots: list[Any] = field(default_factory=list)  # with train.snapshots: pure dicts (M, ...) per log step
     graphdef: Any = None
     compile_s: float = 0.0
     train_s: float = 0.0
@@ -44,6 +46,7 @@ class FitResult:
             alive=None if self.alive is None else self.alive[idx],
             diverged_step=None if self.diverged_step is None else self.diverged_step[idx],
             params=None if self.params is None else jax.tree.map(lambda p: p[idx], self.params),
+            snapshots=[jax.tree.map(lambda p: p[idx], snap) for snap in self.snapshots],
         )
 
     @property
@@ -103,6 +106,8 @@ def fit(
             result.steps.append(done)
             for name, value in logs.items():
                 result.logs.setdefault(name, []).append(np.asarray(value))
+            if cfg.train.snapshots:
+                result.snapshots.append(jax.device_get(nnx.to_pure_dict(state.params)))
             bar.set_postfix(train_loss=f"{np.nanmean(logs['train_loss']):.4f}", test_acc=f"{np.nanmean(logs['test_acc']):.3f}")
             if on_log is not None:
                 on_log(result)

@@ -182,3 +182,33 @@ class Transformer(nnx.Module):
     def all_logits(self, tokens_BxT: jax.Array) -> jax.Array:
         """Logits at every position, (B, T, n_out)."""
         return self._forward(tokens_BxT, last_only=False)
+
+
+def train_flops_per_sequence(seq_len: int, n_layers: int, d_model: int, d_mlp: int, n_out: int,
+                             last_only: bool = True) -> int:
+    """Matrix-product FLOPs of one forward and backward pass (3x the forward) for one sequence,
+    as `Transformer` computes it: 2 FLOPs per multiply-add of every matrix product, nothing else.
+
+    Counted per block: the Q, K, V and output projections, the attention products QK^T and AV
+    (all heads together: d_model per query-key pair each), and the MLP's two layers; then the
+    unembedding (tied or not: d_model x n_out). With `last_only` (`__call__`, what the trainer
+    uses) the last block computes keys and values for all seq_len positions but its query,
+    attention, output projection and MLP, and the unembedding, for the last position only; else
+    (`all_logits`) every position runs everywhere. Not counted: embedding and position lookups
+    (gathers), layer norms, softmax, biases, activations and residual adds, O(d_model) per
+    position against O(d_model^2) for the products. The backward pass is 2x the forward (a
+    gradient for each operand of each product), so the total is 3x the forward. The head count
+    does not change the count.
+    """
+    T, D = seq_len, d_model
+
+    def block(n_query: int) -> int:
+        qkv_out = 2 * D * D * (n_query + 2 * T)  # Q for the queries, K and V for every position
+        attention = 2 * (2 * n_query * T * D)  # QK^T and AV, over the causal mask's full T x T
+        out_proj = 2 * n_query * D * D
+        mlp = 2 * n_query * 2 * D * d_mlp
+        return qkv_out + attention + out_proj + mlp
+
+    last = 1 if last_only else T
+    forward = (n_layers - 1) * block(T) + block(last) + 2 * last * D * n_out
+    return 3 * forward
