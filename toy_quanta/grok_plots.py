@@ -32,7 +32,7 @@ def _label(member: dict, varying: list[str]) -> str:
     return ", ".join(f"{k.split('.')[-1]}={member[k]:g}" for k in varying) or "member 0"
 
 
-def plot_grokking(result: FitResult, path: Path, title: str = "") -> str:
+def plot_grokking(result: FitResult, path: Path, title: str = "", loss_label: str | None = None) -> str:
     """Train (dotted) and validation (solid) accuracy and loss, and the weight norm, per member."""
     steps = np.maximum(np.asarray(result.steps), 1)
     varying = [k for k in result.members[0] if len({m[k] for m in result.members}) > 1]
@@ -48,7 +48,8 @@ def plot_grokking(result: FitResult, path: Path, title: str = "") -> str:
         ax_norm.plot(steps, result.log_array("param_norm")[:, i], color=colors[i])
     ax_acc.axhline(0.99, color="k", lw=0.6, ls="--")
     ax_acc.set(ylabel="accuracy", title="validation (solid) and training (dotted) accuracy", ylim=(-0.02, 1.02))
-    ax_loss.set(ylabel="cross-entropy (nats)", yscale="log", title="validation (solid) and training (dotted) loss")
+    ax_loss.set(ylabel=loss_label or "cross-entropy (nats)", yscale="log",
+                title="validation (solid) and training (dotted) loss")
     ax_norm.set(ylabel="L2 norm of all parameters", title="weight norm")
     for ax in (ax_acc, ax_loss, ax_norm):
         ax.set(xscale="log", xlabel="step")

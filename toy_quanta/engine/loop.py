@@ -13,7 +13,9 @@ from tqdm.auto import tqdm
 
 from toy_quanta.config import Config
 from toy_quanta.data.sparse_parity import draw_subsets
-from toy_quanta.engine.members import stack, stack_modular, train_capacity
+from toy_quanta.data import mnist
+from toy_quanta.engine.dataset_train import make_dataset_train
+from toy_quanta.engine.members import stack, stack_dataset, stack_modular, train_capacity
 from toy_quanta.engine.modular_train import make_modular_train, split_ranks
 from toy_quanta.engine.train import make_train
 
@@ -21,6 +23,7 @@ from toy_quanta.engine.train import make_train
 @dataclass
 class FitResult:
     members: list[dict[str, float | int]]
+    task: str = ""  # the config's task.name
     steps: list[int] = field(default_factory=list)  # the log steps reached so far
     logs: dict[str, list[np.ndarray]] = field(default_factory=dict)  # metric -> per log step, (M,) or (M, T)
     alive: np.ndarray | None = None  # (M,)
@@ -68,7 +71,10 @@ def fit(
     on_log: Callable[[FitResult], None] | None = None,
 ) -> FitResult:
     """Train `members` (see members.expand) as one vmapped program. `on_log` runs after each chunk."""
-    if cfg.task.name == "modular":
+    if cfg.task.name == "mnist":
+        trainer = make_dataset_train(cfg, mnist.load(cfg.task.source, cfg.task.n_train, cfg.task.split_seed))
+        hyper, task_data = stack_dataset(members), np.arange(len(members), dtype=np.int32)
+    elif cfg.task.name == "modular":
         # The members' own fractions (a vmapped sweep groups jobs of several) size the full batch.
         fractions = sorted({m["task.train_fraction"] for m in members})
         cfg = replace(cfg, ensemble=replace(cfg.ensemble, train_fraction=fractions))
@@ -80,7 +86,7 @@ def fit(
         cfg = replace(cfg, task=replace(cfg.task, D=train_capacity(members)), ensemble=replace(cfg.ensemble, D=None))
         trainer = make_train(cfg)
         hyper, task_data = stack(members), subsets_for(cfg, members)
-    result = FitResult(members=list(members), graphdef=trainer.graphdef)
+    result = FitResult(members=list(members), task=cfg.task.name, graphdef=trainer.graphdef)
 
     t0 = time.perf_counter()
     init = jax.jit(jax.vmap(trainer.init))

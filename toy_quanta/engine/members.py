@@ -31,6 +31,15 @@ class ModularHyper(NamedTuple):
     weight_decay: Any
 
 
+class DatasetHyper(NamedTuple):
+    """The same for a fixed labelled dataset (MNIST): per-member scalars of its trainer."""
+
+    seed: Any
+    init_scale: Any
+    lr: Any
+    weight_decay: Any
+
+
 # ensemble.<name> list -> the config key it varies
 _ENSEMBLE_LISTS = {"alpha": "task.alpha", "init_scale": "model.init_scale", "lr": "optim.lr", "weight_decay": "optim.weight_decay",
                    "train_fraction": "task.train_fraction"}
@@ -41,12 +50,12 @@ def expand(cfg: Any) -> list[dict[str, float | int]]:
 
     Each member is a dict keyed by VECTOR_KEYS (e.g. {"seed": 0, "optim.lr": 1e-3, ...}).
     """
-    # A key that does not apply to the task (alpha and D for modular arithmetic, the training
-    # fraction for sparse parity) is None.
-    modular = cfg.task.name == "modular"
+    # A key that does not apply to the task (alpha and D outside sparse parity, the training
+    # fraction outside modular arithmetic) is None.
+    modular, parity = cfg.task.name == "modular", cfg.task.name == "sparse_parity"
     base = {
-        "task.alpha": None if modular else float(cfg.task.alpha),
-        "task.D": None if modular or cfg.task.D is None else int(cfg.task.D),
+        "task.alpha": float(cfg.task.alpha) if parity else None,
+        "task.D": int(cfg.task.D) if parity and cfg.task.D is not None else None,
         "task.train_fraction": float(cfg.task.train_fraction) if modular else None,
         "model.init_scale": float(cfg.model.init_scale),
         "optim.lr": float(cfg.optim.lr),
@@ -83,6 +92,14 @@ def stack_modular(members: Sequence[dict[str, Any]]) -> ModularHyper:
     """(M,) arrays of the members' scalars, for the modular-arithmetic trainer."""
     return ModularHyper(seed=_column(members, "seed", np.int32),
                         train_fraction=_column(members, "task.train_fraction", np.float32),
+                        init_scale=_column(members, "model.init_scale", np.float32),
+                        lr=_column(members, "optim.lr", np.float32),
+                        weight_decay=_column(members, "optim.weight_decay", np.float32))
+
+
+def stack_dataset(members: Sequence[dict[str, Any]]) -> DatasetHyper:
+    """(M,) arrays of the members' scalars, for the fixed-dataset trainer."""
+    return DatasetHyper(seed=_column(members, "seed", np.int32),
                         init_scale=_column(members, "model.init_scale", np.float32),
                         lr=_column(members, "optim.lr", np.float32),
                         weight_decay=_column(members, "optim.weight_decay", np.float32))

@@ -1,0 +1,124 @@
+"""The training engine for a fixed labelled dataset (MNIST, Omnigrok): `make_dataset_train(cfg, data)`
+returns pure functions of one member, as `make_train` does for sparse parity.
+
+    trainer = make_dataset_train(cfg, data)
+    state, consts = jax.vmap(trainer.init)(hyper, member_index_M)
+    state, logs = jax.vmap(trainer.chunk, (0, 0, None))(state, consts, n_steps)
+
+The training and test sets live on the device, shared by every member; members differ in seed
+(initialisation and minibatches), init scale, learning rate and weight decay.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from toy_quanta.config import Config
+from toy_quanta.data.mnist import N_CLASSES, MNISTData
+from toy_quanta.engine.members import DatasetHyper
+from toy_quanta.engine.optim import make_optimizer
+from toy_quanta.engine.train import guarded_update, log_steps
+from toy_quanta.models.dense_mlp import DenseMLP
+
+
+class DatasetState(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    alive: jax.Array
+    diverged_step: jax.Array
+
+
+class DatasetConsts(NamedTuple):
+    hyper: DatasetHyper
+    data_key: jax.Array
+
+
+class DatasetTrainer(NamedTuple):
+    init: Callable[[DatasetHyper, jax.Array], tuple[DatasetState, DatasetConsts]]
+    chunk: Callable[[DatasetState, DatasetConsts, jax.Array], tuple[DatasetState, dict]]
+    train: Callable[[DatasetHyper, jax.Array], tuple[DatasetState, dict]]
+    log_steps: np.ndarray
+    graphdef: Any
+
+
+def make_dataset_model(cfg: Config, key: jax.Array, d_in: int) -> nnx.Module:
+    """The configured model with init_scale 1 (the trainer scales per member)."""
+    m = cfg.model
+    return DenseMLP(d_in=d_in, n_out=N_CLASSES, width=m.width, depth=m.depth, activation=m.activation, init_scale=1.0,
+                    rngs=nnx.Rngs(key))
+
+
+def per_example_loss(kind: str, out_BxC: jax.Array, y_B: jax.Array) -> jax.Array:
+    """(B,) mse: mean over classes of (output - one-hot)^2 (PyTorch's MSELoss, as Omnigrok used
+    it, averages over batch and classes); cross_entropy: softmax cross-entropy in nats."""
+    if kind == "mse":
+        return jnp.mean(jnp.square(out_BxC - jax.nn.one_hot(y_B, out_BxC.shape[-1])), axis=-1)
+    return optax.softmax_cross_entropy_with_integer_labels(out_BxC, y_B)
+
+
+def make_dataset_train(cfg: Config, data: MNISTData) -> DatasetTrainer:
+    t, tr = cfg.task, cfg.train
+    train_x, train_y = jnp.asarray(data.train_x_NxD), jnp.asarray(data.train_y_N)
+    test_x, test_y = jnp.asarray(data.test_x_MxD), jnp.asarray(data.test_y_M)
+    n_train, d_in = data.train_x_NxD.shape
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: make_dataset_model(cfg, jax.random.key(0), d_in)))
+
+    def outputs(params, x_BxD):
+        return nnx.merge(graphdef, params)(x_BxD)
+
+    def optimizer(hyper: DatasetHyper):
+        return make_optimizer(cfg.optim, hyper.lr, hyper.weight_decay, tr.steps)
+
+    def init(hyper: DatasetHyper, member: jax.Array) -> tuple[DatasetState, DatasetConsts]:
+        key = jax.random.key(hyper.seed)
+        params = nnx.split(make_dataset_model(cfg, jax.random.fold_in(key, 0), d_in))[1]
+        params = jax.tree.map(lambda x: x * hyper.init_scale, params)
+        consts = DatasetConsts(hyper=hyper, data_key=jax.random.fold_in(key, 1))
+        state = DatasetState(params, optimizer(hyper).init(params), jnp.zeros((), jnp.int32), jnp.ones((), bool),
+                             -jnp.ones((), jnp.int32))
+        return state, consts
+
+    def batch_loss(params, consts: DatasetConsts, step: jax.Array):
+        if t.full_batch:
+            x_BxD, y_B = train_x, train_y
+        else:
+            # Drawn with replacement: one randint per step, no host-side epochs.
+            idx_B = jax.random.randint(jax.random.fold_in(consts.data_key, step), (tr.batch_size,), 0, n_train)
+            x_BxD, y_B = train_x[idx_B], train_y[idx_B]
+        return per_example_loss(t.loss, outputs(params, x_BxD), y_B).mean()
+
+    def train_step(state: DatasetState, consts: DatasetConsts) -> DatasetState:
+        loss, grads = jax.value_and_grad(batch_loss)(state.params, consts, state.step)
+        params, opt_state, ok, diverged_step = guarded_update(optimizer(consts.hyper), state.params, state.opt_state,
+                                                              grads, loss, state.alive, state.step, state.diverged_step)
+        return DatasetState(params, opt_state, state.step + 1, ok, diverged_step)
+
+    def loss_acc(params, x_NxD, y_N):
+        out_NxC = outputs(params, x_NxD)
+        return per_example_loss(t.loss, out_NxC, y_N).mean(), jnp.mean(jnp.argmax(out_NxC, -1) == y_N)
+
+    def evaluate(state: DatasetState) -> dict[str, jax.Array]:
+        train_loss, train_acc = loss_acc(state.params, train_x, train_y)
+        test_loss, test_acc = loss_acc(state.params, test_x, test_y)
+        return {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
+                "param_norm": optax.tree.norm(state.params), "alive": state.alive.astype(jnp.float32)}
+
+    def chunk(state: DatasetState, consts: DatasetConsts, n_steps: jax.Array) -> tuple[DatasetState, dict]:
+        state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, consts), state)
+        return state, evaluate(state)
+
+    steps_at = log_steps(tr.steps, tr.log_every, tr.log_count)
+
+    def train(hyper: DatasetHyper, member: jax.Array) -> tuple[DatasetState, dict]:
+        state, consts = init(hyper, member)
+        lengths = jnp.asarray(np.diff(steps_at, prepend=0), jnp.int32)
+        return jax.lax.scan(lambda s, n: chunk(s, consts, n), state, lengths)
+
+    return DatasetTrainer(init, chunk, train, steps_at, graphdef)

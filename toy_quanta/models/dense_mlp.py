@@ -1,0 +1,35 @@
+"""MLP on dense inputs (pixels): Omnigrok's MNIST model (Liu, Michaud, Tegmark 2023), 784-200-200-10
+with ReLU. Initialised as PyTorch's nn.Linear (kernels and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+as the paper's code did), then every parameter times `init_scale` (the paper's alpha)."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from toy_quanta.models.mlp import ACTIVATIONS, _linear
+from toy_quanta.models.transformer import check_choice, scale_params
+
+
+class DenseMLP(nnx.Module):
+    def __init__(self, d_in: int, n_out: int, width: int, depth: int = 2, activation: str = "relu",
+                 init_scale: float = 1.0, *, rngs: nnx.Rngs):
+        check_choice("activation", activation, ACTIVATIONS)
+        if depth < 1:
+            raise ValueError(f"depth={depth} must be >= 1")
+        self.act = ACTIVATIONS[activation]
+        dims = [d_in] + [width] * depth
+        self.hidden = nnx.List([_linear(i, o, rngs) for i, o in zip(dims[:-1], dims[1:])])
+        self.out = _linear(dims[-1], n_out, rngs)
+        scale_params(self, init_scale)
+
+    def __call__(self, x_BxD: jax.Array) -> jax.Array:
+        """Outputs (B, n_out): logits for cross-entropy, or the predicted one-hot vector for MSE."""
+        h_BxW = x_BxD
+        for layer in self.hidden:
+            h_BxW = self.act(layer(h_BxW))
+        return self.out(h_BxW)
+
+    def logits(self, x_BxD: jax.Array) -> jax.Array:
+        """The trainer's common entry point (same as __call__)."""
+        return self(x_BxD)
