@@ -34,3 +34,21 @@ def test_a_missing_mnist_directory_stops_before_training(tmp_path):
                     f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert proc.returncode == 2 and "task.source=" in proc.stderr and "does not exist" in proc.stderr
     assert not (tmp_path / "run" / "metrics.parquet").exists()
+
+
+def test_a_corrupt_idx_file_gets_one_line_and_keeps_the_config(tmp_path):
+    import numpy as np
+
+    from toy_quanta.data.mnist import write_idx
+
+    data = tmp_path / "mnist"
+    data.mkdir()
+    for split, n in (("train", 20), ("t10k", 10)):
+        write_idx(data / f"{split}-images-idx3-ubyte.gz", np.zeros((n, 28, 28), np.uint8))
+        write_idx(data / f"{split}-labels-idx1-ubyte.gz", np.zeros(n, np.uint8))
+    (data / "t10k-labels-idx1-ubyte.gz").write_bytes((data / "t10k-labels-idx1-ubyte.gz").read_bytes()[:-5])
+    proc = run_app(["experiment=omnigrok_mnist", f"task.source={data}", "task.n_train=10",
+                    f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert proc.returncode == 2 and "t10k-labels-idx1-ubyte.gz" in proc.stderr and "Traceback" not in proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and (tmp_path / "run" / "config.yaml").exists()

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from toy_quanta import grok_plots, progress, results
 from toy_quanta.config import VECTOR_KEYS, Config, ConfigError, validate
+from toy_quanta.data.mnist import MNISTFormatError
 from toy_quanta.engine.loop import FitResult, fit
 from toy_quanta.engine.members import expand
 from toy_quanta.plotting import plot_curves
@@ -236,7 +237,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     hc = HydraConfig.get()
     try:
         return run_job(cfg, hc.runtime.output_dir, list(hc.overrides.task))
-    except ConfigError as exc:
+    except (ConfigError, MNISTFormatError) as exc:  # bad settings, or a corrupt data file: one line, no traceback
         if hc.mode == RunMode.MULTIRUN:
             raise  # Hydra records the job as failed; the other jobs of the sweep still ran
         print(f"toy-quanta: error: {exc}", file=sys.stderr)

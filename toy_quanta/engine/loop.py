@@ -12,8 +12,8 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from toy_quanta.config import Config
-from toy_quanta.data.sparse_parity import draw_subsets
 from toy_quanta.data import mnist
+from toy_quanta.data.sparse_parity import draw_subsets
 from toy_quanta.engine.dataset_train import make_dataset_train
 from toy_quanta.engine.members import stack, stack_dataset, stack_modular, train_capacity
 from toy_quanta.engine.modular_train import make_modular_train, split_ranks
