@@ -87,8 +87,8 @@ class JobWriter:
         results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
         if cfg.train.checkpoint:
             results.save_checkpoint(self.out_dir / results.CHECKPOINT_FILE, result.params)
-        if result.snapshots:
-            results.save_snapshots(self.out_dir / results.SNAPSHOTS_FILE, result.steps, result.snapshots)
+        snapshots = (results.save_snapshots(self.out_dir / results.SNAPSHOTS_FILE, result.steps, result.snapshots)
+                     if result.snapshots else None)
         n_members = len(result.members)
         summary = {
             "status": "completed",
@@ -108,12 +108,12 @@ class JobWriter:
             "group": group,
             "members": results.member_summaries(result),
         }
+        if t.name == "modular" and snapshots is not None:
+            self._progress(snapshots, result.steps, summary)
         results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
         title = f"{cfg.name}: {_describe(cfg)}"
         if t.name == "modular":
             grok_plots.job_figures(result, t.p, self.out_dir, cfg.name, title)
-            if result.snapshots:
-                self._progress(result, summary)
         elif t.name == "mnist":
             grok_plots.plot_grokking(result, self.out_dir / "curves.png", title=title,
                                      loss_label="MSE against one-hot targets" if t.loss == "mse" else None)
@@ -121,18 +121,17 @@ class JobWriter:
             plot_curves(result, self.out_dir / "curves.png", title=title, log_x=cfg.train.log_count is not None)
         return summary
 
-    def _progress(self, result: FitResult, summary: dict[str, Any]) -> None:
+    def _progress(self, snapshots: dict, steps: list[int], summary: dict[str, Any]) -> None:
         """The teaching view of the mechanism, for member 0 (toy-quanta-progress does any member).
-        The run has finished and is saved: a failure here is reported, not turned into a failed job."""
-        steps = np.asarray(result.steps[: len(result.snapshots)])
+        The run has finished and is saved: a failure here is recorded in the summary, not turned
+        into a failed job."""
         try:
-            measures = progress.measure(self.cfg, steps, results.stack_snapshots(result.snapshots), member=0)
+            measures = progress.measure(self.cfg, np.asarray(steps), snapshots, member=0)
             summary["progress"] = progress.write(measures, self.out_dir / "progress", ring=False)
         except Exception as exc:  # noqa: BLE001
             log.warning("progress measures failed (%s: %s); run toy-quanta-progress %s", type(exc).__name__, exc,
                         self.out_dir)
             summary["progress_error"] = f"{type(exc).__name__}: {exc}"
-        results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
 
     def fail(self, exc: BaseException, result: FitResult | None) -> None:
         """Keep what the run produced so far and say why it stopped."""

@@ -31,11 +31,10 @@ from omegaconf import OmegaConf
 from toy_quanta.config import Config, MLPConfig, OptimConfig, SparseParityConfig, TrainConfig, validate
 from toy_quanta.data import sparse_parity as sp
 from toy_quanta.data.modular import SEQ_LEN
-from toy_quanta.engine.loop import subsets_for
-from toy_quanta.engine.members import expand, stack, stack_modular
-from toy_quanta.engine.modular_train import make_modular_train, split_ranks
+from toy_quanta.engine.loop import make_trainer, trainer_inputs
+from toy_quanta.engine.members import expand
 from toy_quanta.engine.optim import make_optimizer
-from toy_quanta.engine.train import make_model, make_train
+from toy_quanta.engine.train import make_model
 from toy_quanta.models.mlp import train_flops_per_sample
 from toy_quanta.models.transformer import train_flops_per_sequence
 from toy_quanta.results import device_info
@@ -81,15 +80,9 @@ def _members(cfg: Config, n_members: int) -> list[dict]:
 
 def _engine(cfg: Config) -> tuple[Any, Callable[[list[dict]], tuple]]:
     """The engine's per-member trainer for the config's task, and members -> the trainer's stacked
-    inputs (hyperparameters, task data), as engine.loop.fit prepares them. (fit also sets the
-    modular trainer's full-batch size from the members' training fractions; the bench's members
-    all have the config's own fraction, which the trainer uses anyway.)"""
-    if cfg.task.name == "modular":
-        trainer = make_modular_train(cfg)
-        n_pairs = len(trainer.labels)
-        split = cfg.task.split_seed
-        return trainer, lambda members: (stack_modular(members), split_ranks(n_pairs, split, len(members)))
-    return make_train(cfg), lambda members: (stack(members), subsets_for(cfg, members))
+    inputs (hyperparameters, task data), as engine.loop.fit prepares them."""
+    cfg, trainer = make_trainer(cfg, expand(cfg))
+    return trainer, lambda members: trainer_inputs(cfg, trainer, members)
 
 
 def _engine_chunk(cfg: Config, n_members: int, steps: int) -> Callable[[], Any]:
@@ -123,11 +116,11 @@ def side_by_side(cfg: Config, steps: int, rounds: int,
 
 def sequential_steps_per_s(cfg: Config, n_members: int, steps: int) -> float:
     """Model-steps/s of n_members single-member runs, one after another (one compile shared)."""
-    trainer = make_train(cfg)
+    trainer, inputs = _engine(cfg)
     init = jax.jit(jax.vmap(trainer.init))
     chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, 0, None)))
     n = np.int32(steps)
-    runs = [init(stack([m]), subsets_for(cfg, [m])) for m in _members(cfg, n_members)]
+    runs = [init(*inputs([m])) for m in _members(cfg, n_members)]
     jax.block_until_ready(chunk(*runs[0], n))  # compile
     t0 = time.perf_counter()
     for state, data in runs:

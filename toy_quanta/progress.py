@@ -94,10 +94,10 @@ class Progress:
         }
 
 
-def _member_params(params: dict, member: int) -> tuple[np.ndarray, list[dict]]:
+def _member_params(params: dict, member: int) -> list[dict]:
     """Per saved step, the member's pure-dict parameters (params leaves are (L, M, ...))."""
     n_steps = jax.tree.leaves(params)[0].shape[0]
-    return n_steps, [jax.tree.map(lambda x: x[i, member], params) for i in range(n_steps)]
+    return [jax.tree.map(lambda x: x[i, member], params) for i in range(n_steps)]
 
 
 def measure(cfg: Config, steps_L: np.ndarray, params: dict, member: int, tol: float = DEFAULT_TOL,
@@ -123,7 +123,7 @@ def measure(cfg: Config, steps_L: np.ndarray, params: dict, member: int, tol: fl
     additive = t.op in rqi.SIGNS
     quads = rqi.parallelograms(t.p, t.op, modulus=t.p) if additive else None
     s_N = (a_N + rqi.SIGNS[t.op] * b_N) % t.p if additive else None
-    n_steps, snaps = _member_params(params, member)
+    snaps = _member_params(params, member)
     embeds = [np.asarray(s["embed"]["embedding"], np.float64)[: t.p] for s in snaps]
     norms_LxK = np.stack([fourier.frequency_norms(e) for e in embeds])
     keys = fourier.key_frequencies(norms_LxK[-1], key_factor)
@@ -151,7 +151,7 @@ def measure(cfg: Config, steps_L: np.ndarray, params: dict, member: int, tol: fl
         notes.append(f"no frequency's squared norm reaches {key_factor:g} x the median's: no key frequencies, so the "
                      "restricted loss keeps only each output's mean")
     return Progress(
-        name=cfg.name, op=t.op, p=t.p, member=members[member], steps_L=np.asarray(steps_L)[:n_steps],
+        name=cfg.name, op=t.op, p=t.p, member=members[member], steps_L=np.asarray(steps_L)[: len(snaps)],
         train_loss_L=arr["train_loss"], test_loss_L=arr["test_loss"], train_acc_L=arr["train_acc"],
         test_acc_L=arr["test_acc"], weight_norm_L=arr["weight_norm"], norms_LxK=norms_LxK,
         gini_L=np.array([fourier.gini(n) for n in norms_LxK]), keys=keys, embed_PxD=embeds[-1], tol=tol,

@@ -172,16 +172,13 @@ def load_checkpoint(path: Path) -> dict:
     return serialization.msgpack_restore(Path(path).read_bytes())
 
 
-def stack_snapshots(snapshots: list[Any]) -> dict:
-    """One pure dict of (L, M, ...) arrays from L pure dicts of (M, ...) arrays."""
-    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *snapshots)
-
-
-def save_snapshots(path: Path, steps: list[int], snapshots: list[Any]) -> None:
-    """Parameters at every log step: {"steps": (L,), "params": pure dict of (L, M, ...) arrays}."""
-    blob = serialization.msgpack_serialize({"steps": np.asarray(steps[: len(snapshots)], np.int64),
-                                            "params": stack_snapshots(snapshots)})
+def save_snapshots(path: Path, steps: list[int], snapshots: list[Any]) -> dict:
+    """Parameters at every log step: {"steps": (L,), "params": pure dict of (L, M, ...) arrays}.
+    Returns the stacked params."""
+    params = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *snapshots)
+    blob = serialization.msgpack_serialize({"steps": np.asarray(steps[: len(snapshots)], np.int64), "params": params})
     atomic_write(path, lambda p: p.write_bytes(blob))
+    return params
 
 
 def load_snapshots(job_dir: Path) -> tuple[np.ndarray, dict]:

@@ -23,16 +23,8 @@ from toy_quanta.config import Config
 from toy_quanta.data.mnist import N_CLASSES, MNISTData
 from toy_quanta.engine.members import DatasetHyper
 from toy_quanta.engine.optim import make_optimizer
-from toy_quanta.engine.train import guarded_update, log_steps
+from toy_quanta.engine.train import StepState, guarded_chunks, log_steps, start_state
 from toy_quanta.models.dense_mlp import DenseMLP
-
-
-class DatasetState(NamedTuple):
-    params: Any
-    opt_state: Any
-    step: jax.Array
-    alive: jax.Array
-    diverged_step: jax.Array
 
 
 class DatasetConsts(NamedTuple):
@@ -41,9 +33,9 @@ class DatasetConsts(NamedTuple):
 
 
 class DatasetTrainer(NamedTuple):
-    init: Callable[[DatasetHyper, jax.Array], tuple[DatasetState, DatasetConsts]]
-    chunk: Callable[[DatasetState, DatasetConsts, jax.Array], tuple[DatasetState, dict]]
-    train: Callable[[DatasetHyper, jax.Array], tuple[DatasetState, dict]]
+    init: Callable[[DatasetHyper, jax.Array], tuple[StepState, DatasetConsts]]
+    chunk: Callable[[StepState, DatasetConsts, jax.Array], tuple[StepState, dict]]
+    train: Callable[[DatasetHyper, jax.Array], tuple[StepState, dict]]
     log_steps: np.ndarray
     graphdef: Any
 
@@ -76,14 +68,12 @@ def make_dataset_train(cfg: Config, data: MNISTData) -> DatasetTrainer:
     def optimizer(hyper: DatasetHyper):
         return make_optimizer(cfg.optim, hyper.lr, hyper.weight_decay, tr.steps)
 
-    def init(hyper: DatasetHyper, member: jax.Array) -> tuple[DatasetState, DatasetConsts]:
+    def init(hyper: DatasetHyper, member: jax.Array) -> tuple[StepState, DatasetConsts]:
         key = jax.random.key(hyper.seed)
         params = nnx.split(make_dataset_model(cfg, jax.random.fold_in(key, 0), d_in))[1]
         params = jax.tree.map(lambda x: x * hyper.init_scale, params)
         consts = DatasetConsts(hyper=hyper, data_key=jax.random.fold_in(key, 1))
-        state = DatasetState(params, optimizer(hyper).init(params), jnp.zeros((), jnp.int32), jnp.ones((), bool),
-                             -jnp.ones((), jnp.int32))
-        return state, consts
+        return start_state(params, optimizer(hyper).init(params)), consts
 
     def batch_loss(params, consts: DatasetConsts, step: jax.Array):
         if t.full_batch:
@@ -94,31 +84,17 @@ def make_dataset_train(cfg: Config, data: MNISTData) -> DatasetTrainer:
             x_BxD, y_B = train_x[idx_B], train_y[idx_B]
         return per_example_loss(t.loss, outputs(params, x_BxD), y_B).mean()
 
-    def train_step(state: DatasetState, consts: DatasetConsts) -> DatasetState:
-        loss, grads = jax.value_and_grad(batch_loss)(state.params, consts, state.step)
-        params, opt_state, ok, diverged_step = guarded_update(optimizer(consts.hyper), state.params, state.opt_state,
-                                                              grads, loss, state.alive, state.step, state.diverged_step)
-        return DatasetState(params, opt_state, state.step + 1, ok, diverged_step)
-
     def loss_acc(params, x_NxD, y_N):
         out_NxC = outputs(params, x_NxD)
         return per_example_loss(t.loss, out_NxC, y_N).mean(), jnp.mean(jnp.argmax(out_NxC, -1) == y_N)
 
-    def evaluate(state: DatasetState) -> dict[str, jax.Array]:
+    def evaluate(state: StepState, consts: DatasetConsts) -> dict[str, jax.Array]:
         train_loss, train_acc = loss_acc(state.params, train_x, train_y)
         test_loss, test_acc = loss_acc(state.params, test_x, test_y)
         return {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
                 "param_norm": optax.tree.norm(state.params), "alive": state.alive.astype(jnp.float32)}
 
-    def chunk(state: DatasetState, consts: DatasetConsts, n_steps: jax.Array) -> tuple[DatasetState, dict]:
-        state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, consts), state)
-        return state, evaluate(state)
-
     steps_at = log_steps(tr.steps, tr.log_every, tr.log_count)
-
-    def train(hyper: DatasetHyper, member: jax.Array) -> tuple[DatasetState, dict]:
-        state, consts = init(hyper, member)
-        lengths = jnp.asarray(np.diff(steps_at, prepend=0), jnp.int32)
-        return jax.lax.scan(lambda s, n: chunk(s, consts, n), state, lengths)
+    chunk, train = guarded_chunks(init, batch_loss, optimizer, evaluate, steps_at)
 
     return DatasetTrainer(init, chunk, train, steps_at, graphdef)

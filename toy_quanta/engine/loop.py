@@ -65,27 +65,37 @@ def subsets_for(cfg: Config, members: Sequence[dict]) -> np.ndarray:
     return np.stack([cache[s] for s in seeds])
 
 
+def make_trainer(cfg: Config, members: Sequence[dict]) -> tuple[Config, Any]:
+    """The config as these members' trainer needs it, and the trainer for its task."""
+    if cfg.task.name == "mnist":
+        return cfg, make_dataset_train(cfg, mnist.load(cfg.task.source, cfg.task.n_train, cfg.task.split_seed))
+    if cfg.task.name == "modular":
+        # The members' own fractions (a vmapped sweep groups jobs of several) size the full batch.
+        fractions = sorted({m["task.train_fraction"] for m in members})
+        cfg = replace(cfg, ensemble=replace(cfg.ensemble, train_fraction=fractions))
+        return cfg, make_modular_train(cfg)
+    # The members' own D (not the config's) sets the length of the shared training-set array.
+    cfg = replace(cfg, task=replace(cfg.task, D=train_capacity(members)), ensemble=replace(cfg.ensemble, D=None))
+    return cfg, make_train(cfg)
+
+
+def trainer_inputs(cfg: Config, trainer: Any, members: Sequence[dict]) -> tuple[Any, np.ndarray]:
+    """The stacked per-member arguments of trainer.init: (hyperparameters, task data)."""
+    if cfg.task.name == "mnist":
+        return stack_dataset(members), np.arange(len(members), dtype=np.int32)
+    if cfg.task.name == "modular":
+        return stack_modular(members), split_ranks(len(trainer.labels), cfg.task.split_seed, len(members))
+    return stack(members), subsets_for(cfg, members)
+
+
 def fit(
     cfg: Config,
     members: Sequence[dict[str, float | int]],
     on_log: Callable[[FitResult], None] | None = None,
 ) -> FitResult:
     """Train `members` (see members.expand) as one vmapped program. `on_log` runs after each chunk."""
-    if cfg.task.name == "mnist":
-        trainer = make_dataset_train(cfg, mnist.load(cfg.task.source, cfg.task.n_train, cfg.task.split_seed))
-        hyper, task_data = stack_dataset(members), np.arange(len(members), dtype=np.int32)
-    elif cfg.task.name == "modular":
-        # The members' own fractions (a vmapped sweep groups jobs of several) size the full batch.
-        fractions = sorted({m["task.train_fraction"] for m in members})
-        cfg = replace(cfg, ensemble=replace(cfg.ensemble, train_fraction=fractions))
-        trainer = make_modular_train(cfg)
-        hyper = stack_modular(members)
-        task_data = split_ranks(len(trainer.labels), cfg.task.split_seed, len(members))
-    else:
-        # The members' own D (not the config's) sets the length of the shared training-set array.
-        cfg = replace(cfg, task=replace(cfg.task, D=train_capacity(members)), ensemble=replace(cfg.ensemble, D=None))
-        trainer = make_train(cfg)
-        hyper, task_data = stack(members), subsets_for(cfg, members)
+    cfg, trainer = make_trainer(cfg, members)
+    hyper, task_data = trainer_inputs(cfg, trainer, members)
     result = FitResult(members=list(members), task=cfg.task.name, graphdef=trainer.graphdef)
 
     t0 = time.perf_counter()

@@ -24,17 +24,9 @@ from toy_quanta.config import Config
 from toy_quanta.data import modular
 from toy_quanta.engine.members import ModularHyper
 from toy_quanta.engine.optim import make_optimizer
-from toy_quanta.engine.train import guarded_update, log_steps
+from toy_quanta.engine.train import StepState, guarded_chunks, log_steps, start_state
 from toy_quanta.models.embed_mlp import EmbedMLP
 from toy_quanta.models.transformer import Transformer
-
-
-class ModularState(NamedTuple):
-    params: Any
-    opt_state: Any
-    step: jax.Array
-    alive: jax.Array
-    diverged_step: jax.Array
 
 
 class ModularData(NamedTuple):
@@ -48,9 +40,9 @@ class ModularData(NamedTuple):
 
 
 class ModularTrainer(NamedTuple):
-    init: Callable[[ModularHyper, jax.Array], tuple[ModularState, ModularData]]
-    chunk: Callable[[ModularState, ModularData, jax.Array], tuple[ModularState, dict]]
-    train: Callable[[ModularHyper, jax.Array], tuple[ModularState, dict]]
+    init: Callable[[ModularHyper, jax.Array], tuple[StepState, ModularData]]
+    chunk: Callable[[StepState, ModularData, jax.Array], tuple[StepState, dict]]
+    train: Callable[[ModularHyper, jax.Array], tuple[StepState, dict]]
     log_steps: np.ndarray
     graphdef: Any
     tokens: np.ndarray  # (N, T) the table's sequences
@@ -99,7 +91,7 @@ def make_modular_train(cfg: Config) -> ModularTrainer:
     def optimizer(hyper: ModularHyper):
         return make_optimizer(cfg.optim, hyper.lr, hyper.weight_decay, tr.steps)
 
-    def init(hyper: ModularHyper, rank_N: jax.Array) -> tuple[ModularState, ModularData]:
+    def init(hyper: ModularHyper, rank_N: jax.Array) -> tuple[StepState, ModularData]:
         key = jax.random.key(hyper.seed)
         k_init, k_data = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
         params = nnx.split(make_modular_model(cfg, k_init))[1]
@@ -107,9 +99,7 @@ def make_modular_train(cfg: Config) -> ModularTrainer:
         mask_N = modular.train_mask(rank_N, hyper.train_fraction)
         data = ModularData(hyper=hyper, data_key=k_data, train_mask=mask_N,
                            order=jnp.argsort(rank_N).astype(jnp.int32), n_train=jnp.sum(mask_N).astype(jnp.int32))
-        state = ModularState(params, optimizer(hyper).init(params), jnp.zeros((), jnp.int32), jnp.ones((), bool),
-                             -jnp.ones((), jnp.int32))
-        return state, data
+        return start_state(params, optimizer(hyper).init(params)), data
 
     # Full batch runs on the first n_max pairs in split order (the largest member's training set),
     # each member weighting its own n_train of them: not the whole table.
@@ -127,13 +117,7 @@ def make_modular_train(cfg: Config) -> ModularTrainer:
         logits_BxP = logits_of(params, tokens[idx_B])
         return optax.softmax_cross_entropy_with_integer_labels(logits_BxP, labels[idx_B]).mean()
 
-    def train_step(state: ModularState, data: ModularData) -> ModularState:
-        loss, grads = jax.value_and_grad(batch_loss)(state.params, data, state.step)
-        params, opt_state, ok, diverged_step = guarded_update(optimizer(data.hyper), state.params, state.opt_state, grads,
-                                                              loss, state.alive, state.step, state.diverged_step)
-        return ModularState(params, opt_state, state.step + 1, ok, diverged_step)
-
-    def evaluate(state: ModularState, data: ModularData) -> dict[str, jax.Array]:
+    def evaluate(state: StepState, data: ModularData) -> dict[str, jax.Array]:
         loss_N, correct_N = loss_acc_N(state.params)
         train, val = data.train_mask, ~data.train_mask
         n_val = n_pairs - data.n_train
@@ -147,16 +131,8 @@ def make_modular_train(cfg: Config) -> ModularTrainer:
             "alive": state.alive.astype(jnp.float32),
         }
 
-    def chunk(state: ModularState, data: ModularData, n_steps: jax.Array) -> tuple[ModularState, dict]:
-        state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, data), state)
-        return state, evaluate(state, data)
-
     steps_at = log_steps(tr.steps, tr.log_every, tr.log_count)
-
-    def train(hyper: ModularHyper, rank_N: jax.Array) -> tuple[ModularState, dict]:
-        state, data = init(hyper, rank_N)
-        lengths = jnp.asarray(np.diff(steps_at, prepend=0), jnp.int32)
-        return jax.lax.scan(lambda s, n: chunk(s, data, n), state, lengths)
+    chunk, train = guarded_chunks(init, batch_loss, optimizer, evaluate, steps_at)
 
     return ModularTrainer(init, chunk, train, steps_at, graphdef, tokens_NxT, c_N)
 

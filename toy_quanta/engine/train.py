@@ -108,6 +108,44 @@ def guarded_update(tx: optax.GradientTransformation, params: Any, opt_state: Any
             jnp.where(alive & ~ok, step, diverged_step))
 
 
+class StepState(NamedTuple):
+    """A member's training state in the grokking and dataset trainers."""
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    alive: jax.Array  # False once loss or parameters became non-finite
+    diverged_step: jax.Array  # -1 if never
+
+
+def start_state(params: Any, opt_state: Any) -> StepState:
+    return StepState(params, opt_state, jnp.zeros((), jnp.int32), jnp.ones((), bool), -jnp.ones((), jnp.int32))
+
+
+def guarded_chunks(init: Callable, batch_loss: Callable, optimizer: Callable, evaluate: Callable,
+                   steps_at: np.ndarray) -> tuple[Callable, Callable]:
+    """(chunk, train) of a trainer whose per-member constants `data` carry `hyper`:
+    chunk(state, data, n) takes n guarded steps on batch_loss(params, data, step), then
+    evaluate(state, data); train(hyper, task_data) is init and every chunk to the last log step."""
+
+    def train_step(state: StepState, data: Any) -> StepState:
+        loss, grads = jax.value_and_grad(batch_loss)(state.params, data, state.step)
+        params, opt_state, ok, diverged_step = guarded_update(optimizer(data.hyper), state.params, state.opt_state,
+                                                              grads, loss, state.alive, state.step, state.diverged_step)
+        return StepState(params, opt_state, state.step + 1, ok, diverged_step)
+
+    def chunk(state: StepState, data: Any, n_steps: jax.Array) -> tuple[StepState, dict]:
+        state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, data), state)
+        return state, evaluate(state, data)
+
+    def train(hyper: Any, task_data: jax.Array) -> tuple[StepState, dict]:
+        state, data = init(hyper, task_data)
+        lengths = jnp.asarray(np.diff(steps_at, prepend=0), jnp.int32)
+        return jax.lax.scan(lambda s, n: chunk(s, data, n), state, lengths)
+
+    return chunk, train
+
+
 def make_model(cfg: Config, key: jax.Array) -> MLP:
     m, t = cfg.model, cfg.task
     return MLP(t.n_tasks, t.n, m.width, m.depth, 2, m.activation, m.control_gather, rngs=nnx.Rngs(key))
