@@ -36,7 +36,7 @@ def tiny_config(task=None, model=None, optim=None, train=None, ensemble=None, se
 def member(seed=0, alpha=0.4, init_scale=1.0, lr=1e-2, weight_decay=0.0, D=None) -> dict:
     """One member dict as members.expand makes them."""
     return {"seed": seed, "task.alpha": alpha, "task.D": D, "task.train_fraction": None, "model.init_scale": init_scale,
-            "optim.lr": lr, "optim.weight_decay": weight_decay}
+            "optim.lr": lr, "optim.weight_decay": weight_decay, "optim.fixed_norm": None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,3 +94,98 @@ def vmap_width_sweep(tmp_path_factory) -> Path:
 
 def read_summary(job_dir: Path) -> dict:
     return json.loads((job_dir / "summary.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# Independent subprocess runs (the app, its analyses), run in the background. Each run is mostly
+# single-threaded (Python start-up, Hydra, XLA compiles), so runs side by side, and beside the
+# in-process tests, nearly halve their wall time on 2 cores. Every run and every check stays what
+# it was; only when a run happens changes.
+
+PARALLEL_RUNS = min(4, max(2, os.cpu_count() or 1))
+
+
+class _RunPool:
+    """A thread pool whose jobs wait while it is held quiet (see quiet_background)."""
+
+    def __init__(self, workers: int):
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="runs")
+        self._cond = threading.Condition()
+        self._open, self._running = True, 0
+
+    def _gated(self, job):
+        with self._cond:
+            self._cond.wait_for(lambda: self._open)
+            self._running += 1
+        try:
+            return job()
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    def submit(self, job):
+        return self._pool.submit(self._gated, job)
+
+    def hold_quiet(self) -> None:
+        """Start no new job, and wait for the running ones to finish."""
+        with self._cond:
+            self._open = False
+            self._cond.wait_for(lambda: self._running == 0)
+
+    def release(self) -> None:
+        with self._cond:
+            self._open = True
+            self._cond.notify_all()
+
+    def shutdown(self) -> None:
+        self.release()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def run_pool():
+    """The session's pool for subprocess runs (its threads only wait on them): submit(job) -> future."""
+    pool = _RunPool(PARALLEL_RUNS)
+    yield pool
+    pool.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _background_runs(request, run_pool, tmp_path_factory) -> dict:
+    """At the start of the session: every test module with a function background_runs(items,
+    tmp_path_factory) -> {name: job} gets each job (a call without arguments) started in run_pool,
+    modules in run order; `items` are the module's selected tests, so only runs they need start."""
+    tmp_path_factory.getbasetemp()  # made here, not by two threads at once
+    items_of: dict = {}
+    for item in request.session.items:
+        module = getattr(item, "module", None)
+        if module is not None and hasattr(module, "background_runs"):
+            items_of.setdefault(module, []).append(item)
+    return {module.__name__: {name: run_pool.submit(job)
+                              for name, job in module.background_runs(items, tmp_path_factory).items()}
+            for module, items in items_of.items()}
+
+
+@pytest.fixture
+def quiet_background(run_pool):
+    """For tests that time things (the benchmark's figures are differences of timings, which other
+    work on the machine can turn negative): no background run goes on during the test."""
+    run_pool.hold_quiet()
+    yield
+    run_pool.release()
+
+
+@pytest.fixture(scope="module")
+def background(request, _background_runs) -> dict:
+    """name -> future of the requesting module's background runs (see _background_runs)."""
+    return _background_runs.get(request.module.__name__, {})
+
+
+@pytest.fixture(scope="module")
+def selected_tests(request) -> list:
+    """The requesting module's selected test items, in run order."""
+    return [item for item in request.session.items if getattr(item, "module", None) is request.module]

@@ -16,14 +16,25 @@ TINY = ["task.n_tasks=6", "task.n=8", "task.k=2", "task.alpha=0.4", "task.test_s
         "optim.lr=0.02", "train.batch_size=64", "train.log_count=8", "ensemble.seeds=2", "name=analyzetest"]
 
 
+SWEEPS = {  # name: (overrides, swept)
+    "params": ([*TINY, "train.steps=150", "hydra/launcher=vmap"], ["model.width=2,4,8,32"]),
+    "data": ([*TINY, "train.steps=150", "model.width=32", "ensemble.D=[20,80,320,1280]"], ["seed=0"]),
+    "steps": ([*TINY, "train.steps=300", "model.width=32"], ["seed=0"]),
+}
+
+
+def background_runs(items, tmp_path_factory) -> dict:
+    """The three sweeps, independent subprocesses, started at the start of the session side by side
+    (conftest._background_runs) when a selected test needs them."""
+    if all(item.originalname == "test_analyze_refuses_bad_input" for item in items):
+        return {}
+    return {name: lambda name=name, extra=extra, sweep=sweep: _multirun(tmp_path_factory, name, extra, sweep)
+            for name, (extra, sweep) in SWEEPS.items()}
+
+
 @pytest.fixture(scope="module")
-def sweeps(tmp_path_factory):
-    params = _multirun(tmp_path_factory, "params", [*TINY, "train.steps=150", "hydra/launcher=vmap"],
-                       ["model.width=2,4,8,32"])
-    data = _multirun(tmp_path_factory, "data", [*TINY, "train.steps=150", "model.width=32", "ensemble.D=[20,80,320,1280]"],
-                     ["seed=0"])
-    steps = _multirun(tmp_path_factory, "steps", [*TINY, "train.steps=300", "model.width=32"], ["seed=0"])
-    return {"params": params, "data": data, "steps": steps}
+def sweeps(background):
+    return {name: background[name].result() for name in SWEEPS}
 
 
 def test_sweep_tables_know_each_members_scale(sweeps):

@@ -14,7 +14,7 @@ from toy_quanta.models.mlp import train_flops_per_sample
 from toy_quanta.models.transformer import Transformer, train_flops_per_sequence
 
 
-def test_bench_prints_consistent_figures_and_a_json_line(capsys):
+def test_bench_prints_consistent_figures_and_a_json_line(quiet_background, capsys):
     bench.main(["--only", "paper", "small", "--paper-steps", "2", "--small-steps", "20", "--members", "4",
                 "--repeats", "1", "--rounds", "3"])
     lines = capsys.readouterr().out.strip().splitlines()
@@ -45,7 +45,7 @@ def test_grok_config_is_the_experiment_file_with_steps_overridden():
     assert bench.grok_flops_per_step(cfg) == 512 * train_flops_per_sequence(4, 2, 128, 512, 97)
 
 
-def test_grok_section_prints_consistent_figures(capsys):
+def test_grok_section_prints_consistent_figures(quiet_background, capsys):
     """The grok section through its real code path, on a shrunken model so that it takes seconds
     (the compiles dominate: one 1-member and one 2-member training program; one layer compiles faster)."""
     shrink = ["task.p=11", "model.n_layers=1", "model.d_model=16", "model.d_mlp=32", "train.batch_size=32"]

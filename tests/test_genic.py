@@ -153,11 +153,29 @@ def test_cli_bad_input(tmp_path, monkeypatch, capsys, make, args, match):
     assert len(err.splitlines()) == 1 and match in err and err.startswith("toy-quanta-genic: ")
 
 
+def background_runs(items, tmp_path_factory) -> dict:
+    """The module's two sweeps (independent subprocesses), started at the start of the session
+    (conftest._background_runs) when a selected test needs them."""
+    names = {item.originalname for item in items}
+    jobs = {}
+    if names & {"test_cli_on_a_width_sweep", "test_sweep_errors"}:
+        # model.width=4,8,16 on 4 subtasks, a few hundred steps each
+        jobs["width"] = lambda: _multirun(tmp_path_factory, "genic_width", ["train.steps=300", "train.batch_size=128"],
+                                          ["model.width=4,8,16"])
+    if "test_data_sweep_in_one_job" in names:
+        jobs["data"] = lambda: _multirun(tmp_path_factory, "genic_data", ["ensemble.D=[64,256,1024]", "train.steps=100"], [])
+    return jobs
+
+
 @pytest.fixture(scope="module")
-def width_sweep(tmp_path_factory) -> Path:
+def sweeps(background) -> dict:
+    return background
+
+
+@pytest.fixture(scope="module")
+def width_sweep(sweeps) -> Path:
     """model.width=4,8,16 on 4 subtasks, a few hundred steps each."""
-    return _multirun(tmp_path_factory, "genic_width", ["train.steps=300", "train.batch_size=128"],
-                     ["model.width=4,8,16"])
+    return sweeps["width"].result()
 
 
 def test_cli_on_a_width_sweep(width_sweep, tmp_path):
@@ -191,9 +209,9 @@ def test_sweep_errors(width_sweep, tmp_path, capsys):
     assert "no completed job with a checkpoint" in capsys.readouterr().err
 
 
-def test_data_sweep_in_one_job(tmp_path_factory, tmp_path):
+def test_data_sweep_in_one_job(sweeps):
     """ensemble.D=[...] in one job: the scale axis is the members' task.D."""
-    sweep = _multirun(tmp_path_factory, "genic_data", ["ensemble.D=[64,256,1024]", "train.steps=100"], [])
+    sweep = sweeps["data"].result()  # ensemble.D=[64,256,1024], train.steps=100
     curves = cli.sweep_curves([sweep], n_samples=500)
     assert curves.scale_kind == "D" and curves.scales_K.tolist() == [64, 256, 1024]
     assert curves.loss_SxK.shape == (500, 3) and [m["member"] for m in curves.models] == [0, 1, 2]

@@ -19,12 +19,20 @@ TINY = ["experiment=grok_modadd", "task.p=11", "train.steps=300", "train.log_cou
         "model.d_embed=16", "model.width=32", "ensemble.seeds=2"]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def background_runs(items, tmp_path_factory) -> dict:
+    """The tiny grokking run, started at the start of the session (conftest._background_runs) when a
+    selected test needs it: (its directory, the finished app process)."""
+    if all(item.originalname == "test_runs_it_cannot_measure_are_refused" for item in items):
+        return {}
     tmp = tmp_path_factory.mktemp("progress")
-    proc = run_app([*TINY, f"hydra.run.dir={tmp / 'run'}"], cwd=tmp)
+    return {"run": lambda: (tmp / "run", run_app([*TINY, f"hydra.run.dir={tmp / 'run'}"], cwd=tmp))}
+
+
+@pytest.fixture(scope="module")
+def run_dir(background) -> Path:
+    run, proc = background["run"].result()
     assert proc.returncode == 0, proc.stderr
-    return tmp / "run"
+    return run
 
 
 def test_snapshots_hold_every_log_step_and_end_at_the_checkpoint(run_dir):

@@ -13,6 +13,8 @@ from toy_quanta.models.mlp import MLP
 
 
 def _setup(depth: int, S: int = 23, n_tasks: int = 5, n: int = 7, width: int = 12, seed: int = 0):
+    """A model and S samples. The tests share S (and the model's shapes) where their checks do not
+    depend on it: the analysis runs op by op, and every new shape compiles each op anew."""
     model = MLP(n_tasks, n, width, depth, 2, "relu", True, rngs=nnx.Rngs(seed))
     subsets = jax.numpy.asarray(draw_subsets(n_tasks, n, 3, seed))
     return model, sample(jax.random.key(seed + 1), subsets, 0.4, S, n)
@@ -56,7 +58,7 @@ def test_confident_samples_keep_their_gradient_direction():
     """A huge output bias makes every sample confident (margin about 60) without changing any
     hidden activation or, for two classes, the direction of dL/dz: the similarities must not move.
     Computed naively as p - onehot in float32, they do (the direct vmap(grad) here)."""
-    model, (task, bits, label) = _setup(2, S=30)
+    model, (task, bits, label) = _setup(2)
     graphdef, state = nnx.split(model)
     pure = nnx.to_pure_dict(state)
     pure["out"]["bias"] = pure["out"]["bias"] + np.array([0.0, 60.0], np.float32)
@@ -72,7 +74,7 @@ def test_confident_samples_keep_their_gradient_direction():
 
 
 def test_margin_gradients_flip_the_sign_of_opposite_labels():
-    model, (task, bits, label) = _setup(1, S=40)
+    model, (task, bits, label) = _setup(1)
     loss_cos = cosine_similarity(layer_factors(model, task, bits, label))
     margin_cos = cosine_similarity(layer_factors(model, task, bits, label, margin=True))
     s = np.where(np.asarray(label) == 1, 1.0, -1.0)
@@ -81,7 +83,7 @@ def test_margin_gradients_flip_the_sign_of_opposite_labels():
 
 def test_control_rows_alone_make_different_subtasks_orthogonal():
     """Why they are left out by default: their gradient lives in the sample's own subtask row."""
-    model, (task, bits, label) = _setup(1, S=60)
+    model, (task, bits, label) = _setup(1)
     c = cosine_similarity(layer_factors(model, task, bits, label, ("control",)))
     different = np.asarray(task)[:, None] != np.asarray(task)[None, :]
     assert different.any()
@@ -89,7 +91,7 @@ def test_control_rows_alone_make_different_subtasks_orthogonal():
 
 
 def test_bad_parameter_groups_are_rejected():
-    model, (task, bits, label) = _setup(1, S=4)
+    model, (task, bits, label) = _setup(1)
     for groups in [(), ("embedding",), ("out", "out")]:
         with pytest.raises(ValueError, match="parameter groups"):
             layer_factors(model, task, bits, label, groups)

@@ -27,10 +27,13 @@ def run_qdg(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+def _train(root: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    return root, run_app([*TRAIN, f"hydra.run.dir={root / 'run'}"], cwd=root)
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("qdg")
-    proc = run_app([*TRAIN, f"hydra.run.dir={root / 'run'}"], cwd=root)
+def trained(background) -> Path:
+    root, proc = background["trained"].result()  # _train, started with the session
     assert proc.returncode == 0, proc.stderr
     return root / "run"
 
@@ -67,38 +70,87 @@ def test_qdg_end_to_end(trained):
     assert len(list((trained / "qdg").iterdir())) >= 2 and (out / "report.json").exists()
 
 
-@pytest.mark.parametrize("args,message", [
+BAD_SETTINGS = [
     (["affinity=gaussian"], "affinity='gaussian' is not allowed"),
     (["params=[embedding]"], "params=['embedding'] is not allowed"),
     (["member=3"], "member=3 is not allowed"),
     (["n_samples=5"], "n_samples=5 is not allowed"),
     (["loss_threshold_bits=1e-12"], "loss_threshold_bits=1e-12 is not allowed"),
-])
-def test_bad_settings_get_a_clear_error(trained, args, message):
-    proc = run_qdg([str(trained), *QUICK, *args], cwd=trained.parent)
+]
+
+
+def _grokking_run(job: Path) -> Path:
+    """A directory holding only the config.yaml of a grokking (modular) job."""
+    from omegaconf import OmegaConf
+
+    from toy_quanta.config import Config, EmbedMLPConfig, ModularConfig, OptimConfig
+
+    cfg = Config(task=ModularConfig(p=11, op="add"), model=EmbedMLPConfig(), optim=OptimConfig(name="adamw"))
+    (job / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    return job
+
+
+# The runs that stop with an error: each is a few seconds of start-up, and they are independent, so
+# they go side by side in the background (conftest.run_pool). Those that need no trained run start
+# with the session, beside the training; the others once the end-to-end test (which counts the
+# analyses in the run's qdg/ directory) is done.
+
+def background_runs(items, tmp_path_factory) -> dict:
+    """Started at the start of the session (conftest._background_runs): the training, a missing
+    directory, an empty one, a grokking run; each -> (directory, finished process)."""
+    names = {item.originalname for item in items}
+    jobs = {}
+    if names & {"test_qdg_end_to_end", "test_bad_settings_get_a_clear_error", "test_a_directory_that_is_not_a_run"}:
+        root = tmp_path_factory.mktemp("qdg")
+        jobs["trained"] = lambda: _train(root)
+    if "test_a_directory_that_is_not_a_run" in names:
+        missing = tmp_path_factory.mktemp("notarun") / "missing"
+        jobs["missing"] = lambda: (missing.parent, run_qdg([str(missing)], cwd=missing.parent))
+        empty = tmp_path_factory.mktemp("empty")
+        jobs["empty"] = lambda: (empty, run_qdg([str(empty)], cwd=empty))
+    if "test_a_grokking_run_is_refused_with_a_clear_message" in names:
+        grok = _grokking_run(tmp_path_factory.mktemp("grokrun"))
+        jobs["grokking"] = lambda: (grok, run_qdg([str(grok)], cwd=grok))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def refusals(trained, selected_tests, run_pool, tmp_path_factory) -> dict:
+    """name -> future of (directory, finished process): each bad setting on the trained run, and a run
+    directory without its checkpoint."""
+    futures = {}
+    for item in selected_tests:
+        if item.originalname == "test_bad_settings_get_a_clear_error":
+            args = item.callspec.params["args"]
+            futures[tuple(args)] = run_pool.submit(
+                lambda args=args: (trained, run_qdg([str(trained), *QUICK, *args], cwd=trained.parent)))
+        if item.originalname == "test_a_directory_that_is_not_a_run":
+            job = tmp_path_factory.mktemp("nocheckpoint")
+            (job / "config.yaml").write_text((trained / "config.yaml").read_text())  # a run without its checkpoint
+            futures["no_checkpoint"] = run_pool.submit(lambda: (job, run_qdg([str(job)], cwd=job)))
+    return futures
+
+
+@pytest.mark.parametrize("args,message", BAD_SETTINGS)
+def test_bad_settings_get_a_clear_error(refusals, args, message):
+    _, proc = refusals[tuple(args)].result()  # run_qdg([str(trained), *QUICK, *args])
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_a_directory_that_is_not_a_run(trained, tmp_path):
-    proc = run_qdg([str(tmp_path / "missing")], cwd=tmp_path)
+def test_a_directory_that_is_not_a_run(background, refusals):
+    _, proc = background["missing"].result()  # run_qdg([str(tmp_path / "missing")])
     assert proc.returncode == 2 and "not a directory" in proc.stderr
-    proc = run_qdg([str(tmp_path)], cwd=tmp_path)
+    _, proc = background["empty"].result()  # an empty directory
     assert proc.returncode == 2 and "config.yaml" in proc.stderr and "Traceback" not in proc.stderr
-    (tmp_path / "config.yaml").write_text((trained / "config.yaml").read_text())  # a run without its checkpoint
-    proc = run_qdg([str(tmp_path)], cwd=tmp_path)
+    _, proc = refusals["no_checkpoint"].result()  # the trained run's config.yaml alone
     assert proc.returncode == 2 and "train.checkpoint=true" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_a_grokking_run_is_refused_with_a_clear_message(tmp_path):
-    from omegaconf import OmegaConf
-
-    from toy_quanta.config import Config, EmbedMLPConfig, ModularConfig, OptimConfig
+def test_a_grokking_run_is_refused_with_a_clear_message(background):
     from toy_quanta.results import load_config
 
-    cfg = Config(task=ModularConfig(p=11, op="add"), model=EmbedMLPConfig(), optim=OptimConfig(name="adamw"))
-    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    tmp_path, proc = background["grokking"].result()  # run_qdg([str(tmp_path)]) on _grokking_run(tmp_path)
     loaded = load_config(tmp_path)
     assert (loaded.task.p, loaded.model.name) == (11, "embed_mlp")
-    proc = run_qdg([str(tmp_path)], cwd=tmp_path)
     assert proc.returncode == 2 and "a sparse parity run (this one trained task=modular)" in proc.stderr
