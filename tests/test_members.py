@@ -16,7 +16,7 @@ def test_no_ensemble_is_one_member_with_the_config_values():
     (m,) = expand(cfg)
     assert tuple(m) == VECTOR_KEYS
     assert m == {"seed": 7, "task.alpha": 0.3, "task.D": None, "task.train_fraction": None, "model.init_scale": 0.5,
-                 "optim.lr": 2e-3, "optim.weight_decay": 1e-4}
+                 "optim.lr": 2e-3, "optim.weight_decay": 1e-4, "optim.fixed_norm": None}
 
 
 def test_product_of_lists_times_seeds():
@@ -32,7 +32,7 @@ def test_product_of_lists_times_seeds():
         for a in alphas:
             for wd in wds:
                 for s in (10, 11, 12):
-                    expected.add((s, a, None, None, 1.5, lr, wd))
+                    expected.add((s, a, None, None, 1.5, lr, wd, None))
     got = [tuple(m[k] for k in VECTOR_KEYS) for m in members]
     assert len(set(got)) == len(got)  # no duplicates
     assert set(got) == expected

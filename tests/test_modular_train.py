@@ -25,7 +25,7 @@ def _hyper(rows):
     cols = list(zip(*rows))
     return ModularHyper(seed=jnp.asarray(cols[0], jnp.int32), train_fraction=jnp.asarray(cols[1], jnp.float32),
                         init_scale=jnp.asarray(cols[2], jnp.float32), lr=jnp.asarray(cols[3], jnp.float32),
-                        weight_decay=jnp.asarray(cols[4], jnp.float32))
+                        weight_decay=jnp.asarray(cols[4], jnp.float32), fixed_norm=jnp.zeros(len(rows), jnp.float32))
 
 
 MEMBERS = [(0, 0.5, 1.0, 3e-3, 1.0), (1, 0.3, 2.0, 1e-3, 0.1), (2, 0.7, 0.5, 1e-2, 0.0)]

@@ -23,7 +23,7 @@ from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from toy_quanta import grok_plots, progress, results
+from toy_quanta import grok_plots, lu, phase, progress, results
 from toy_quanta.config import VECTOR_KEYS, Config, ConfigError, validate
 from toy_quanta.data.mnist import MNISTFormatError
 from toy_quanta.engine.loop import FitResult, fit
@@ -110,13 +110,16 @@ class JobWriter:
         }
         if t.name == "modular" and snapshots is not None:
             self._progress(snapshots, result.steps, summary)
-        results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
         title = f"{cfg.name}: {_describe(cfg)}"
+        self._grid_analyses(result, summary, title)
+        results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
         if t.name == "modular":
             grok_plots.job_figures(result, t.p, self.out_dir, cfg.name, title)
-        elif t.name == "mnist":
-            grok_plots.plot_grokking(result, self.out_dir / "curves.png", title=title,
-                                     loss_label="MSE against one-hot targets" if t.loss == "mse" else None)
+        elif t.name == "symbol_add":
+            grok_plots.plot_grokking(result, self.out_dir / "curves.png", title=title)
+            grok_plots.plot_representation(result, self.out_dir / "representation.png", title=title)
+        elif t.name in ("mnist", "teacher_student"):
+            grok_plots.plot_grokking(result, self.out_dir / "curves.png", title=title, loss_label=_loss_label(cfg))
         else:
             plot_curves(result, self.out_dir / "curves.png", title=title, log_x=cfg.train.log_count is not None)
         return summary
@@ -132,6 +135,29 @@ class JobWriter:
             log.warning("progress measures failed (%s: %s); run toy-quanta-progress %s", type(exc).__name__, exc,
                         self.out_dir)
             summary["progress_error"] = f"{type(exc).__name__}: {exc}"
+
+    def _grid_analyses(self, result: FitResult, summary: dict[str, Any], title: str) -> None:
+        """A phase diagram (phase.x/y set) and the LU curves (members at 3 or more fixed norms),
+        written into the job directory and its summary. Like _progress, a failure here is recorded,
+        never turned into a failed job."""
+        cfg = self.cfg
+        norms = {m["optim.fixed_norm"] for m in result.members} - {None}
+        if cfg.phase.x is None and len(norms) < 3:
+            return
+        frame = results.metrics_frame(result, self.columns)
+        for name, wanted, write in (
+                ("phase", cfg.phase.x is not None,
+                 lambda: phase.write_phase(frame, self.out_dir, cfg.phase.x, cfg.phase.y, cfg.phase.threshold,
+                                           cfg.phase.gap_steps, title)),
+                ("lu", len(norms) >= 3,
+                 lambda: lu.write_lu(frame, self.out_dir, title, loss_label=_loss_label(cfg)))):
+            if not wanted:
+                continue
+            try:
+                summary[name] = write()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("%s analysis failed (%s: %s)", name, type(exc).__name__, exc)
+                summary[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
 
     def fail(self, exc: BaseException, result: FitResult | None) -> None:
         """Keep what the run produced so far and say why it stopped."""
@@ -152,8 +178,38 @@ class JobWriter:
         })
 
 
+def _loss_label(cfg: Config) -> str | None:
+    """The y label of a loss that is not cross-entropy in nats."""
+    if cfg.task.name == "teacher_student":
+        return "MSE (targets standardised)"
+    if cfg.task.name == "mnist" and cfg.task.loss == "mse":
+        return "MSE against one-hot targets"
+    return None
+
+
+def _norms(cfg: Config) -> str:
+    if cfg.ensemble.fixed_norm is not None:
+        return f", parameter norm fixed at w in {list(cfg.ensemble.fixed_norm)}"
+    return "" if cfg.optim.fixed_norm is None else f", parameter norm fixed at {cfg.optim.fixed_norm:g}"
+
+
 def _describe(cfg: Config) -> str:
+    return _describe_task(cfg) + _norms(cfg)
+
+
+def _describe_task(cfg: Config) -> str:
     t, m = cfg.task, cfg.model
+    if t.name == "symbol_add":
+        o = cfg.optim
+        embed = (f"; embedding lr={o.embed_lr if o.embed_lr is not None else o.lr:g} "
+                 f"wd={o.embed_weight_decay if o.embed_weight_decay is not None else o.weight_decay:g}")
+        return (f"i + j for {t.p} symbols, {t.train_fraction:g} of the {t.p * (t.p + 1) // 2} pairs; {m.d_embed}-D "
+                f"embedding, decoder {m.depth} x {m.width} {m.activation}; {o.name} decoder lr={o.lr:g} "
+                f"wd={o.weight_decay:g}{embed}")
+    if t.name == "teacher_student":
+        return (f"teacher MLP {t.d_in}-{t.teacher_width}x{t.teacher_depth}-{t.d_out} {t.teacher_activation}, "
+                f"{t.n_train} training samples; student width {m.width}, depth {m.depth}; "
+                f"{cfg.optim.name} lr={cfg.optim.lr:g} wd={cfg.optim.weight_decay:g}")
     if t.name == "modular":
         fractions = cfg.ensemble.train_fraction
         data = f"training fraction in {list(fractions)}" if fractions else f"{t.train_fraction:g} of the pairs"
@@ -206,8 +262,10 @@ def _report(summary: dict[str, Any]) -> None:
                      member["seed"], f["test_loss_bits"], f["test_acc"], f["subtasks_learned"], flag)
         elif "steps_to_val_80" in f:
             step = lambda k: "never" if f[k] is None else f"step {f[k]:.0f}"  # noqa: E731
-            log.info("member %d seed %d (init scale %g): train acc %.4f, test acc %.4f; 100%% train: %s, 60%% test: "
-                     "%s, 80%% test: %s%s", member["member"], member["seed"], member["model.init_scale"],
+            what = (f"fixed norm {member['optim.fixed_norm']:g}" if member.get("optim.fixed_norm") is not None
+                    else f"init scale {member['model.init_scale']:g}")
+            log.info("member %d seed %d (%s): train acc %.4f, test acc %.4f; 100%% train: %s, 60%% test: "
+                     "%s, 80%% test: %s%s", member["member"], member["seed"], what,
                      f["train_acc"], f["test_acc"], step("steps_to_train_100"), step("steps_to_val_60"),
                      step("steps_to_val_80"), flag)
         else:

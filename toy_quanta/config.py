@@ -15,9 +15,12 @@ from hydra.core.config_store import ConfigStore
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "sigmoid", "identity")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
-TASKS = ("sparse_parity", "modular", "mnist")
+TASKS = ("sparse_parity", "modular", "symbol_add", "mnist", "teacher_student")
 MODELS = ("mlp", "transformer", "embed_mlp", "dense_mlp")
-TASK_MODELS = {"sparse_parity": ("mlp",), "modular": ("transformer", "embed_mlp"), "mnist": ("dense_mlp",)}
+TASK_MODELS = {"sparse_parity": ("mlp",), "modular": ("transformer", "embed_mlp"), "symbol_add": ("embed_mlp",),
+               "mnist": ("dense_mlp",), "teacher_student": ("dense_mlp",)}
+# Tasks whose members train through train.guarded_chunks: they take optim.fixed_norm.
+NORM_TASKS = ("modular", "symbol_add", "mnist", "teacher_student")
 LOSSES = ("mse", "cross_entropy")
 POSITIONS = ("learned", "sinusoidal")
 COMBINES = ("sum", "concat")
@@ -27,7 +30,7 @@ COMBINES = ("sum", "concat")
 # task.D is one of them: members share one training-set array as long as the longest member's,
 # each drawing from its own prefix (online and finite jobs still split, see vmap_launcher).
 VECTOR_KEYS = ("seed", "task.alpha", "task.D", "task.train_fraction", "model.init_scale", "optim.lr",
-               "optim.weight_decay")
+               "optim.weight_decay", "optim.fixed_norm")
 
 
 @dataclass
@@ -62,6 +65,39 @@ class ModularConfig:
     train_fraction: float = 0.5
     split_seed: int = 0  # which pairs are in the training set (nested across fractions)
     full_batch: bool = False  # every step on the whole training set; else train.batch_size pairs drawn from it
+
+
+@dataclass
+class SymbolAddConfig:
+    """The effective theory's toy (Liu et al. 2022): i + j over the integers for p symbols, on the
+    unordered pairs i <= j (55 for p = 10), answers 0..2p-2 as classes. A training fraction of the
+    pairs trains (0.82 of 55 rounds to the paper's 45), the rest validates."""
+
+    name: str = "symbol_add"
+    p: int = 10
+    train_fraction: float = 0.82
+    split_seed: int = 0
+    full_batch: bool = True  # the paper's setting; else train.batch_size pairs drawn from the training set
+
+
+@dataclass
+class TeacherStudentConfig:
+    """Regression on a random teacher MLP (Omnigrok's cheapest non-algorithmic demo): inputs
+    x ~ N(0, I_d_in), targets the teacher's outputs, standardised to mean 0 and variance 1 over
+    the training set. A prediction counts as correct when every output is within `tolerance`
+    of its target (so accuracy thresholds and the phase rule apply to regression)."""
+
+    name: str = "teacher_student"
+    d_in: int = 10
+    d_out: int = 1
+    teacher_width: int = 20
+    teacher_depth: int = 1
+    teacher_activation: str = "tanh"
+    teacher_seed: int = 0  # the teacher and the data (separate from the students' seeds)
+    n_train: int = 100
+    n_test: int = 2000
+    tolerance: float = 0.5  # absolute, in units of the targets' standard deviation
+    full_batch: bool = True  # every step on the whole training set; else train.batch_size samples drawn from it
 
 
 @dataclass
@@ -144,6 +180,13 @@ class OptimConfig:
     schedule: str = "constant"  # after warmup: constant, cosine or linear decay to final_lr_factor * lr
     final_lr_factor: float = 0.0
     grad_clip: Optional[float] = None  # clip the global gradient norm to this value
+    # Omnigrok's LU runs: after every step (and at init) rescale all parameters to this total L2
+    # norm (use weight_decay 0). null: free norm. ensemble.fixed_norm varies it per member.
+    fixed_norm: Optional[float] = None
+    # The effective theory's toy trains embeddings and decoder at their own rates: these apply to
+    # the embedding (null: lr and weight_decay); lr and weight_decay then apply to everything else.
+    embed_lr: Optional[float] = None
+    embed_weight_decay: Optional[float] = None
 
 
 @dataclass
@@ -175,6 +218,20 @@ class EnsembleConfig:
     alpha: Optional[list[float]] = None
     D: Optional[list[int]] = None  # training-set sizes (finite mode for every member); the data-scaling axis
     train_fraction: Optional[list[float]] = None  # modular arithmetic: training fractions, as masks over one table
+    fixed_norm: Optional[list[float]] = None  # LU runs: each member's fixed parameter norm w
+
+
+@dataclass
+class PhaseConfig:
+    """Grokking phase diagram of a grid job (Liu et al. 2022): each member is comprehension,
+    grokking, memorisation or confusion by when training and validation accuracy reach
+    `threshold` (gap over `gap_steps`: grokking) within train.steps. x, y: the grid's two keys
+    (e.g. optim.lr, optim.weight_decay); null: no phase diagram."""
+
+    x: Optional[str] = None
+    y: Optional[str] = None
+    threshold: float = 0.9
+    gap_steps: int = 1000
 
 
 @dataclass
@@ -186,6 +243,7 @@ class Config:
     optim: Any = None
     train: TrainConfig = field(default_factory=TrainConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    phase: PhaseConfig = field(default_factory=PhaseConfig)
     seed: int = 0
     name: str = "run"  # a label for the job, copied into results
 
@@ -226,6 +284,8 @@ def register_configs() -> None:
     cs.store(group="task", name="sparse_parity", node=SparseParityConfig)
     cs.store(group="task", name="modular", node=ModularConfig)
     cs.store(group="task", name="mnist", node=MNISTConfig)
+    cs.store(group="task", name="symbol_add", node=SymbolAddConfig)
+    cs.store(group="task", name="teacher_student", node=TeacherStudentConfig)
     cs.store(group="model", name="mlp", node=MLPConfig)
     cs.store(group="model", name="transformer", node=TransformerConfig)
     cs.store(group="model", name="embed_mlp", node=EmbedMLPConfig)
@@ -303,9 +363,15 @@ def validate(cfg: Any) -> None:
         _validate_sparse_parity(cfg)
     elif task == "modular":
         _validate_modular(cfg)
+    elif task == "symbol_add":
+        _validate_symbol_add(cfg)
+    elif task == "teacher_student":
+        _validate_teacher_student(cfg)
     else:
         _validate_mnist(cfg)
     _validate_model(cfg, model)
+    _validate_norm_and_embed(cfg, task, model)
+    _validate_phase(cfg)
 
     _finite(cfg, "optim.lr", positive=True)
     _finite(cfg, "optim.weight_decay", nonneg=True)
@@ -373,6 +439,93 @@ def _validate_modular(cfg: Any) -> None:
     for key in ("ensemble.alpha", "ensemble.D"):
         if _get(cfg, key) is not None:
             raise ConfigError(key, list(_get(cfg, key)), "null for task=modular (it belongs to sparse parity)")
+
+
+def _not_for(cfg: Any, task: str, keys: tuple[str, ...], why: str) -> None:
+    for key in keys:
+        if _get(cfg, key) is not None:
+            raise ConfigError(key, list(_get(cfg, key)), f"null for task={task} ({why})")
+
+
+def _nonneg_int(cfg: Any, key: str) -> None:
+    value = _get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(key, value, "an integer >= 0")
+
+
+SYMBOL_ADD_P_MAX = 1000
+
+
+def _validate_symbol_add(cfg: Any) -> None:
+    p = _get(cfg, "task.p")
+    if isinstance(p, bool) or not isinstance(p, int) or not 2 <= p <= SYMBOL_ADD_P_MAX:
+        raise ConfigError("task.p", p, f"an integer in [2, {SYMBOL_ADD_P_MAX}] (the number of symbols)")
+    n_pairs = p * (p + 1) // 2
+    fractions = [("task.train_fraction", _get(cfg, "task.train_fraction"))]
+    _list_of(cfg, "ensemble.train_fraction", positive=True)
+    fractions += [("ensemble.train_fraction", f) for f in _get(cfg, "ensemble.train_fraction") or []]
+    for key, f in fractions:
+        ok = isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1
+        if not ok or not 1 <= round(f * n_pairs) < n_pairs:
+            raise ConfigError(key, f, f"a fraction in (0, 1) that leaves at least one of the {n_pairs} pairs for "
+                                      "training and one for validation")
+    _nonneg_int(cfg, "task.split_seed")
+    _not_for(cfg, "symbol_add", ("ensemble.alpha", "ensemble.D"), "it belongs to sparse parity")
+
+
+def _validate_teacher_student(cfg: Any) -> None:
+    for key in ("task.d_in", "task.d_out", "task.teacher_width", "task.n_train", "task.n_test"):
+        _positive_int(cfg, key)
+    _nonneg_int(cfg, "task.teacher_depth")
+    _choice(cfg, "task.teacher_activation", ACTIVATIONS)
+    _nonneg_int(cfg, "task.teacher_seed")
+    _finite(cfg, "task.tolerance", positive=True)
+    _not_for(cfg, "teacher_student", ("ensemble.alpha", "ensemble.D", "ensemble.train_fraction"),
+             "task.n_train sets the training set")
+
+
+def _validate_norm_and_embed(cfg: Any, task: str, model: str) -> None:
+    if _get(cfg, "optim.fixed_norm") is not None:
+        _finite(cfg, "optim.fixed_norm", positive=True)
+    _list_of(cfg, "ensemble.fixed_norm", positive=True)
+    if task not in NORM_TASKS:
+        for key in ("optim.fixed_norm", "ensemble.fixed_norm"):
+            if _get(cfg, key) is not None:
+                raise ConfigError(key, _get(cfg, key), f"null for task={task} (fixed-norm training is for "
+                                                       f"{', '.join(NORM_TASKS)})")
+    if _get(cfg, "optim.embed_lr") is not None:
+        _finite(cfg, "optim.embed_lr", positive=True)
+    if _get(cfg, "optim.embed_weight_decay") is not None:
+        _finite(cfg, "optim.embed_weight_decay", nonneg=True)
+    if model not in ("embed_mlp", "transformer"):
+        for key in ("optim.embed_lr", "optim.embed_weight_decay"):
+            if _get(cfg, key) is not None:
+                raise ConfigError(key, _get(cfg, key), f"null for model={model} (it has no embedding; "
+                                                       "embed_mlp and transformer do)")
+
+
+# phase.x / phase.y -> the ensemble list that makes it a grid axis
+PHASE_AXES = {"optim.lr": "ensemble.lr", "optim.weight_decay": "ensemble.weight_decay",
+              "model.init_scale": "ensemble.init_scale", "task.train_fraction": "ensemble.train_fraction",
+              "optim.fixed_norm": "ensemble.fixed_norm"}
+
+
+def _validate_phase(cfg: Any) -> None:
+    x, y = _get(cfg, "phase.x"), _get(cfg, "phase.y")
+    if x is None and y is None:
+        return
+    for key, value in (("phase.x", x), ("phase.y", y)):
+        if value not in PHASE_AXES:
+            raise ConfigError(key, value, "one of " + ", ".join(PHASE_AXES) + " (both phase.x and phase.y, or neither)")
+        if _get(cfg, PHASE_AXES[value]) is None:
+            raise ConfigError(key, value, f"a grid axis: set {PHASE_AXES[value]} to the list of its values")
+    if x == y:
+        raise ConfigError("phase.y", y, "a key other than phase.x")
+    threshold = _get(cfg, "phase.threshold")
+    _finite(cfg, "phase.threshold", positive=True)
+    if threshold > 1:
+        raise ConfigError("phase.threshold", threshold, "an accuracy in (0, 1]")
+    _nonneg_int(cfg, "phase.gap_steps")
 
 
 def _validate_mnist(cfg: Any) -> None:

@@ -84,6 +84,52 @@ def plot_embedding_ring(embed_PxD: np.ndarray, path: Path, title: str = "") -> s
     return _save(fig, path)
 
 
+def plot_representation(result: FitResult, path: Path, title: str = "", max_members: int = 8) -> str:
+    """The effective theory's view (Liu et al. 2022): validation accuracy, RQI and effective loss
+    over training per member, and the final embeddings of member 0 and of the best-RQI member (1-D:
+    E_i against i, a line when it has understood addition; else the first two principal components)."""
+    steps = np.maximum(np.asarray(result.steps), 1)
+    n = min(len(result.members), max_members)
+    varying = [k for k in result.members[0] if len({m[k] for m in result.members}) > 1]
+    colors = plt.cm.viridis(np.linspace(0, 0.85, max(n, 1)))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.4), constrained_layout=True)
+    for i in range(n):
+        label = _label(result.members[i], varying) if varying else f"member {i}"
+        axes[0].plot(steps, result.log_array("test_acc")[:, i], color=colors[i], label=label)
+        axes[0].plot(steps, result.log_array("train_acc")[:, i], color=colors[i], ls=":")
+        axes[1].plot(steps, result.log_array("rqi")[:, i], color=colors[i])
+        axes[2].plot(steps, np.maximum(result.log_array("eff_loss")[:, i], 1e-12), color=colors[i])
+    axes[0].set(ylabel="accuracy", title="validation (solid) and training (dotted) accuracy", ylim=(-0.02, 1.02))
+    axes[1].set(ylabel="RQI", title="representation quality index", ylim=(-0.02, 1.02))
+    axes[2].set(ylabel="effective loss", yscale="log", title="effective loss (training parallelograms)")
+    for ax in axes[:3]:
+        ax.set(xscale="log", xlabel="step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    # member 0 and the member with the best final RQI: a disordered and an ordered embedding
+    best = int(np.nanargmax(result.log_array("rqi")[-1]))
+    params = result.params if isinstance(result.params, dict) else nnx.to_pure_dict(result.params)
+    embeds = params["embed"]["embedding"]
+    for i, marker in sorted({0: "o", best: "s"}.items()):
+        e_PxD = np.asarray(embeds[i], np.float64)
+        rqi = result.log_array("rqi")[-1, i]
+        if e_PxD.shape[1] == 1:
+            z_P = (e_PxD[:, 0] - e_PxD[:, 0].mean()) / (e_PxD[:, 0].std() or 1.0)
+            axes[3].plot(np.arange(len(z_P)), z_P, marker=marker, label=f"member {i} (RQI {rqi:.2f})")
+        else:
+            xy, _ = embedding_pca(e_PxD)
+            axes[3].plot(xy[:, 0], xy[:, 1], marker=marker, ls=":", label=f"member {i} (RQI {rqi:.2f})")
+            for r in range(len(xy)):
+                axes[3].annotate(str(r), xy[r], fontsize=7, ha="center", va="bottom")
+    one_d = np.asarray(embeds[0]).shape[1] == 1
+    axes[3].set(xlabel="symbol i" if one_d else "PC 1", ylabel="E_i (standardised)" if one_d else "PC 2",
+                title="final embeddings" + (" (a line: addition understood)" if one_d else ""))
+    axes[3].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_steps_against(result: FitResult, key: str, path: Path, title: str = "") -> str:
     """Steps to 99% validation (and training) accuracy against a per-member value (training
     fraction, weight decay, ...): every member a point, the median over members with the same

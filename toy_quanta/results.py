@@ -19,7 +19,8 @@ from flax import nnx, serialization
 from omegaconf import OmegaConf
 
 from toy_quanta.config import (VECTOR_KEYS, Config, ConfigError, DenseMLPConfig, EmbedMLPConfig, MLPConfig,
-                               MNISTConfig, ModularConfig, OptimConfig, SparseParityConfig, TransformerConfig)
+                               MNISTConfig, ModularConfig, OptimConfig, SparseParityConfig, SymbolAddConfig,
+                               TeacherStudentConfig, TransformerConfig)
 from toy_quanta.data.sparse_parity import LN2
 from toy_quanta.engine.loop import FitResult, subsets_for
 from toy_quanta.engine.members import expand
@@ -31,7 +32,13 @@ METRICS_FILE = "metrics.parquet"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.msgpack"
 SNAPSHOTS_FILE = "snapshots.msgpack"
-SCALAR_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "param_norm", "alive")
+SCALAR_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "param_norm", "alive", "rqi", "eff_loss")
+# Omnigrok's tasks: MSE losses (no bits); milestones at 100% training, 60% and 80% test accuracy
+OMNIGROK_TASKS = ("mnist", "teacher_student")
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -41,6 +48,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are shared like any other file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -122,7 +130,7 @@ def member_summaries(result: FitResult) -> list[dict[str, Any]]:
     for i, member in enumerate(result.members):
         final = {name: float(result.logs[name][-1][i]) for name in SCALAR_METRICS if name in result.logs}
         final.pop("alive", None)
-        if "test_loss" in final and result.task != "mnist":  # MSE has no bits
+        if "test_loss" in final and result.task not in OMNIGROK_TASKS:
             final["test_loss_bits"] = final["test_loss"] / LN2
         if "subtask_loss" in result.logs:
             # A subtask counts as learned below 0.1 bits, the paper's threshold.
@@ -136,7 +144,7 @@ def member_summaries(result: FitResult) -> list[dict[str, Any]]:
                     final[key] = bool(value)
                 else:
                     final[key if key == "gap_99" else f"steps_to_{key}"] = None if np.isnan(value) else float(value)
-            if result.task == "mnist":
+            if result.task in OMNIGROK_TASKS:
                 # Omnigrok's milestones: 100% training accuracy, 60% and 80% test accuracy.
                 steps = np.asarray(result.steps)
                 for name, metric, level in (("train_100", "train_acc", 1.0), ("val_60", "test_acc", 0.6),
@@ -197,7 +205,8 @@ def load_config(job_dir: Path) -> Config:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {job_dir} is not the output directory of a toy-quanta job")
     raw = OmegaConf.load(path)
-    tasks = {"sparse_parity": SparseParityConfig, "modular": ModularConfig, "mnist": MNISTConfig}
+    tasks = {"sparse_parity": SparseParityConfig, "modular": ModularConfig, "mnist": MNISTConfig,
+             "symbol_add": SymbolAddConfig, "teacher_student": TeacherStudentConfig}
     models = {"mlp": MLPConfig, "transformer": TransformerConfig, "embed_mlp": EmbedMLPConfig, "dense_mlp": DenseMLPConfig}
     task, model = raw.task.get("name", "sparse_parity"), raw.model.get("name", "mlp")
     if task not in tasks or model not in models:

@@ -1,7 +1,8 @@
 """`hydra/launcher=vmap`: trains a multirun's same-shaped jobs as one vmapped ensemble.
 
 Jobs whose configs differ only in per-member scalars (toy_quanta.config.VECTOR_KEYS: seed,
-task.alpha, task.D, model.init_scale, optim.lr, optim.weight_decay; and ensemble.*, name) form a
+task.alpha, task.D, task.train_fraction, model.init_scale, optim.lr, optim.weight_decay,
+optim.fixed_norm; and ensemble.*, name) form a
 group (online jobs apart from finite-data ones) and
 are trained as one compiled program. Then every job goes through Hydra's ordinary `run_job`,
 so each still gets its own output directory, .hydra/ configs, log file and return value.

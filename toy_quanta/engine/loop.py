@@ -12,7 +12,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from toy_quanta.config import Config
-from toy_quanta.data import mnist
+from toy_quanta.data import mnist, teacher_student
 from toy_quanta.data.sparse_parity import draw_subsets
 from toy_quanta.engine.dataset_train import make_dataset_train
 from toy_quanta.engine.members import stack, stack_dataset, stack_modular, train_capacity
@@ -69,7 +69,9 @@ def make_trainer(cfg: Config, members: Sequence[dict]) -> tuple[Config, Any]:
     """The config as these members' trainer needs it, and the trainer for its task."""
     if cfg.task.name == "mnist":
         return cfg, make_dataset_train(cfg, mnist.load(cfg.task.source, cfg.task.n_train, cfg.task.split_seed))
-    if cfg.task.name == "modular":
+    if cfg.task.name == "teacher_student":
+        return cfg, make_dataset_train(cfg, teacher_student.make(cfg.task))
+    if cfg.task.name in ("modular", "symbol_add"):
         # The members' own fractions (a vmapped sweep groups jobs of several) size the full batch.
         fractions = sorted({m["task.train_fraction"] for m in members})
         cfg = replace(cfg, ensemble=replace(cfg.ensemble, train_fraction=fractions))
@@ -81,9 +83,9 @@ def make_trainer(cfg: Config, members: Sequence[dict]) -> tuple[Config, Any]:
 
 def trainer_inputs(cfg: Config, trainer: Any, members: Sequence[dict]) -> tuple[Any, np.ndarray]:
     """The stacked per-member arguments of trainer.init: (hyperparameters, task data)."""
-    if cfg.task.name == "mnist":
+    if cfg.task.name in ("mnist", "teacher_student"):
         return stack_dataset(members), np.arange(len(members), dtype=np.int32)
-    if cfg.task.name == "modular":
+    if cfg.task.name in ("modular", "symbol_add"):
         return stack_modular(members), split_ranks(len(trainer.labels), cfg.task.split_seed, len(members))
     return stack(members), subsets_for(cfg, members)
 

@@ -29,20 +29,22 @@ class ModularHyper(NamedTuple):
     init_scale: Any
     lr: Any
     weight_decay: Any
+    fixed_norm: Any  # 0: free norm
 
 
 class DatasetHyper(NamedTuple):
-    """The same for a fixed labelled dataset (MNIST): per-member scalars of its trainer."""
+    """The same for a fixed dataset (MNIST, teacher-student): per-member scalars of its trainer."""
 
     seed: Any
     init_scale: Any
     lr: Any
     weight_decay: Any
+    fixed_norm: Any  # 0: free norm
 
 
 # ensemble.<name> list -> the config key it varies
 _ENSEMBLE_LISTS = {"alpha": "task.alpha", "init_scale": "model.init_scale", "lr": "optim.lr", "weight_decay": "optim.weight_decay",
-                   "train_fraction": "task.train_fraction"}
+                   "train_fraction": "task.train_fraction", "fixed_norm": "optim.fixed_norm"}
 
 
 def expand(cfg: Any) -> list[dict[str, float | int]]:
@@ -51,8 +53,8 @@ def expand(cfg: Any) -> list[dict[str, float | int]]:
     Each member is a dict keyed by VECTOR_KEYS (e.g. {"seed": 0, "optim.lr": 1e-3, ...}).
     """
     # A key that does not apply to the task (alpha and D outside sparse parity, the training
-    # fraction outside modular arithmetic) is None.
-    modular, parity = cfg.task.name == "modular", cfg.task.name == "sparse_parity"
+    # fraction outside modular arithmetic and the toy's addition) is None; so is a free norm.
+    modular, parity = cfg.task.name in ("modular", "symbol_add"), cfg.task.name == "sparse_parity"
     base = {
         "task.alpha": float(cfg.task.alpha) if parity else None,
         "task.D": int(cfg.task.D) if parity and cfg.task.D is not None else None,
@@ -60,6 +62,7 @@ def expand(cfg: Any) -> list[dict[str, float | int]]:
         "model.init_scale": float(cfg.model.init_scale),
         "optim.lr": float(cfg.optim.lr),
         "optim.weight_decay": float(cfg.optim.weight_decay),
+        "optim.fixed_norm": None if cfg.optim.fixed_norm is None else float(cfg.optim.fixed_norm),
     }
     axes = {key: [float(v) for v in getattr(cfg.ensemble, name)] for name, key in _ENSEMBLE_LISTS.items()
             if getattr(cfg.ensemble, name) is not None}
@@ -88,13 +91,18 @@ def _column(members: Sequence[dict[str, Any]], key: str, dtype) -> np.ndarray:
     return np.array([m[key] for m in members], dtype=dtype)
 
 
+def _fixed_norm(members: Sequence[dict[str, Any]]) -> np.ndarray:
+    return np.array([m["optim.fixed_norm"] or 0.0 for m in members], np.float32)
+
+
 def stack_modular(members: Sequence[dict[str, Any]]) -> ModularHyper:
     """(M,) arrays of the members' scalars, for the modular-arithmetic trainer."""
     return ModularHyper(seed=_column(members, "seed", np.int32),
                         train_fraction=_column(members, "task.train_fraction", np.float32),
                         init_scale=_column(members, "model.init_scale", np.float32),
                         lr=_column(members, "optim.lr", np.float32),
-                        weight_decay=_column(members, "optim.weight_decay", np.float32))
+                        weight_decay=_column(members, "optim.weight_decay", np.float32),
+                        fixed_norm=_fixed_norm(members))
 
 
 def stack_dataset(members: Sequence[dict[str, Any]]) -> DatasetHyper:
@@ -102,7 +110,8 @@ def stack_dataset(members: Sequence[dict[str, Any]]) -> DatasetHyper:
     return DatasetHyper(seed=_column(members, "seed", np.int32),
                         init_scale=_column(members, "model.init_scale", np.float32),
                         lr=_column(members, "optim.lr", np.float32),
-                        weight_decay=_column(members, "optim.weight_decay", np.float32))
+                        weight_decay=_column(members, "optim.weight_decay", np.float32),
+                        fixed_norm=_fixed_norm(members))
 
 
 def stack(members: Sequence[dict[str, float | int]]) -> Hyper:

@@ -21,10 +21,10 @@ import optax
 from flax import nnx
 
 from toy_quanta.config import Config
-from toy_quanta.data import modular
+from toy_quanta.data import modular, symbol_add
 from toy_quanta.engine.members import ModularHyper
 from toy_quanta.engine.optim import make_optimizer
-from toy_quanta.engine.train import StepState, guarded_chunks, log_steps, start_state
+from toy_quanta.engine.train import StepState, fix_norm, guarded_chunks, log_steps, start_state
 from toy_quanta.models.embed_mlp import EmbedMLP
 from toy_quanta.models.transformer import Transformer
 
@@ -55,17 +55,26 @@ def split_ranks(n_pairs: int, split_seed: int, n_members: int) -> np.ndarray:
     return np.broadcast_to(modular.split_rank(n_pairs, split_seed), (n_members, n_pairs))
 
 
+def task_table(t: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """(tokens (N, 4), answers (N,), number of classes) of modular arithmetic or the toy's addition."""
+    if t.name == "symbol_add":
+        return symbol_add.sequences(t.p), symbol_add.table(t.p)[2], symbol_add.n_classes(t.p)
+    a_N, b_N, c_N = modular.table(t.op, t.p)
+    return modular.sequences(a_N, b_N, t.p), c_N, t.p
+
+
 def make_modular_model(cfg: Config, key: jax.Array) -> nnx.Module:
     """The configured model with init_scale 1 (the trainer scales per member)."""
     t, m = cfg.task, cfg.model
     rngs = nnx.Rngs(key)
+    n_out = symbol_add.n_classes(t.p) if t.name == "symbol_add" else t.p
     if m.name == "transformer":
-        return Transformer(vocab=modular.vocab_size(t.p), n_out=t.p, seq_len=modular.SEQ_LEN, n_layers=m.n_layers,
+        return Transformer(vocab=modular.vocab_size(t.p), n_out=n_out, seq_len=modular.SEQ_LEN, n_layers=m.n_layers,
                            d_model=m.d_model, n_heads=m.n_heads, d_mlp=m.d_mlp, activation=m.activation,
                            positions=m.positions, layer_norm=m.layer_norm, tied=m.tied, init_scale=1.0, rngs=rngs)
     if m.name == "embed_mlp":
         return EmbedMLP(n_symbols=t.p, d_embed=m.d_embed, combine=m.combine, width=m.width, depth=m.depth,
-                        activation=m.activation, n_out=t.p, init_scale=1.0, rngs=rngs)
+                        activation=m.activation, n_out=n_out, init_scale=1.0, rngs=rngs)
     raise ValueError(f"model.name={m.name!r}: modular arithmetic trains transformer or embed_mlp")
 
 
@@ -73,8 +82,7 @@ def make_modular_train(cfg: Config) -> ModularTrainer:
     """Pure functions of one member. A member's training fraction must be at most the largest of
     ensemble.train_fraction (or task.train_fraction): full batch runs on that many pairs."""
     t, tr = cfg.task, cfg.train
-    a_N, b_N, c_N = modular.table(t.op, t.p)
-    tokens_NxT = modular.sequences(a_N, b_N, t.p)
+    tokens_NxT, c_N, _ = task_table(t)
     n_pairs = len(c_N)
     tokens, labels = jnp.asarray(tokens_NxT), jnp.asarray(c_N)
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: make_modular_model(cfg, jax.random.key(0))))
@@ -95,7 +103,7 @@ def make_modular_train(cfg: Config) -> ModularTrainer:
         key = jax.random.key(hyper.seed)
         k_init, k_data = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
         params = nnx.split(make_modular_model(cfg, k_init))[1]
-        params = jax.tree.map(lambda x: x * hyper.init_scale, params)
+        params = fix_norm(jax.tree.map(lambda x: x * hyper.init_scale, params), hyper.fixed_norm)
         mask_N = modular.train_mask(rank_N, hyper.train_fraction)
         data = ModularData(hyper=hyper, data_key=k_data, train_mask=mask_N,
                            order=jnp.argsort(rank_N).astype(jnp.int32), n_train=jnp.sum(mask_N).astype(jnp.int32))
@@ -129,12 +137,35 @@ def make_modular_train(cfg: Config) -> ModularTrainer:
             "test_acc": mean(correct_N, val, n_val),
             "param_norm": optax.tree.norm(state.params),
             "alive": state.alive.astype(jnp.float32),
+            **(representation(state.params, train) if t.name == "symbol_add" else {}),
         }
+
+    quads_Qx2 = jnp.asarray(symbol_add.parallelogram_pairs(t.p)) if t.name == "symbol_add" else None
+
+    def representation(params, train_N: jax.Array) -> dict[str, jax.Array]:
+        """Liu et al.'s measures of the embedding: RQI (the fraction of parallelograms that the
+        normalised embeddings satisfy within 0.01 on the squared distance) and the effective loss
+        (over the parallelograms whose two pairs both train, divided by sum_k |E_k|^2)."""
+        embed_PxE = nnx.merge(graphdef, params).embed_matrix
+        a_N, b_N = tokens[:, 0], tokens[:, 2]
+        r_Q, s_Q = quads_Qx2[:, 0], quads_Qx2[:, 1]
+        centred_PxE = embed_PxE - embed_PxE.mean(0)
+        unit_PxE = centred_PxE / jnp.sqrt(jnp.mean(jnp.sum(centred_PxE**2, -1)))
+        pair_NxE = unit_PxE[a_N] + unit_PxE[b_N]
+        rqi = jnp.mean(jnp.sum((pair_NxE[r_Q] - pair_NxE[s_Q]) ** 2, -1) <= RQI_TOL)
+        raw_NxE = embed_PxE[a_N] + embed_PxE[b_N]
+        in_train_Q = train_N[r_Q] & train_N[s_Q]
+        dist_Q = jnp.sum((raw_NxE[r_Q] - raw_NxE[s_Q]) ** 2, -1)
+        eff = jnp.sum(jnp.where(in_train_Q, dist_Q, 0.0)) / jnp.sum(embed_PxE**2)
+        return {"rqi": rqi.astype(jnp.float32), "eff_loss": eff}
 
     steps_at = log_steps(tr.steps, tr.log_every, tr.log_count)
     chunk, train = guarded_chunks(init, batch_loss, optimizer, evaluate, steps_at)
 
     return ModularTrainer(init, chunk, train, steps_at, graphdef, tokens_NxT, c_N)
+
+
+RQI_TOL = 0.01  # Liu et al.'s tolerance on the squared distance of normalised embeddings
 
 
 def steps_to(acc_LxM: np.ndarray, steps_L: np.ndarray, level: float) -> np.ndarray:

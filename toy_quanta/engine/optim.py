@@ -27,9 +27,30 @@ def schedule(cfg: OptimConfig, lr: jax.Array | float, total_steps: int) -> optax
 def make_optimizer(
     cfg: OptimConfig, lr: jax.Array | float, weight_decay: jax.Array | float, total_steps: int
 ) -> optax.GradientTransformation:
+    """The configured optimiser at (lr, weight_decay). With optim.embed_lr or embed_weight_decay
+    set, parameters under an `embed` module get their own rate and decay (the effective theory's
+    toy), the rest (lr, weight_decay); gradient clipping stays global."""
+    clip = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip is not None else []
+    if cfg.embed_lr is None and cfg.embed_weight_decay is None:
+        return optax.chain(*clip, _rule(cfg, lr, weight_decay, total_steps))
+    embed_lr = lr if cfg.embed_lr is None else cfg.embed_lr
+    embed_wd = weight_decay if cfg.embed_weight_decay is None else cfg.embed_weight_decay
+    split = optax.partition({"embed": _rule(cfg, embed_lr, embed_wd, total_steps),
+                             "decoder": _rule(cfg, lr, weight_decay, total_steps)}, embed_labels)
+    return optax.chain(*clip, split)
+
+
+def embed_labels(params):
+    """"embed" for the leaves under a module named embed, "decoder" for the others."""
+    def label(path, _):
+        return "embed" if any(getattr(k, "key", None) == "embed" for k in path) else "decoder"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def _rule(cfg: OptimConfig, lr: jax.Array | float, weight_decay: jax.Array | float,
+          total_steps: int) -> optax.GradientTransformation:
     parts = []
-    if cfg.grad_clip is not None:
-        parts.append(optax.clip_by_global_norm(cfg.grad_clip))
     if cfg.name == "adamw":
         parts += [optax.scale_by_adam(cfg.b1, cfg.b2, cfg.eps), optax.add_decayed_weights(weight_decay)]
     elif cfg.name == "adam":

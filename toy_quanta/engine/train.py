@@ -96,13 +96,23 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+def fix_norm(params: Any, norm: jax.Array | float | None) -> Any:
+    """params rescaled to total L2 norm `norm` (Omnigrok's fixed-norm training); unchanged where
+    norm is None or 0 (a free member)."""
+    if norm is None:
+        return params
+    scale = jnp.where(norm > 0, norm / optax.tree.norm(params), 1.0)
+    return jax.tree.map(lambda p: p * scale.astype(p.dtype), params)
+
+
 def guarded_update(tx: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any, loss: jax.Array,
-                   alive: jax.Array, step: jax.Array, diverged_step: jax.Array) -> tuple[Any, Any, jax.Array, jax.Array]:
-    """One optimiser update, taken only while the member's loss and parameters stay finite:
-    (params, opt_state, alive, diverged_step). A member that diverges keeps its last finite
-    parameters and stops; the others in its ensemble go on."""
+                   alive: jax.Array, step: jax.Array, diverged_step: jax.Array,
+                   norm: jax.Array | None = None) -> tuple[Any, Any, jax.Array, jax.Array]:
+    """One optimiser update (then, if `norm` > 0, the projection back to that norm), taken only
+    while the member's loss and parameters stay finite: (params, opt_state, alive, diverged_step).
+    A member that diverges keeps its last finite parameters and stops; the others go on."""
     updates, new_opt_state = tx.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
+    new_params = fix_norm(optax.apply_updates(params, updates), norm)
     ok = alive & jnp.isfinite(loss) & _all_finite(new_params)
     return (_tree_where(ok, new_params, params), _tree_where(ok, new_opt_state, opt_state), ok,
             jnp.where(alive & ~ok, step, diverged_step))
@@ -124,14 +134,16 @@ def start_state(params: Any, opt_state: Any) -> StepState:
 
 def guarded_chunks(init: Callable, batch_loss: Callable, optimizer: Callable, evaluate: Callable,
                    steps_at: np.ndarray) -> tuple[Callable, Callable]:
-    """(chunk, train) of a trainer whose per-member constants `data` carry `hyper`:
-    chunk(state, data, n) takes n guarded steps on batch_loss(params, data, step), then
+    """(chunk, train) of a trainer whose per-member constants `data` carry `hyper` (with its
+    fixed_norm, 0 for a free member): chunk(state, data, n) takes n guarded steps on
+    batch_loss(params, data, step), each projected back to the member's fixed norm, then
     evaluate(state, data); train(hyper, task_data) is init and every chunk to the last log step."""
 
     def train_step(state: StepState, data: Any) -> StepState:
         loss, grads = jax.value_and_grad(batch_loss)(state.params, data, state.step)
         params, opt_state, ok, diverged_step = guarded_update(optimizer(data.hyper), state.params, state.opt_state,
-                                                              grads, loss, state.alive, state.step, state.diverged_step)
+                                                              grads, loss, state.alive, state.step, state.diverged_step,
+                                                              data.hyper.fixed_norm)
         return StepState(params, opt_state, state.step + 1, ok, diverged_step)
 
     def chunk(state: StepState, data: Any, n_steps: jax.Array) -> tuple[StepState, dict]:
