@@ -183,8 +183,12 @@ def _train_and_eval_seconds(chunk: Callable, state: Any, data: Any, steps: int) 
     """(seconds of `steps` training steps, seconds of the evaluation) in a compiled, warmed-up
     chunk: one `steps`-step call less one 0-step call on the same state, which does only what
     every chunk ends with (the evaluation of the whole p^2 table) and the call's overhead."""
-    full = _best_time(lambda: chunk(state, data, np.int32(steps)), 1, warm_up=False)
-    evaluation = _best_time(lambda: chunk(state, data, np.int32(0)), 1, warm_up=False)
+    # Best of 3 each: on a loaded machine one slow evaluation call could exceed the full call.
+    full = _best_time(lambda: chunk(state, data, np.int32(steps)), 3, warm_up=False)
+    evaluation = _best_time(lambda: chunk(state, data, np.int32(0)), 3, warm_up=False)
+    if full <= evaluation:
+        raise RuntimeError(f"timing noise swamped the measurement ({steps} steps took {full:.4f} s, evaluation alone "
+                           f"{evaluation:.4f} s): run the benchmark on a quieter machine")
     return full - evaluation, evaluation
 
 
