@@ -17,6 +17,7 @@ from typing import Any
 import hydra
 import jax
 import numpy as np
+import pandas as pd
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
@@ -84,7 +85,7 @@ class JobWriter:
 
     def finish(self, result: FitResult, group: dict[str, Any] | None = None) -> dict[str, Any]:
         cfg, t, m = self.cfg, self.cfg.task, self.cfg.model
-        results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
+        frame = results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
         if cfg.train.checkpoint:
             results.save_checkpoint(self.out_dir / results.CHECKPOINT_FILE, result.params)
         snapshots = (results.save_snapshots(self.out_dir / results.SNAPSHOTS_FILE, result.steps, result.snapshots)
@@ -111,7 +112,7 @@ class JobWriter:
         if t.name == "modular" and snapshots is not None:
             self._progress(snapshots, result.steps, summary)
         title = f"{cfg.name}: {_describe(cfg)}"
-        self._grid_analyses(result, summary, title)
+        self._grid_analyses(result, frame, summary, title)
         results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
         if t.name == "modular":
             grok_plots.job_figures(result, t.p, self.out_dir, cfg.name, title)
@@ -136,15 +137,12 @@ class JobWriter:
                         self.out_dir)
             summary["progress_error"] = f"{type(exc).__name__}: {exc}"
 
-    def _grid_analyses(self, result: FitResult, summary: dict[str, Any], title: str) -> None:
+    def _grid_analyses(self, result: FitResult, frame: pd.DataFrame, summary: dict[str, Any], title: str) -> None:
         """A phase diagram (phase.x/y set) and the LU curves (members at 3 or more fixed norms),
         written into the job directory and its summary. Like _progress, a failure here is recorded,
         never turned into a failed job."""
         cfg = self.cfg
         norms = {m["optim.fixed_norm"] for m in result.members} - {None}
-        if cfg.phase.x is None and len(norms) < 3:
-            return
-        frame = results.metrics_frame(result, self.columns)
         for name, wanted, write in (
                 ("phase", cfg.phase.x is not None,
                  lambda: phase.write_phase(frame, self.out_dir, cfg.phase.x, cfg.phase.y, cfg.phase.threshold,

@@ -319,6 +319,18 @@ def _positive_int(cfg: Any, key: str) -> None:
         raise ConfigError(key, value, "an integer >= 1")
 
 
+def _not_for(cfg: Any, task: str, keys: tuple[str, ...], why: str) -> None:
+    for key in keys:
+        if _get(cfg, key) is not None:
+            raise ConfigError(key, list(_get(cfg, key)), f"null for task={task} ({why})")
+
+
+def _nonneg_int(cfg: Any, key: str) -> None:
+    value = _get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(key, value, "an integer >= 0")
+
+
 def _finite(cfg: Any, key: str, *, positive: bool = False, nonneg: bool = False) -> None:
     value = _get(cfg, key)
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -381,9 +393,7 @@ def validate(cfg: Any) -> None:
         if value >= 1:
             raise ConfigError(key, value, "a number in [0, 1)")
     _finite(cfg, "optim.eps", positive=True)
-    warmup = _get(cfg, "optim.warmup_steps")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ConfigError("optim.warmup_steps", warmup, "an integer >= 0")
+    _nonneg_int(cfg, "optim.warmup_steps")
     _choice(cfg, "optim.schedule", SCHEDULES)
     _finite(cfg, "optim.final_lr_factor", nonneg=True)
     if _get(cfg, "optim.grad_clip") is not None:
@@ -433,24 +443,8 @@ def _validate_modular(cfg: Any) -> None:
     _list_of(cfg, "ensemble.train_fraction", positive=True)
     for f in _get(cfg, "ensemble.train_fraction") or []:
         check(_get(cfg, "task.op"), _get(cfg, "task.p"), f)
-    split_seed = _get(cfg, "task.split_seed")
-    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
-        raise ConfigError("task.split_seed", split_seed, "an integer >= 0")
-    for key in ("ensemble.alpha", "ensemble.D"):
-        if _get(cfg, key) is not None:
-            raise ConfigError(key, list(_get(cfg, key)), "null for task=modular (it belongs to sparse parity)")
-
-
-def _not_for(cfg: Any, task: str, keys: tuple[str, ...], why: str) -> None:
-    for key in keys:
-        if _get(cfg, key) is not None:
-            raise ConfigError(key, list(_get(cfg, key)), f"null for task={task} ({why})")
-
-
-def _nonneg_int(cfg: Any, key: str) -> None:
-    value = _get(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(key, value, "an integer >= 0")
+    _nonneg_int(cfg, "task.split_seed")
+    _not_for(cfg, "modular", ("ensemble.alpha", "ensemble.D"), "it belongs to sparse parity")
 
 
 SYMBOL_ADD_P_MAX = 1000
@@ -535,13 +529,10 @@ def _validate_mnist(cfg: Any) -> None:
     if n_train is not None:
         _positive_int(cfg, "task.n_train")
     check_source(_get(cfg, "task.source"), n_train)
-    split_seed = _get(cfg, "task.split_seed")
-    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
-        raise ConfigError("task.split_seed", split_seed, "an integer >= 0")
+    _nonneg_int(cfg, "task.split_seed")
     _choice(cfg, "task.loss", LOSSES)
-    for key in ("ensemble.alpha", "ensemble.D", "ensemble.train_fraction"):
-        if _get(cfg, key) is not None:
-            raise ConfigError(key, list(_get(cfg, key)), "null for task=mnist (task.n_train sets the training set)")
+    _not_for(cfg, "mnist", ("ensemble.alpha", "ensemble.D", "ensemble.train_fraction"),
+             "task.n_train sets the training set")
 
 
 def _validate_model(cfg: Any, model: str) -> None:

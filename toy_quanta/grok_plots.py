@@ -16,20 +16,10 @@ from flax import nnx  # noqa: E402
 
 from toy_quanta.engine.loop import FitResult  # noqa: E402
 from toy_quanta.engine.modular_train import grokking_summary  # noqa: E402
-from toy_quanta.results import atomic_write  # noqa: E402
+from toy_quanta.plotting import member_label, save_figure  # noqa: E402
 
 if TYPE_CHECKING:
     from toy_quanta.progress import Progress
-
-
-def _save(fig, path: Path) -> str:
-    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png", bbox_inches="tight"))
-    plt.close(fig)
-    return str(path)
-
-
-def _label(member: dict, varying: list[str]) -> str:
-    return ", ".join(f"{k.split('.')[-1]}={member[k]:g}" for k in varying) or "member 0"
 
 
 def plot_grokking(result: FitResult, path: Path, title: str = "", loss_label: str | None = None) -> str:
@@ -40,7 +30,7 @@ def plot_grokking(result: FitResult, path: Path, title: str = "", loss_label: st
     colors = plt.cm.plasma(np.linspace(0, 0.85, max(n, 1)))
     fig, (ax_acc, ax_loss, ax_norm) = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
     for i in range(n):
-        label = _label(result.members[i], varying) if n <= 12 else None
+        label = member_label(result.members[i], varying) if n <= 12 else None
         ax_acc.plot(steps, result.log_array("test_acc")[:, i], color=colors[i], label=label)
         ax_acc.plot(steps, result.log_array("train_acc")[:, i], color=colors[i], ls=":")
         ax_loss.plot(steps, result.log_array("test_loss")[:, i], color=colors[i])
@@ -58,7 +48,7 @@ def plot_grokking(result: FitResult, path: Path, title: str = "", loss_label: st
         ax_acc.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def embedding_pca(embed_PxD: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +71,7 @@ def plot_embedding_ring(embed_PxD: np.ndarray, path: Path, title: str = "") -> s
     ax.set(xlabel=f"PC 1 ({var[0]:.0%} of variance)", ylabel=f"PC 2 ({var[1]:.0%})",
            title=title or "residue embeddings, first two principal components")
     ax.set_aspect("equal", adjustable="datalim")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_representation(result: FitResult, path: Path, title: str = "", max_members: int = 8) -> str:
@@ -94,7 +84,7 @@ def plot_representation(result: FitResult, path: Path, title: str = "", max_memb
     colors = plt.cm.viridis(np.linspace(0, 0.85, max(n, 1)))
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.4), constrained_layout=True)
     for i in range(n):
-        label = _label(result.members[i], varying) if varying else f"member {i}"
+        label = member_label(result.members[i], varying) if varying else f"member {i}"
         axes[0].plot(steps, result.log_array("test_acc")[:, i], color=colors[i], label=label)
         axes[0].plot(steps, result.log_array("train_acc")[:, i], color=colors[i], ls=":")
         axes[1].plot(steps, result.log_array("rqi")[:, i], color=colors[i])
@@ -127,7 +117,7 @@ def plot_representation(result: FitResult, path: Path, title: str = "", max_memb
     axes[3].legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_steps_against(result: FitResult, key: str, path: Path, title: str = "") -> str:
@@ -154,7 +144,7 @@ def plot_steps_against(result: FitResult, key: str, path: Path, title: str = "")
         ax.set_xscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_progress(pr: "Progress", path: Path, title: str = "") -> str:
@@ -187,7 +177,7 @@ def plot_progress(pr: "Progress", path: Path, title: str = "") -> str:
     for ax in (ax_acc, ax_loss, ax_struct):
         ax.legend(fontsize=8)
     fig.suptitle(title or "progress measures")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_fourier(pr: "Progress", path: Path, title: str = "") -> str:
@@ -213,7 +203,7 @@ def plot_fourier(pr: "Progress", path: Path, title: str = "") -> str:
         ax.set(xlabel="step (log steps, evenly placed)", ylabel="frequency k", title="Fourier norms over training")
         fig.colorbar(image, ax=ax, label="norm")
     fig.suptitle(title or "Fourier norms of the residue embeddings")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 SWEPT_KEYS = ("task.train_fraction", "optim.weight_decay", "optim.lr", "model.init_scale")

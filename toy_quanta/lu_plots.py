@@ -15,16 +15,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from toy_quanta.analysis import lu  # noqa: E402
-from toy_quanta.results import atomic_write  # noqa: E402
+from toy_quanta.plotting import save_figure  # noqa: E402
 
 COLORS = {"train": "tab:orange", "test": "tab:blue"}
 NAMES = {"train": "training", "test": "test"}
 
-
-def _save(fig, path: Path) -> str:
-    atomic_write(Path(path), lambda p: fig.savefig(p, dpi=110, format="png", bbox_inches="tight"))
-    plt.close(fig)
-    return str(path)
 
 
 def _errorbars(ax, table: pd.DataFrame, metric: str, log_y: bool) -> None:
@@ -124,4 +119,4 @@ def plot_lu(table: pd.DataFrame, crit: dict, path: Path, title: str, trajectory:
     fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside lower center", ncol=2,
                fontsize=8)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

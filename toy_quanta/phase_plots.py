@@ -14,7 +14,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from toy_quanta.analysis.phase import PHASES  # noqa: E402
-from toy_quanta.results import atomic_write  # noqa: E402
+from toy_quanta.plotting import save_figure  # noqa: E402
 
 # The Goldilocks zone (comprehension, grokking) in blue and green; memorisation warm; confusion grey.
 COLORS = {"comprehension": "#2c7fb8", "grokking": "#41ab5d", "memorisation": "#fdae61", "confusion": "#bdbdbd"}
@@ -42,11 +42,6 @@ def steps_label(v: float) -> str:
             return f"{v / scale:.2g}{suffix}" if abs(v) < 10 * scale else f"{v / scale:.0f}{suffix}"
     return f"{v:.0f}"
 
-
-def _save(fig, path: Path) -> str:
-    atomic_write(Path(path), lambda p: fig.savefig(p, dpi=110, format="png", bbox_inches="tight"))
-    plt.close(fig)
-    return str(path)
 
 
 def phase_image(grid_df: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -87,4 +82,4 @@ def plot_phase(grid_df: pd.DataFrame, x: str, y: str, path: Path, title: str = "
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False,
               title="Goldilocks zone:\ncomprehension + grokking", title_fontsize=8)
     ax.set_title(title + ("\n" if title else "") + "cell: median steps to the validation threshold", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)

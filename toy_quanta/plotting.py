@@ -12,9 +12,17 @@ import numpy as np  # noqa: E402
 
 from toy_quanta.data.sparse_parity import LN2  # noqa: E402
 from toy_quanta.engine.loop import FitResult  # noqa: E402
+from toy_quanta.results import atomic_write  # noqa: E402
 
 
-def _member_label(member: dict, varying: list[str]) -> str:
+def save_figure(fig, path: Path | str, dpi: int = 110) -> str:
+    """Write fig as a PNG atomically (a reader never sees half a figure) and close it."""
+    atomic_write(Path(path), lambda p: fig.savefig(p, dpi=dpi, format="png", bbox_inches="tight"))
+    plt.close(fig)
+    return str(path)
+
+
+def member_label(member: dict, varying: list[str]) -> str:
     return ", ".join(f"{k.split('.')[-1]}={member[k]:g}" for k in varying) or "member 0"
 
 
@@ -30,7 +38,7 @@ def plot_curves(result: FitResult, path: Path, title: str = "", log_x: bool = Fa
     test_loss = result.log_array("test_loss") / LN2
     train_loss = result.log_array("train_loss") / LN2
     for i in range(n_members):
-        label = _member_label(result.members[i], varying) if n_members <= 12 else None
+        label = member_label(result.members[i], varying) if n_members <= 12 else None
         ax_loss.plot(x, test_loss[:, i], color=colors[i], label=label)
         ax_loss.plot(x, train_loss[:, i], color=colors[i], ls=":", alpha=0.7)
         ax_acc.plot(x, result.log_array("test_acc")[:, i], color=colors[i])
@@ -49,7 +57,7 @@ def plot_curves(result: FitResult, path: Path, title: str = "", log_x: bool = Fa
         ax_sub.plot(x, np.maximum(sub[:, j], 1e-4), color=c, lw=1.2, label=f"rank {j + 1}" if len(shown) <= 12 else None)
     ax_sub.axhline(0.1, color="k", ls="--", lw=0.8)
     ax_sub.set(yscale="log", ylabel="loss (bits)",
-               title=f"per-subtask test loss, {_member_label(result.members[0], varying)}\n"
+               title=f"per-subtask test loss, {member_label(result.members[0], varying)}\n"
                      f"(colour: frequency rank 1 (purple) to {n_tasks} (yellow); dashed: 0.1 bits)")
     if len(shown) <= 12:
         ax_sub.legend(fontsize=7, ncol=2)
@@ -61,5 +69,4 @@ def plot_curves(result: FitResult, path: Path, title: str = "", log_x: bool = Fa
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -12,15 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from toy_quanta.analysis.clusters import SlopeFit  # noqa: E402
-from toy_quanta.results import atomic_write  # noqa: E402
+from toy_quanta.plotting import save_figure  # noqa: E402
 
 MAX_SHOWN = 1500  # samples drawn in the similarity figure (a 10k x 10k image would be all noise)
 
-
-def _save(fig, path: Path) -> str:
-    atomic_write(path, lambda p: fig.savefig(p, dpi=120, bbox_inches="tight", format="png"))
-    plt.close(fig)
-    return str(path)
 
 
 def plot_rank_frequency(path: Path, sizes: dict[int, np.ndarray], env: np.ndarray, fit: SlopeFit,
@@ -43,7 +38,7 @@ def plot_rank_frequency(path: Path, sizes: dict[int, np.ndarray], env: np.ndarra
     ax.set(xscale="log", yscale="log", xlabel="cluster rank", ylabel="cluster size (samples)",
            title="QDG: cluster sizes against rank")
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=120)
 
 
 def _order(primary_S: np.ndarray, secondary_S: np.ndarray) -> np.ndarray:
@@ -68,4 +63,4 @@ def plot_similarity(path: Path, cos_SxS: np.ndarray, cluster_S: np.ndarray, task
         ax.set(title=title, xticks=[], yticks=[])
     fig.colorbar(im, ax=axes, shrink=0.8, label="cosine similarity")
     fig.suptitle(f"Per-sample gradient cosine similarity ({len(shown)} of {len(task_S)} samples; lines: group boundaries)")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=120)

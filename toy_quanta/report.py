@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from toy_quanta.config import VECTOR_KEYS
 from toy_quanta.results import SUMMARY_FILE, json_safe
 
 DEFAULT_ROOTS = ("outputs", "multirun")
@@ -38,8 +39,6 @@ FIELDS = {
     "teacher_student": ("steps_to_train_100", "steps_to_val_60", "steps_to_val_80", "test_loss", "test_acc",
                         "param_norm"),
 }
-HYPER_KEYS = ("seed", "task.alpha", "task.D", "task.train_fraction", "model.init_scale", "optim.lr",
-              "optim.weight_decay", "optim.fixed_norm")
 
 
 def find_jobs(roots: list[Path]) -> list[Path]:
@@ -55,7 +54,7 @@ def find_jobs(roots: list[Path]) -> list[Path]:
 def _members(summary: dict[str, Any], task: str) -> dict[str, Any]:
     members = summary.get("members") or []
     fields = FIELDS.get(task, ("train_acc", "test_acc"))
-    varying = [k for k in HYPER_KEYS if len({json.dumps(m.get(k)) for m in members}) > 1]
+    varying = [k for k in VECTOR_KEYS if len({json.dumps(m.get(k)) for m in members}) > 1]
     if len(members) <= MAX_MEMBERS:
         rows = [{**{k: m.get(k) for k in varying}, **{f: m["final"].get(f) for f in fields},
                  "diverged": m.get("diverged", False)} for m in members]

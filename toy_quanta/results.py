@@ -120,9 +120,11 @@ def metrics_frame(result: FitResult, columns: dict[str, Any] | None = None) -> p
     return frame
 
 
-def write_metrics(path: Path, result: FitResult, columns: dict[str, Any] | None = None) -> None:
+def write_metrics(path: Path, result: FitResult, columns: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The run's tidy table, written to `path` (Parquet) and returned."""
     frame = metrics_frame(result, columns)
     atomic_write(path, lambda p: frame.to_parquet(p, index=False))
+    return frame
 
 
 def member_summaries(result: FitResult) -> list[dict[str, Any]]:

@@ -15,12 +15,8 @@ from toy_quanta.analysis.references import OTHER_STUDIES  # noqa: E402
 from toy_quanta.analysis.scaling import (  # noqa: E402
     LEARNED_BITS, PAPER_CONVERGENCE_EXPONENT, QUANTITY_LABEL, ConvergenceAnalysis, ScaleAnalysis)
 from toy_quanta.data.sparse_parity import LN2  # noqa: E402
+from toy_quanta.plotting import save_figure  # noqa: E402
 
-
-def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _fit_lines(ax, f, fit_label: str, references: list[tuple[float, str, dict]], unit: float = 1.0) -> None:
@@ -52,7 +48,7 @@ def plot_loss(a: ScaleAnalysis, path: Path) -> None:
     nats.set_ylabel("nats")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    _save(fig, path)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_emergence(a: ScaleAnalysis, path: Path) -> None:
@@ -87,7 +83,7 @@ def plot_emergence(a: ScaleAnalysis, path: Path) -> None:
              title="subtasks learned")
     ax_n.legend(fontsize=8)
     ax_n.grid(alpha=0.3, which="both")
-    _save(fig, path)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_convergence(c: ConvergenceAnalysis, path: Path) -> None:
@@ -103,7 +99,7 @@ def plot_convergence(c: ConvergenceAnalysis, path: Path) -> None:
            title=f"convergence time against frequency, alpha={c.alpha:g}\n{c.description}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    _save(fig, path)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_exponents_vs_alpha(analyses: list[ScaleAnalysis], path: Path) -> None:
@@ -124,7 +120,7 @@ def plot_exponents_vs_alpha(analyses: list[ScaleAnalysis], path: Path) -> None:
            title="measured exponents against alpha")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_other_studies(own: list[tuple[float, float, float]], path: Path) -> None:
@@ -146,4 +142,4 @@ def plot_other_studies(own: list[tuple[float, float, float]], path: Path) -> Non
     ax.set_aspect("equal")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path, dpi=120)

@@ -26,7 +26,7 @@ from toy_quanta.data.mnist import N_CLASSES, MNISTData
 from toy_quanta.data.teacher_student import RegressionData
 from toy_quanta.engine.members import DatasetHyper
 from toy_quanta.engine.optim import make_optimizer
-from toy_quanta.engine.train import StepState, fix_norm, guarded_chunks, log_steps, start_state
+from toy_quanta.engine.train import StepState, fix_norm, guarded_chunks, has_fixed_norm, log_steps, start_state
 from toy_quanta.models.dense_mlp import DenseMLP
 
 
@@ -107,6 +107,6 @@ def make_dataset_train(cfg: Config, data: MNISTData | RegressionData) -> Dataset
                 "param_norm": optax.tree.norm(state.params), "alive": state.alive.astype(jnp.float32)}
 
     steps_at = log_steps(tr.steps, tr.log_every, tr.log_count)
-    chunk, train = guarded_chunks(init, batch_loss, optimizer, evaluate, steps_at)
+    chunk, train = guarded_chunks(init, batch_loss, optimizer, evaluate, steps_at, has_fixed_norm(cfg))
 
     return DatasetTrainer(init, chunk, train, steps_at, graphdef)

@@ -67,6 +67,10 @@ def subsets_for(cfg: Config, members: Sequence[dict]) -> np.ndarray:
 
 def make_trainer(cfg: Config, members: Sequence[dict]) -> tuple[Config, Any]:
     """The config as these members' trainer needs it, and the trainer for its task."""
+    # The members' own fixed norms (a vmapped sweep groups jobs whose optim.fixed_norm differ)
+    # decide whether the steps project at all.
+    norms = sorted({m["optim.fixed_norm"] for m in members} - {None})
+    cfg = replace(cfg, ensemble=replace(cfg.ensemble, fixed_norm=norms or None))
     if cfg.task.name == "mnist":
         return cfg, make_dataset_train(cfg, mnist.load(cfg.task.source, cfg.task.n_train, cfg.task.split_seed))
     if cfg.task.name == "teacher_student":

@@ -24,7 +24,7 @@ from toy_quanta.config import Config
 from toy_quanta.data import modular, symbol_add
 from toy_quanta.engine.members import ModularHyper
 from toy_quanta.engine.optim import make_optimizer
-from toy_quanta.engine.train import StepState, fix_norm, guarded_chunks, log_steps, start_state
+from toy_quanta.engine.train import StepState, fix_norm, guarded_chunks, has_fixed_norm, log_steps, start_state
 from toy_quanta.models.embed_mlp import EmbedMLP
 from toy_quanta.models.transformer import Transformer
 
@@ -160,7 +160,7 @@ def make_modular_train(cfg: Config) -> ModularTrainer:
         return {"rqi": rqi.astype(jnp.float32), "eff_loss": eff}
 
     steps_at = log_steps(tr.steps, tr.log_every, tr.log_count)
-    chunk, train = guarded_chunks(init, batch_loss, optimizer, evaluate, steps_at)
+    chunk, train = guarded_chunks(init, batch_loss, optimizer, evaluate, steps_at, has_fixed_norm(cfg))
 
     return ModularTrainer(init, chunk, train, steps_at, graphdef, tokens_NxT, c_N)
 

@@ -132,18 +132,24 @@ def start_state(params: Any, opt_state: Any) -> StepState:
     return StepState(params, opt_state, jnp.zeros((), jnp.int32), jnp.ones((), bool), -jnp.ones((), jnp.int32))
 
 
+def has_fixed_norm(cfg: Config) -> bool:
+    """Whether any member trains at a fixed norm: only then does each step pay for the projection."""
+    return cfg.optim.fixed_norm is not None or cfg.ensemble.fixed_norm is not None
+
+
 def guarded_chunks(init: Callable, batch_loss: Callable, optimizer: Callable, evaluate: Callable,
-                   steps_at: np.ndarray) -> tuple[Callable, Callable]:
+                   steps_at: np.ndarray, fixed_norm: bool = False) -> tuple[Callable, Callable]:
     """(chunk, train) of a trainer whose per-member constants `data` carry `hyper` (with its
     fixed_norm, 0 for a free member): chunk(state, data, n) takes n guarded steps on
-    batch_loss(params, data, step), each projected back to the member's fixed norm, then
+    batch_loss(params, data, step), each projected back to the member's fixed norm if
+    `fixed_norm` (some member has one), then
     evaluate(state, data); train(hyper, task_data) is init and every chunk to the last log step."""
 
     def train_step(state: StepState, data: Any) -> StepState:
         loss, grads = jax.value_and_grad(batch_loss)(state.params, data, state.step)
         params, opt_state, ok, diverged_step = guarded_update(optimizer(data.hyper), state.params, state.opt_state,
                                                               grads, loss, state.alive, state.step, state.diverged_step,
-                                                              data.hyper.fixed_norm)
+                                                              data.hyper.fixed_norm if fixed_norm else None)
         return StepState(params, opt_state, state.step + 1, ok, diverged_step)
 
     def chunk(state: StepState, data: Any, n_steps: jax.Array) -> tuple[StepState, dict]:
