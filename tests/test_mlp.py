@@ -9,7 +9,7 @@ import optax
 import pytest
 from flax import nnx
 
-from toy_quanta.models.mlp import MLP, n_params, train_flops_per_sample
+from toy_quanta.models.mlp import MLP, binary_cross_entropy, n_params, train_flops_per_sample
 
 N_CONTROL, N_BITS, WIDTH = 7, 11, 16
 
@@ -67,6 +67,75 @@ def test_gather_equals_dense_when_jitted_with_an_absent_subtask():
     task = jnp.zeros(32, jnp.int32).at[::3].set(N_CONTROL - 1)
     f = jax.jit(lambda g, s: nnx.merge(g, s)(task, bits), static_argnums=0)
     np.testing.assert_allclose(f(graphdef, state), f(dense_graphdef, state), rtol=1e-5, atol=1e-5)
+
+
+def _grads(graphdef, state, task, bits, label):
+    def loss(s):
+        return optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graphdef, s)(task, bits), label).mean()
+    return jax.grad(loss)(state)
+
+
+def test_gather_gradients_under_vmap_equal_each_members_own():
+    """The gathered layer's hand-written backward pass, vmapped over three members (as the engine's
+    ensembles run it), gives each member the gradients it gets alone."""
+    graphdef, _, _ = _gather_and_dense(1)
+    states = [nnx.split(MLP(N_CONTROL, N_BITS, WIDTH, rngs=nnx.Rngs(s)))[1] for s in range(3)]
+    task, bits, label = _batch(32)
+    batches = [(jnp.roll(task, s), jnp.roll(bits, s, axis=0), label) for s in range(3)]  # a batch each
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *states)
+    data = jax.tree.map(lambda *x: jnp.stack(x), *batches)
+    vmapped = jax.vmap(lambda s, t, b, l: _grads(graphdef, s, t, b, l))(stacked, *data)
+    for m in range(3):
+        alone = _grads(graphdef, states[m], *batches[m])
+        for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(vmapped)):
+            np.testing.assert_allclose(np.asarray(b[m]), np.asarray(a), rtol=1e-5, atol=1e-7)
+
+
+def test_float_bits_are_differentiable_and_match_the_dense_product():
+    """Float bits take the plain autodiff path: the gradient w.r.t. the bits is that of the dense
+    product (the hand-written pass, for integer bits only, gives them none)."""
+    graphdef, dense_graphdef, state = _gather_and_dense(2)
+    task, bits, label = _batch()
+
+    def bits_grad(g):
+        def loss(x):
+            return optax.softmax_cross_entropy_with_integer_labels(nnx.merge(g, state)(task, x), label).mean()
+        return jax.grad(loss)(bits.astype(jnp.float32))
+
+    g_gather, g_dense = bits_grad(graphdef), bits_grad(dense_graphdef)
+    assert np.abs(np.asarray(g_gather)).max() > 0
+    np.testing.assert_allclose(g_gather, g_dense, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("depth,activation", [(1, "relu"), (3, "tanh")])
+def test_margin_cross_entropy_equals_softmax_cross_entropy_and_its_gradients(depth, activation):
+    """margin = logit 1 - logit 0, and binary_cross_entropy(margin) is the two-class softmax
+    cross-entropy, in value and in every parameter's gradient (the engine trains on it)."""
+    graphdef, _, state = _gather_and_dense(depth, activation)
+    task, bits, label = _batch()
+    model = nnx.merge(graphdef, state)
+    logits = model(task, bits)
+    np.testing.assert_allclose(model.margin(task, bits), logits[:, 1] - logits[:, 0], rtol=1e-5, atol=1e-6)
+
+    def loss(s, via_margin):
+        m = nnx.merge(graphdef, s)
+        if via_margin:
+            return binary_cross_entropy(m.margin(task, bits), label).mean()
+        return optax.softmax_cross_entropy_with_integer_labels(m(task, bits), label).mean()
+
+    (l_m, g_m), (l_s, g_s) = (jax.value_and_grad(loss)(state, v) for v in (True, False))
+    np.testing.assert_allclose(l_m, l_s, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g_m), jax.tree.leaves(g_s)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    # a large margin of the wrong sign costs its size, without overflow
+    np.testing.assert_allclose(binary_cross_entropy(jnp.array([-200.0, 200.0]), jnp.array([1, 0])), [200.0, 200.0])
+
+
+def test_margin_needs_two_outputs():
+    model = MLP(N_CONTROL, N_BITS, WIDTH, n_out=3, rngs=nnx.Rngs(0))
+    task, bits, _ = _batch()
+    with pytest.raises(ValueError, match="2 outputs"):
+        model.margin(task, bits)
 
 
 @pytest.mark.parametrize("depth,activation", [(1, "relu"), (2, "tanh"), (2, "sigmoid"), (1, "identity")])

@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from toy_quanta.config import Config, MLPConfig, OptimConfig, SparseParityConfig, TrainConfig, validate
 from toy_quanta.data import sparse_parity as sp
 from toy_quanta.data.modular import SEQ_LEN
-from toy_quanta.engine.loop import make_trainer, trainer_inputs
+from toy_quanta.engine.loop import make_trainer, over_members, trainer_inputs
 from toy_quanta.engine.members import expand
 from toy_quanta.engine.optim import make_optimizer
 from toy_quanta.engine.train import make_model
@@ -89,8 +89,8 @@ def _engine_chunk(cfg: Config, n_members: int, steps: int) -> Callable[[], Any]:
     """A call that runs `steps` steps of one vmapped program of n_members members (compiled once)."""
     members = _members(cfg, n_members)
     trainer, inputs = _engine(cfg)
-    state, data = jax.jit(jax.vmap(trainer.init))(*inputs(members))
-    chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, 0, None)))
+    state, data = jax.jit(over_members(trainer.init))(*inputs(members))
+    chunk = jax.jit(over_members(trainer.chunk, in_axes=(0, 0, None)))
     n = np.int32(steps)
     return lambda: chunk(state, data, n)
 
@@ -117,8 +117,8 @@ def side_by_side(cfg: Config, steps: int, rounds: int,
 def sequential_steps_per_s(cfg: Config, n_members: int, steps: int) -> float:
     """Model-steps/s of n_members single-member runs, one after another (one compile shared)."""
     trainer, inputs = _engine(cfg)
-    init = jax.jit(jax.vmap(trainer.init))
-    chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, 0, None)))
+    init = jax.jit(over_members(trainer.init))
+    chunk = jax.jit(over_members(trainer.chunk, in_axes=(0, 0, None)))
     n = np.int32(steps)
     runs = [init(*inputs([m])) for m in _members(cfg, n_members)]
     jax.block_until_ready(chunk(*runs[0], n))  # compile
@@ -200,8 +200,8 @@ def grok_section(steps: int = 200, ensemble_steps: int = 30, n_members: int = 8,
     cfg = grok_config(steps, overrides)
     t, m, tr = cfg.task, cfg.model, cfg.train
     trainer, inputs = _engine(cfg)
-    init = jax.jit(jax.vmap(trainer.init))
-    chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, 0, None)))  # one compile per member count
+    init = jax.jit(over_members(trainer.init))
+    chunk = jax.jit(over_members(trainer.chunk, in_axes=(0, 0, None)))  # one compile per member count
     members = _members(cfg, n_members)
     flops = grok_flops_per_step(cfg)
     setting = (f"grok_power (x{'/' if t.op == 'div' else ' ' + t.op + ' '}y mod {t.p}, {m.n_layers} layers, "

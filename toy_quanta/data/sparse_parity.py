@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from toy_quanta.data import prng
+
 # Subsets are drawn on the host from their own stream, so they never share draws with the
 # device-side streams (init, data) that derive from the same seed.
 _SUBSET_STREAM = 0x5B5E7
@@ -55,7 +57,7 @@ def zipf_logits(n_tasks: int, alpha: jax.Array | float) -> jax.Array:
 def random_bits(key: jax.Array, batch: int, n: int) -> jax.Array:
     """Uniform bits (batch, n) as uint8, unpacked from 32-bit words: 32x fewer PRNG calls."""
     words = -(-n // 32)
-    w_BxW = jax.random.bits(key, (batch, words), jnp.uint32)
+    w_BxW = prng.bits(key, (batch, words))
     bits_BxWx32 = (w_BxW[:, :, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
     return bits_BxWx32.reshape(batch, words * 32)[:, :n].astype(jnp.uint8)
 
@@ -80,7 +82,7 @@ def zipf_tasks(key: jax.Array, n_tasks: int, alpha: jax.Array | float, batch: in
     """
     logits_T = zipf_logits(n_tasks, alpha)
     cdf_T = jnp.cumsum(jax.nn.softmax(logits_T))
-    u_B = jax.random.uniform(key, (batch,), jnp.float32)
+    u_B = prng.uniform(key, (batch,))
     task_B = jnp.searchsorted(cdf_T, u_B * cdf_T[-1], side="right")
     return jnp.minimum(task_B, n_tasks - 1).astype(jnp.int32)
 

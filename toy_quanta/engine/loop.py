@@ -94,6 +94,23 @@ def trainer_inputs(cfg: Config, trainer: Any, members: Sequence[dict]) -> tuple[
     return stack(members), subsets_for(cfg, members)
 
 
+def over_members(fn: Callable, in_axes: int | tuple[int | None, ...] = 0) -> Callable:
+    """jax.vmap(fn, in_axes) over the members' leading axis; a lone member runs unbatched and gets
+    its axis back. XLA lays out some unbatched programs better: the paper-setting step of one
+    member ran 1.2x faster without the size-1 member axis (benchmark, this CPU)."""
+    batched = jax.vmap(fn, in_axes=in_axes)
+
+    def call(*args):
+        axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+        sizes = {x.shape[0] for a, ax in zip(args, axes) if ax is not None for x in jax.tree.leaves(a)}
+        if sizes != {1}:
+            return batched(*args)
+        lone = [a if ax is None else jax.tree.map(lambda x: x[0], a) for a, ax in zip(args, axes)]
+        return jax.tree.map(lambda x: x[None], fn(*lone))
+
+    return call
+
+
 def fit(
     cfg: Config,
     members: Sequence[dict[str, float | int]],
@@ -105,8 +122,8 @@ def fit(
     result = FitResult(members=list(members), task=cfg.task.name, graphdef=trainer.graphdef)
 
     t0 = time.perf_counter()
-    init = jax.jit(jax.vmap(trainer.init))
-    chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, 0, None)), donate_argnums=0)
+    init = jax.jit(over_members(trainer.init))
+    chunk = jax.jit(over_members(trainer.chunk, in_axes=(0, 0, None)), donate_argnums=0)
     state, data = init(hyper, task_data)
     n0 = np.int32(0)
     chunk = chunk.lower(state, data, n0).compile()

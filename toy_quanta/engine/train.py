@@ -24,7 +24,7 @@ from toy_quanta.config import Config
 from toy_quanta.data import sparse_parity as sp
 from toy_quanta.engine.members import Hyper
 from toy_quanta.engine.optim import make_optimizer
-from toy_quanta.models.mlp import MLP
+from toy_quanta.models.mlp import MLP, binary_cross_entropy
 
 
 class Batch(NamedTuple):
@@ -177,13 +177,11 @@ def make_train(cfg: Config) -> Trainer:
         t = dataclasses.replace(t, D=max(cfg.ensemble.D))
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: make_model(cfg, jax.random.key(0))))
 
-    def apply(params, task_B, bits_BxN):
-        return nnx.merge(graphdef, params)(task_B, bits_BxN)
-
     def loss_and_acc(params, batch: Batch):
-        logits_Bx2 = apply(params, batch.task, batch.bits)
-        loss_B = optax.softmax_cross_entropy_with_integer_labels(logits_Bx2, batch.label)
-        correct_B = (jnp.argmax(logits_Bx2, -1) == batch.label).astype(jnp.float32)
+        margin_B = nnx.merge(graphdef, params).margin(batch.task, batch.bits)
+        loss_B = binary_cross_entropy(margin_B, batch.label)
+        # argmax of the two logits, ties to class 0
+        correct_B = ((margin_B > 0) == (batch.label == 1)).astype(jnp.float32)
         return loss_B, correct_B
 
     def weighted_loss(params, batch: Batch, weight_B):
