@@ -18,6 +18,8 @@ Parameter groups (which gradients count):
 
 from __future__ import annotations
 
+from functools import partial
+
 from typing import NamedTuple, Sequence
 
 import jax
@@ -113,15 +115,15 @@ def cosine_similarity(factors: list[Factor], block: int = 1024) -> np.ndarray:
     inv_S = 1.0 / jnp.sqrt(jnp.maximum(sq_norms(factors), 1e-30))
     arrays = [(f.a_SxI, f.d_SxO) for f in factors]
     biases = tuple(float(f.bias) for f in factors)
-    rows_fn = jax.jit(lambda arrays, inv_S, start: _scaled_rows(arrays, biases, inv_S, start, block))
     out = np.empty((n, n), np.float32)
     for start in range(0, n, block):
         stop = min(start + block, n)
-        out[start:stop] = np.asarray(rows_fn(arrays, inv_S, start))[: stop - start]
+        out[start:stop] = np.asarray(_scaled_rows(arrays, biases, inv_S, start, block))[: stop - start]
     np.clip(out, -1.0, 1.0, out=out)
     return out
 
 
+@partial(jax.jit, static_argnames=("biases", "block"))  # one compile per shape, kept across calls
 def _scaled_rows(arrays, biases: tuple[float, ...], inv_S: jax.Array, start: jax.Array, block: int) -> jax.Array:
     """Rows start..start+block of the normalised Gram matrix. One shape for every block (the last
     wraps around to the first rows) so the product compiles once."""

@@ -58,8 +58,6 @@ def _control_linear_fwd(control_TxW, bits_kernel_NxW, bias_W, task_B, bits_BxN):
 
 def _control_linear_bwd(res, d_out_BxW):
     n_tasks, task_B, x_BxN = res
-    # Materialise the cotangent once: otherwise XLA recomputes it inside each of its two consumers.
-    d_out_BxW = jax.lax.optimization_barrier(d_out_BxW)
     d_control_TxW = jax.ops.segment_sum(d_out_BxW, task_B, n_tasks)
     d_bits_kernel_NxW = x_BxN.T @ d_out_BxW
     # Integer inputs: no cotangent (None), as autodiff gives them none either.
