@@ -31,6 +31,10 @@ def bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """uint32 words of `shape`: jax.random.bits(key, shape, jnp.uint32)."""
     if not _unrolled(key, shape):
         return jax.random.bits(key, shape, jnp.uint32)
+    return _computed_once(_threefry(key, shape))
+
+
+def _threefry(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     k_2 = jax.random.key_data(key)
     ks = (k_2[0], k_2[1], k_2[0] ^ k_2[1] ^ _PARITY)
     # Counter of element i: the 64-bit i as (high word 0, low word i), as jax.random.bits numbers them.
@@ -42,14 +46,15 @@ def bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
             x1 = _rotate_left(x1, r) ^ x0
         x0 = x0 + ks[(i + 1) % 3]
         x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
-    return _computed_once(x0 ^ x1)
+    return x0 ^ x1
 
 
 def _computed_once(words: jax.Array) -> jax.Array:
     """The words, divided by a 1 that XLA cannot prove is 1. XLA fuses a cheap integer producer
     into every consumer, so unpacking 32 bits per word would recompute the hash 32 times (slower
     than JAX's own loop); it does not repeat a producer that divides by a variable, so the hash
-    runs once into a buffer. Only speed depends on this; the values are the words."""
+    runs once into a buffer. Only speed depends on this; the values are the words. (`uniform`
+    reads each word once, so it skips this.)"""
     w = words.reshape(-1)[0] | np.uint32(1)
     return words // (w // w)
 
@@ -59,5 +64,5 @@ def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     if not _unrolled(key, shape):
         return jax.random.uniform(key, shape, jnp.float32)
     # 23 random mantissa bits under the exponent of 1.0 give [1, 2); subtract 1.
-    mantissa = (bits(key, shape) >> np.uint32(9)) | np.float32(1.0).view(np.uint32)
+    mantissa = (_threefry(key, shape) >> np.uint32(9)) | np.float32(1.0).view(np.uint32)
     return jnp.maximum(0.0, jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0)

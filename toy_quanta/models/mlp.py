@@ -50,10 +50,17 @@ def control_linear(control_TxW: jax.Array, bits_kernel_NxW: jax.Array, bias_W: j
     return _control_linear_fwd(control_TxW, bits_kernel_NxW, bias_W, task_B, bits_BxN)[0]
 
 
+def _gathered_linear(control_TxW, bits_kernel_NxW, bias_W, task_B, x_BxN):
+    # The rows of the one-hot part. Subtask indices are < n_control by construction, so skip the
+    # bounds handling that plain indexing adds to the gather (and to autodiff's scatter-add).
+    control_BxW = control_TxW.at[task_B].get(mode="promise_in_bounds")
+    return control_BxW + x_BxN @ bits_kernel_NxW + bias_W
+
+
 def _control_linear_fwd(control_TxW, bits_kernel_NxW, bias_W, task_B, bits_BxN):
     x_BxN = bits_BxN.astype(bits_kernel_NxW.dtype)
-    control_BxW = control_TxW.at[task_B].get(mode="promise_in_bounds")
-    return control_BxW + x_BxN @ bits_kernel_NxW + bias_W, (control_TxW.shape[0], task_B, x_BxN)
+    return (_gathered_linear(control_TxW, bits_kernel_NxW, bias_W, task_B, x_BxN),
+            (control_TxW.shape[0], task_B, x_BxN))
 
 
 def _control_linear_bwd(res, d_out_BxW):
@@ -94,16 +101,14 @@ class MLP(nnx.Module):
 
     def first_layer(self, task_B: jax.Array, bits_BxN: jax.Array) -> jax.Array:
         kernel_IxW, bias_W = self.inp.kernel[...], self.inp.bias[...]
-        if self.control_gather and not jnp.issubdtype(bits_BxN.dtype, jnp.floating):
-            return control_linear(kernel_IxW[: self.n_control], kernel_IxW[self.n_control :], bias_W, task_B, bits_BxN)
-        bits_BxN = bits_BxN.astype(kernel_IxW.dtype)
-        if self.control_gather:  # float bits: they may be differentiated, so plain autodiff
-            # The rows of the one-hot part. Subtask indices are < n_control by construction, so
-            # skip the bounds handling that plain indexing adds to the gather and its scatter-add.
-            control_BxW = kernel_IxW.at[task_B].get(mode="promise_in_bounds")
-            return control_BxW + bits_BxN @ kernel_IxW[self.n_control :] + bias_W
-        x_BxI = jnp.concatenate([jax.nn.one_hot(task_B, self.n_control, dtype=bits_BxN.dtype), bits_BxN], axis=1)
-        return x_BxI @ kernel_IxW + bias_W
+        control_TxW, bits_kernel_NxW = kernel_IxW[: self.n_control], kernel_IxW[self.n_control :]
+        if not self.control_gather:
+            x_BxN = bits_BxN.astype(kernel_IxW.dtype)
+            x_BxI = jnp.concatenate([jax.nn.one_hot(task_B, self.n_control, dtype=x_BxN.dtype), x_BxN], axis=1)
+            return x_BxI @ kernel_IxW + bias_W
+        if jnp.issubdtype(bits_BxN.dtype, jnp.floating):  # float bits may be differentiated: plain autodiff
+            return _gathered_linear(control_TxW, bits_kernel_NxW, bias_W, task_B, bits_BxN.astype(kernel_IxW.dtype))
+        return control_linear(control_TxW, bits_kernel_NxW, bias_W, task_B, bits_BxN)
 
     def features(self, task_B: jax.Array, bits_BxN: jax.Array) -> jax.Array:
         """The last hidden layer's activations (B, width)."""
