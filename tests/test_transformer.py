@@ -1,5 +1,7 @@
-"""The grokking transformer (toy_quanta.models.transformer): causality, the last-position shortcut,
-init_scale, tying, parameter counts, and that it can fit a tiny table."""
+"""The grokking transformer (toy_quanta.models.transformer): the function against a NumPy float64
+reference, its written-out attention against masked batched products (values and gradients),
+causality, the last-position shortcut, init_scale, tying, parameter counts, and that it can fit a
+tiny table."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import optax
 import pytest
 from flax import nnx
 
-from toy_quanta.models.transformer import PRESETS, Transformer
+from toy_quanta.models.mlp import ACTIVATIONS
+from toy_quanta.models.transformer import PRESETS, Transformer, causal_attention, sinusoidal_positions
 
 P = 7  # residues 0..6, OP = 7, EQ = 8
 TINY = dict(n_layers=1, d_model=32, n_heads=4, d_mlp=64, activation="relu", positions="learned",
@@ -185,3 +188,68 @@ def test_fits_tiny_addition_table(kw):
     params = train(params)
     acc = (nnx.merge(graphdef, params).logits(tokens).argmax(-1) == labels).mean()
     assert acc == 1.0
+
+
+def _reference_attention(q_BxQxHxK, k_BxTxHxK, v_BxTxHxK):
+    """Attention as it is usually written: per-head score matrices, -inf above the diagonal."""
+    Q, T = q_BxQxHxK.shape[1], k_BxTxHxK.shape[1]
+    scores = jnp.einsum("bqhk,bthk->bhqt", q_BxQxHxK, k_BxTxHxK) / np.sqrt(q_BxQxHxK.shape[-1])
+    causal_QxT = np.arange(T)[None, :] <= np.arange(T - Q, T)[:, None]
+    attn = jax.nn.softmax(jnp.where(causal_QxT, scores, -jnp.inf), axis=-1)
+    return jnp.einsum("bhqt,bthk->bqhk", attn, v_BxTxHxK)
+
+
+@pytest.mark.parametrize("n_query,seq_len", [(4, 4), (1, 4), (2, 5), (1, 1)])
+def test_causal_attention_equals_masked_batched_products(n_query, seq_len):
+    """The pair-by-pair attention gives the masked softmax of batched products, and the same
+    gradients for queries, keys and values."""
+    keys = jax.random.split(jax.random.key(0), 4)
+    q = jax.random.normal(keys[0], (6, n_query, 4, 8))
+    k, v = (jax.random.normal(key, (6, seq_len, 4, 8)) for key in keys[1:3])
+    dz = jax.random.normal(keys[3], q.shape)
+    out, vjp = jax.vjp(causal_attention, q, k, v)
+    ref, ref_vjp = jax.vjp(_reference_attention, q, k, v)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    for g, g_ref in zip(vjp(dz), ref_vjp(dz)):
+        np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-5)
+
+
+def _numpy_logits(params: dict, tokens_BxT: np.ndarray, cfg: dict) -> np.ndarray:
+    """Every position's logits in float64 from the parameters alone: the transformer written the
+    textbook way ((B, T, D) arrays, masked per-head score matrices), independent of the model code."""
+    p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+    D, H = cfg["d_model"], cfg["n_heads"]
+    B, T = tokens_BxT.shape
+
+    def ln(x, w):
+        mu = x.mean(-1, keepdims=True)
+        return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-6) * w["scale"] + w["bias"]
+
+    pos = p["pos"] if cfg["positions"] == "learned" else sinusoidal_positions(T, D).astype(np.float64)
+    x = p["embed"]["embedding"][tokens_BxT] + pos[:T]
+    act = lambda z: np.asarray(ACTIVATIONS[cfg["activation"]](jnp.asarray(z, jnp.float32)), np.float64)  # noqa: E731
+    for i in range(cfg["n_layers"]):
+        w = p["blocks"][i]
+        h = ln(x, w["ln_attn"]) if cfg["layer_norm"] else x
+        q, k, v = ((h @ w[n]["kernel"]).reshape(B, T, H, D // H) for n in "qkv")
+        scores = np.einsum("bqhk,bthk->bhqt", q, k) / np.sqrt(D // H)
+        scores = np.where(np.tril(np.ones((T, T), bool)), scores, -np.inf)
+        attn = np.exp(scores - scores.max(-1, keepdims=True))
+        attn /= attn.sum(-1, keepdims=True)
+        x = x + np.einsum("bhqt,bthk->bqhk", attn, v).reshape(B, T, D) @ w["o"]["kernel"]
+        h = ln(x, w["ln_mlp"]) if cfg["layer_norm"] else x
+        x = x + act(h @ w["mlp_in"]["kernel"] + w["mlp_in"]["bias"]) @ w["mlp_out"]["kernel"] + w["mlp_out"]["bias"]
+    if cfg["layer_norm"]:
+        x = ln(x, p["ln_final"])
+    unembed = p["embed"]["embedding"][:P].T if cfg["tied"] else p["unembed"]["kernel"]
+    return x @ unembed
+
+
+@pytest.mark.parametrize("kw", CONFIGS)
+def test_logits_equal_numpy_reference(kw):
+    model = _model(**kw)
+    rng = np.random.default_rng(2)
+    tokens = np.asarray(_tokens(rng.integers(0, P, 32), rng.integers(0, P, 32)))
+    expected = _numpy_logits(_params(model), tokens, {**TINY, **kw})
+    np.testing.assert_allclose(model.all_logits(jnp.asarray(tokens)), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model(jnp.asarray(tokens)), expected[:, -1], rtol=1e-4, atol=1e-4)
