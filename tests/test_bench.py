@@ -11,7 +11,7 @@ from flax import nnx
 
 from toy_quanta import bench
 from toy_quanta.models.mlp import train_flops_per_sample
-from toy_quanta.models.transformer import Transformer, train_flops_per_sequence
+from toy_quanta.models.transformer import Transformer, attention_flops_per_sequence, train_flops_per_sequence
 
 
 def test_bench_prints_consistent_figures_and_a_json_line(quiet_background, capsys):
@@ -102,9 +102,10 @@ ODD = dict(n_layers=3, d_model=16, n_heads=2, d_mlp=24, layer_norm=False, tied=T
 @pytest.mark.parametrize("last_only", [True, False], ids=["call", "all_logits"])
 @pytest.mark.parametrize("arch", [POWER, ODD], ids=["power", "odd"])
 def test_train_flops_per_sequence_is_the_programs_matrix_products(arch, last_only):
-    """Exact: the count equals the FLOPs of every matrix product in the traced program, forward
-    (x 3) and forward + backward (jax.grad of the loss), so the 3x is checked too; embedding
-    lookups are gathers, not products, in both."""
+    """Exact: the count equals the FLOPs of every matrix product in the traced program plus the
+    attention's pair-by-pair products (elementwise, so not dot_general), forward (x 3) and forward
+    + backward (jax.grad of the loss), so the 3x is checked too; embedding lookups are gathers,
+    not products, in both."""
     B, T, n_out = 8, 4, 97
     graphdef, params = _abstract_transformer(n_out, T, arch)
     tokens = jnp.zeros((B, T), jnp.int32)
@@ -118,17 +119,26 @@ def test_train_flops_per_sequence_is_the_programs_matrix_products(arch, last_onl
         return optax.softmax_cross_entropy_with_integer_labels(forward(p), labels).mean()
 
     count = train_flops_per_sequence(T, arch["n_layers"], arch["d_model"], arch["d_mlp"], n_out, last_only=last_only)
-    assert 3 * _dot_flops(jax.make_jaxpr(forward)(params).jaxpr) == B * count
-    assert _dot_flops(jax.make_jaxpr(jax.grad(loss))(params).jaxpr) == B * count
+    attention = B * attention_flops_per_sequence(T, arch["n_layers"], arch["d_model"], last_only)
+    assert 3 * (_dot_flops(jax.make_jaxpr(forward)(params).jaxpr) + attention) == B * count
+    assert _dot_flops(jax.make_jaxpr(jax.grad(loss))(params).jaxpr) + 3 * attention == B * count
+
+
+def test_attention_flops_count_the_causal_pairs():
+    # 4 positions: 10 causal pairs in a block that runs every query, 4 for the last query alone;
+    # 2 products (QK^T, AV) x 2 FLOPs per multiply-add x d_model per pair.
+    assert attention_flops_per_sequence(4, 2, 128) == 2 * 2 * 128 * (10 + 4)
+    assert attention_flops_per_sequence(4, 2, 128, last_only=False) == 2 * 2 * 128 * (10 + 10)
+    assert attention_flops_per_sequence(5, 1, 16) == 2 * 2 * 16 * 5
 
 
 def test_train_flops_per_sequence_by_hand_and_against_xla():
     # grok_power forward, T=4, D=128, MLP 512, 97 outputs. Layer 1, all 4 positions: Q, K, V and
-    # output projections 4 x 4 x 2 x 128^2 = 524,288; QK^T and AV 2 x 2 x 4 x 4 x 128 = 8,192;
-    # MLP 4 x 2 x 2 x 128 x 512 = 1,048,576. Layer 2, the last query: Q and output projections
-    # 2 x 2 x 128^2 = 65,536; K and V for 4 positions 262,144; QK^T and AV 2 x 2 x 4 x 128 = 2,048;
-    # MLP 262,144. Unembedding 2 x 128 x 97 = 24,832. Forward total 2,197,760.
-    assert train_flops_per_sequence(4, 2, 128, 512, 97) == 3 * 2_197_760
+    # output projections 4 x 4 x 2 x 128^2 = 524,288; QK^T and AV over the 10 causal pairs
+    # 2 x 2 x 10 x 128 = 5,120; MLP 4 x 2 x 2 x 128 x 512 = 1,048,576. Layer 2, the last query: Q
+    # and output projections 2 x 2 x 128^2 = 65,536; K and V for 4 positions 262,144; QK^T and AV
+    # 2 x 2 x 4 x 128 = 2,048; MLP 262,144. Unembedding 2 x 128 x 97 = 24,832. Forward total 2,194,688.
+    assert train_flops_per_sequence(4, 2, 128, 512, 97) == 3 * 2_194_688
     # XLA's cost analysis of the compiled forward counts everything (layer norms, softmax, biases,
     # ReLU, residual adds: O(d_model) per position against O(d_model^2) for the products), so at
     # width 128 it reads a little above the product count: at least it, and within 3% (it is 1.1%).

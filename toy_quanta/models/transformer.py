@@ -17,7 +17,8 @@ projection and its two gradients are plain 2-D matrix products (autodiff through
 contracts two axes for the weight gradient, which XLA answered with transposed copies and slower
 products), and attention over the 4 positions is written out one query and key pair at a time
 (`causal_attention`) instead of as batched 4 x 4 products per head. Same function; together they
-took a training step at that setting from about 35 to 27 ms on the 2-core CPU (README, Benchmark).
+took a training step at that setting from about 38 to 27 ms on the 2-core CPU, side by side
+(README, Benchmark).
 """
 
 from __future__ import annotations
@@ -206,31 +207,43 @@ class Transformer(nnx.Module):
         return self._forward(tokens_BxT, last_only=False)
 
 
+def attention_flops_per_sequence(seq_len: int, n_layers: int, d_model: int, last_only: bool = True) -> int:
+    """Forward FLOPs of the attention's score and value products (QK^T and AV, all heads), as
+    `causal_attention` computes them: elementwise multiply-adds over the causal (query, key) pairs
+    only, d_model of each per pair, 2 FLOPs per multiply-add."""
+    T = seq_len
+
+    def pairs(n_query: int) -> int:
+        return sum(T - n_query + i + 1 for i in range(n_query))
+
+    last = 1 if last_only else T
+    return 2 * 2 * d_model * ((n_layers - 1) * pairs(T) + pairs(last))
+
+
 def train_flops_per_sequence(seq_len: int, n_layers: int, d_model: int, d_mlp: int, n_out: int,
                              last_only: bool = True) -> int:
-    """Matrix-product FLOPs of one forward and backward pass (3x the forward) for one sequence,
-    as `Transformer` computes it: 2 FLOPs per multiply-add of every matrix product, nothing else.
+    """FLOPs of one forward and backward pass (3x the forward) for one sequence, as `Transformer`
+    computes it: 2 FLOPs per multiply-add of every matrix product and of the attention's products.
 
-    Counted per block: the Q, K, V and output projections, the attention products QK^T and AV
-    (all heads together: d_model per query-key pair each), and the MLP's two layers; then the
-    unembedding (tied or not: d_model x n_out). With `last_only` (`__call__`, what the trainer
-    uses) the last block computes keys and values for all seq_len positions but its query,
-    attention, output projection and MLP, and the unembedding, for the last position only; else
-    (`all_logits`) every position runs everywhere. Not counted: embedding and position lookups
-    (gathers), layer norms, softmax, biases, activations and residual adds, O(d_model) per
-    position against O(d_model^2) for the products. The backward pass is 2x the forward (a
-    gradient for each operand of each product), so the total is 3x the forward. The head count
-    does not change the count.
+    Counted per block: the Q, K, V and output projections, the attention's QK^T and AV over the
+    causal pairs (`attention_flops_per_sequence`), and the MLP's two layers; then the unembedding
+    (tied or not: d_model x n_out). With `last_only` (`__call__`, what the trainer uses) the last
+    block computes keys and values for all seq_len positions but its query, attention, output
+    projection and MLP, and the unembedding, for the last position only; else (`all_logits`) every
+    position runs everywhere. Not counted: embedding and position lookups (gathers), layer norms,
+    softmax, biases, activations and residual adds, O(d_model) per position against O(d_model^2)
+    for the products. The backward pass is 2x the forward (a gradient for each operand of each
+    product), so the total is 3x the forward. The head count does not change the count.
     """
     T, D = seq_len, d_model
 
-    def block(n_query: int) -> int:
+    def projections(n_query: int) -> int:
         qkv_out = 2 * D * D * (n_query + 2 * T)  # Q for the queries, K and V for every position
-        attention = 2 * (2 * n_query * T * D)  # QK^T and AV, over the causal mask's full T x T
         out_proj = 2 * n_query * D * D
         mlp = 2 * n_query * 2 * D * d_mlp
-        return qkv_out + attention + out_proj + mlp
+        return qkv_out + out_proj + mlp
 
     last = 1 if last_only else T
-    forward = (n_layers - 1) * block(T) + block(last) + 2 * last * D * n_out
+    forward = ((n_layers - 1) * projections(T) + projections(last) + 2 * last * D * n_out
+               + attention_flops_per_sequence(T, n_layers, D, last_only))
     return 3 * forward
