@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from toy_quanta.config import (Config, EnsembleConfig, MLPConfig, OptimConfig, SparseParityConfig,
-                               TrainConfig)
+import toy_quanta.cli.app  # noqa: F401  (registers the tasks, the models and the Hydra configs)
+from toy_quanta.config import Config, EnsembleConfig, OptimConfig, TrainConfig
+from toy_quanta.models.mlp import MLPConfig
+from toy_quanta.tasks.sparse_parity import SparseParityConfig
 
 # Everything small enough that one compile + run takes a few seconds on 2 CPU cores.
 TINY_TASK = dict(n_tasks=4, n=8, k=3, alpha=0.4, test_size=256, per_task_test=16)
@@ -51,7 +53,7 @@ SWEEP_OVERRIDES = [
 
 def run_app(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, "-m", "toy_quanta.app", *args], cwd=cwd, env=env,
+    proc = subprocess.run([sys.executable, "-m", "toy_quanta.cli.app", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
     return proc
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import _multirun
-from toy_quanta import analyze
+from toy_quanta.cli import analyze
 from toy_quanta.analysis.sweep import load_sweeps
 
 TINY = ["task.n_tasks=6", "task.n=8", "task.k=2", "task.alpha=0.4", "task.test_size=600", "task.per_task_test=30",

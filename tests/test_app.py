@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-import toy_quanta.app as app
+import toy_quanta.job as app
 from conftest import read_summary, run_app, tiny_config
 from toy_quanta import results
-from toy_quanta.config import ConfigError
+from toy_quanta.errors import ConfigError
 from toy_quanta.engine.loop import FitResult
 from toy_quanta.models.mlp import n_params
 

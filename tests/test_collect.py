@@ -1,4 +1,4 @@
-"""toy-quanta-collect (toy_quanta.collect) on real sweep directories made by the app."""
+"""toy-quanta-collect (toy_quanta.cli.collect; the logic: toy_quanta.analysis.collect) on real sweeps made by the app."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from conftest import read_summary
-from toy_quanta import collect as tq_collect
+from toy_quanta.analysis import collect as tq_collect
+from toy_quanta.cli import collect as collect_cli
 from toy_quanta.results import write_json
 
 
@@ -86,7 +87,7 @@ def test_removed_job_directory_is_reported_missing(sweep_copy):
 def test_main_prints_json_last_and_exit_status(sweep_copy, capsys):
     """main([dir]): writes collected.parquet, ends its output with one line of JSON (the report), and
     returns 0 when every job completed, non-zero once a job failed or is missing."""
-    assert tq_collect.main([str(sweep_copy)]) == 0
+    assert collect_cli.main([str(sweep_copy)]) == 0
     report = _last_json_line(capsys.readouterr().out)
     assert report["jobs_completed"] == 2 and report["jobs_failed"] == 0
     collected = pd.read_parquet(sweep_copy / tq_collect.COLLECTED_FILE)
@@ -95,18 +96,18 @@ def test_main_prints_json_last_and_exit_status(sweep_copy, capsys):
     # a failed job alone makes it fail ...
     completed = read_summary(sweep_copy / "0")
     write_json(sweep_copy / "0" / "summary.json", {"status": "failed", "error": "x"})
-    assert tq_collect.main([str(sweep_copy)]) != 0
+    assert collect_cli.main([str(sweep_copy)]) != 0
     report = _last_json_line(capsys.readouterr().out)
     assert report["jobs_failed"] == 1 and report["jobs_missing"] == 0
 
     # ... and so does a missing job alone
     write_json(sweep_copy / "0" / "summary.json", completed)
     shutil.rmtree(sweep_copy / "1")
-    assert tq_collect.main([str(sweep_copy)]) != 0
+    assert collect_cli.main([str(sweep_copy)]) != 0
     report = _last_json_line(capsys.readouterr().out)
     assert report["jobs_failed"] == 0 and report["jobs_missing"] == 1 and report["missing"] == ["1"]
 
 
 def test_main_on_a_missing_directory(tmp_path, capsys):
-    assert tq_collect.main([str(tmp_path / "nope")]) == 2
+    assert collect_cli.main([str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err

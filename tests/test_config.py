@@ -12,8 +12,9 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from conftest import tiny_config
-from toy_quanta.app import to_config
-from toy_quanta.config import Config, ConfigError, QDGConfig, validate, validate_qdg
+from toy_quanta.job import to_config
+from toy_quanta.config import Config, QDGConfig, validate, validate_qdg
+from toy_quanta.errors import ConfigError
 from toy_quanta.models.mlp import n_params
 
 
@@ -339,7 +340,8 @@ def test_modular_settings_are_checked_before_anything_runs(hydra_compose, overri
 
 
 def test_each_task_takes_its_own_models(hydra_compose):
-    from toy_quanta.config import MLPConfig, TransformerConfig
+    from toy_quanta.models.mlp import MLPConfig
+    from toy_quanta.models.transformer import TransformerConfig
 
     grok = to_config(hydra_compose(["experiment=grok_modadd"]))
     with pytest.raises(ConfigError, match="a model for task modular: one of transformer, embed_mlp"):

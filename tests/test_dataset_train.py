@@ -1,4 +1,4 @@
-"""The fixed-dataset trainer (MNIST): losses against NumPy, an ensemble member against the member
+"""A fixed dataset through the engine (tasks/mnist.py's DatasetTask + engine/train.py): losses against NumPy, an ensemble member against the member
 trained alone, the init scale in the weight norm, full batch."""
 
 from __future__ import annotations
@@ -10,10 +10,27 @@ import numpy as np
 import pytest
 
 from tests.conftest import member
-from toy_quanta.config import Config, DenseMLPConfig, EnsembleConfig, MNISTConfig, OptimConfig, TrainConfig
+from toy_quanta.config import Config, EnsembleConfig, OptimConfig, TrainConfig
+from toy_quanta.models.dense_mlp import DenseMLPConfig
+from toy_quanta.tasks.mnist import MNISTConfig
 from toy_quanta.data.mnist import MNISTData
-from toy_quanta.engine.dataset_train import make_dataset_train, per_example_loss
-from toy_quanta.engine.members import stack_dataset
+from toy_quanta.engine.members import stack
+from toy_quanta.engine.train import make_train
+from toy_quanta.tasks.mnist import MNIST, per_example_loss
+
+
+class Synthetic(MNIST):
+    """MNIST's task on data made in the test."""
+
+    def __init__(self, data: MNISTData):
+        self.data = data
+
+    def load(self, cfg):
+        return self.data
+
+
+def make_dataset_train(cfg, data):
+    return make_train(cfg, Synthetic(data).program(cfg))
 
 
 def _data(n_train=64, n_test=48, d=20, seed=0) -> MNISTData:
@@ -37,7 +54,7 @@ def _members(*scales):
 
 def _run(cfg, members, data):
     trainer = make_dataset_train(cfg, data)
-    return jax.jit(jax.vmap(trainer.train))(stack_dataset(members), np.arange(len(members), dtype=np.int32))
+    return jax.jit(jax.vmap(trainer.train))(stack(members, "mnist"), np.arange(len(members), dtype=np.int32))
 
 
 def test_losses_against_numpy():

@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from scipy.stats import spearmanr
 
-from toy_quanta.app import to_config
+from toy_quanta.job import to_config
 from toy_quanta.config import validate
 from toy_quanta.engine.loop import fit
 from toy_quanta.engine.members import expand

@@ -1,8 +1,8 @@
-"""Fixed-norm training (Omnigrok's LU runs): train.fix_norm and guarded_update, the members' fixed
+"""Fixed-norm training (Omnigrok's LU runs): engine.train.fix_norm and guarded_update, the members' fixed
 norms, and the dataset trainer (task=teacher_student) keeping every fixed-norm member at its norm w
 while a free member next to them trains as if alone.
 
-The modular trainer goes through the same guarded_chunks; its fixed norms are checked on a real
+Every task trains through the same engine (sparse parity at fixed norms below); modular arithmetic's fixed norms are checked on a real
 run in test_grok6_app.py (lu_modadd: param_norm equals each member's w at every log step), which
 saves compiling another program here (each costs seconds on a 2-core CPU)."""
 
@@ -16,10 +16,13 @@ import numpy as np
 import optax
 import pytest
 
-from toy_quanta.config import (Config, DenseMLPConfig, EmbedMLPConfig, EnsembleConfig, OptimConfig, SymbolAddConfig,
-                               TeacherStudentConfig, TrainConfig)
+from toy_quanta.config import Config, EnsembleConfig, OptimConfig, TrainConfig
+from toy_quanta.models.dense_mlp import DenseMLPConfig
+from toy_quanta.models.embed_mlp import EmbedMLPConfig
+from toy_quanta.tasks.symbol_add import SymbolAddConfig
+from toy_quanta.tasks.teacher_student import TeacherStudentConfig
 from toy_quanta.engine.loop import fit
-from toy_quanta.engine.members import expand, stack_dataset, stack_modular
+from toy_quanta.engine.members import expand, stack
 from toy_quanta.engine.train import fix_norm, guarded_update
 
 NORMS = (2.0, 5.0, 11.0)
@@ -119,13 +122,14 @@ def test_members_carry_their_fixed_norm():
     cfg = _symbol_add_cfg(fixed_norm=list(NORMS), seeds=2)
     members = expand(cfg)
     assert [(m["optim.fixed_norm"], m["seed"]) for m in members] == [(w, s) for w in NORMS for s in (0, 1)]
-    np.testing.assert_array_equal(stack_modular(members).fixed_norm, np.repeat(NORMS, 2).astype(np.float32))
+    np.testing.assert_array_equal(stack(members, "symbol_add")["optim.fixed_norm"], np.repeat(NORMS, 2).astype(np.float32))
     # optim.fixed_norm: every member; none set: a free norm, stacked as 0
     one = dataclasses.replace(_teacher_cfg(), optim=dataclasses.replace(_teacher_cfg().optim, fixed_norm=7.5))
     assert [m["optim.fixed_norm"] for m in expand(one)] == [7.5]
     free = expand(_teacher_cfg())
     assert free[0]["optim.fixed_norm"] is None
-    assert stack_dataset(free).fixed_norm.tolist() == [0.0] and stack_dataset(free).fixed_norm.dtype == np.float32
+    stacked = stack(free, "teacher_student")["optim.fixed_norm"]
+    assert stacked.tolist() == [0.0] and stacked.dtype == np.float32
 
 
 # ------------------------------------------------------------------------------------------------
@@ -176,3 +180,16 @@ def test_a_free_member_next_to_fixed_norms_equals_the_member_trained_alone(teach
                                    err_msg=key)
     for x, y in zip(jax.tree.leaves(together.params), jax.tree.leaves(alone.params)):
         np.testing.assert_allclose(np.asarray(x)[free], np.asarray(y)[0], rtol=2e-5, atol=1e-6)
+
+
+def test_sparse_parity_trains_at_a_fixed_norm_through_the_same_engine():
+    """One engine for every task: sparse parity members at fixed norms 3 and 5 log exactly that
+    parameter norm at every log step, and still learn (the test loss falls)."""
+    from conftest import tiny_config
+    from toy_quanta.engine.loop import fit
+
+    cfg = tiny_config(ensemble={"fixed_norm": [3.0, 5.0]}, train={"steps": 40})
+    r = fit(cfg, expand(cfg))
+    np.testing.assert_allclose(r.log_array("param_norm"), np.broadcast_to([3.0, 5.0], (len(r.steps), 2)), rtol=1e-5)
+    loss = r.log_array("test_loss")
+    assert np.all(loss[-1] < loss[0])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import _multirun
-from toy_quanta import genic as cli
+from toy_quanta.cli import genic as cli
 from toy_quanta.analysis.genic import FLAT, MONOGENIC, POLYGENIC, by_group, classify
 
 WIDTHS = np.array([8, 16, 32, 64, 128, 256], np.float64)  # the real check's width sweep
@@ -104,7 +104,7 @@ def test_bad_input_is_rejected(loss, scales, kwargs, match):
 
 
 def _run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "toy_quanta.genic", *map(str, args)], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "toy_quanta.cli.genic", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
 

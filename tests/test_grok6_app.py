@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
 
-from toy_quanta.app import run_job
+from toy_quanta.job import run_job
 
 QUIET = ["train.progress=false", "train.checkpoint=false"]
 

@@ -1,4 +1,4 @@
-"""Omnigrok's LU analysis (toy_quanta.analysis.lu, toy_quanta.lu) on synthetic metrics tables."""
+"""Omnigrok's LU analysis (toy_quanta.analysis.lu, toy_quanta.cli.lu) on synthetic metrics tables."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from toy_quanta import lu as lu_cli
 from toy_quanta.analysis import lu
+from toy_quanta.cli import lu as lu_cli
 
 W_GRID = np.array([5.0, 10, 20, 40, 80, 160, 320])
 W0 = 20.0  # where the L bends
@@ -190,7 +190,7 @@ def test_trajectory_of_one_member_and_the_default_member():
 
 def test_write_lu_writes_the_figure_and_table(tmp_path):
     traj = lu.trajectory(ordinary_frame(), 1)
-    head = lu_cli.write_lu(fixed_norm_frame(diverged=(0,)), tmp_path, "synthetic", traj, "ordinary")
+    head = lu.write_lu(fixed_norm_frame(diverged=(0,)), tmp_path, "synthetic", traj, "ordinary")
     for name in ("lu.png", "lu.csv", "lu.json"):
         assert (tmp_path / name).stat().st_size > 0
     assert len(pd.read_csv(tmp_path / "lu.csv")) == len(W_GRID)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from toy_quanta.config import VECTOR_KEYS
-from toy_quanta.engine.members import Hyper, expand, stack, train_capacity
+from toy_quanta.engine.members import expand, stack, vector_keys
+from toy_quanta.tasks.sparse_parity import train_capacity
+
+VECTOR_KEYS = vector_keys()
 
 
 def test_no_ensemble_is_one_member_with_the_config_values():
@@ -46,20 +48,22 @@ def test_init_scale_list_and_seeds_only():
 
 
 def test_stack_gives_per_member_columns():
-    """stack(): a Hyper of (M,) arrays, int32 seeds and float32 scalars, in member order."""
+    """stack(): (M,) arrays by key (the task's and the engine's), int32 seeds and integer keys,
+    float32 scalars, in member order; a key of another task is left out."""
     cfg = tiny_config(seed=3, ensemble={"seeds": 2, "lr": [1e-3, 5e-3]})
     members = expand(cfg)
-    h = stack(members)
-    assert isinstance(h, Hyper)
-    assert h.seed.dtype == np.int32
-    for field, key in zip(Hyper._fields, ("seed", "task.alpha", "task.D", "model.init_scale", "optim.lr", "optim.weight_decay")):
-        arr = getattr(h, field)
-        if key == "task.D":  # online members: D is null in the config, 0 in the Hyper
-            assert arr.dtype == np.int32 and not arr.any()
-            continue
+    h = stack(members, "sparse_parity")
+    assert set(h) == {"seed", "task.alpha", "task.D", "model.init_scale", "optim.lr", "optim.weight_decay",
+                      "optim.fixed_norm"}
+    assert h["seed"].dtype == np.int32
+    for key, arr in h.items():
         assert arr.shape == (4,)
+        if key in ("task.D", "optim.fixed_norm"):  # online members and free norms: null in the config, 0 here
+            assert not arr.any()
+            continue
         np.testing.assert_allclose(arr, np.array([m[key] for m in members], np.float64), rtol=1e-7)
-    assert h.lr.dtype == np.float32 and h.alpha.dtype == np.float32
+    assert h["task.D"].dtype == np.int32
+    assert h["optim.lr"].dtype == np.float32 and h["task.alpha"].dtype == np.float32
 
 
 def test_ensemble_D_list_gives_finite_members_and_the_longest_sets_the_capacity():
@@ -67,7 +71,7 @@ def test_ensemble_D_list_gives_finite_members_and_the_longest_sets_the_capacity(
     members = expand(cfg)
     assert sorted((m["seed"], m["task.D"]) for m in members) == [(s, d) for s in (0, 1) for d in (100, 300, 1000)]
     assert train_capacity(members) == 1000
-    np.testing.assert_array_equal(np.sort(stack(members).D), [100, 100, 300, 300, 1000, 1000])
+    np.testing.assert_array_equal(np.sort(stack(members, "sparse_parity")["task.D"]), [100, 100, 300, 300, 1000, 1000])
     assert train_capacity(expand(tiny_config())) is None
     with pytest.raises(ValueError, match="online"):
         train_capacity([{"task.D": None}, {"task.D": 5}])

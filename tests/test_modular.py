@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from toy_quanta.config import ConfigError
+from toy_quanta.errors import ConfigError
 from toy_quanta.data import modular as mod
 
 PRIME_OPS = ("div", "mixed")

@@ -1,4 +1,4 @@
-"""The modular-arithmetic trainer (engine/modular_train.py): ensembles, masks, summaries."""
+"""Modular arithmetic through the engine (tasks/modular.py + engine/train.py): ensembles, masks, summaries."""
 
 from __future__ import annotations
 
@@ -7,10 +7,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from toy_quanta.config import (Config, EmbedMLPConfig, EnsembleConfig, ModularConfig, OptimConfig, TrainConfig,
-                               TransformerConfig)
+from toy_quanta.config import Config, EnsembleConfig, OptimConfig, TrainConfig
+from toy_quanta.models.embed_mlp import EmbedMLPConfig
+from toy_quanta.tasks.modular import ModularConfig
+from toy_quanta.models.transformer import TransformerConfig
 from toy_quanta.data import modular
-from toy_quanta.engine.modular_train import ModularHyper, grokking_summary, make_modular_train, steps_to
+from toy_quanta.analysis.milestones import grokking_summary, steps_to
+from toy_quanta.engine.train import make_train
+from toy_quanta.tasks.modular import Modular
+
+
+def make_modular_train(cfg: Config):
+    return make_train(cfg, Modular().program(cfg))
 
 
 def _cfg(model=None, full_batch=False, p=11, steps=40, op="add") -> Config:
@@ -23,9 +31,9 @@ def _cfg(model=None, full_batch=False, p=11, steps=40, op="add") -> Config:
 
 def _hyper(rows):
     cols = list(zip(*rows))
-    return ModularHyper(seed=jnp.asarray(cols[0], jnp.int32), train_fraction=jnp.asarray(cols[1], jnp.float32),
-                        init_scale=jnp.asarray(cols[2], jnp.float32), lr=jnp.asarray(cols[3], jnp.float32),
-                        weight_decay=jnp.asarray(cols[4], jnp.float32), fixed_norm=jnp.zeros(len(rows), jnp.float32))
+    return {"seed": jnp.asarray(cols[0], jnp.int32), "task.train_fraction": jnp.asarray(cols[1], jnp.float32),
+            "model.init_scale": jnp.asarray(cols[2], jnp.float32), "optim.lr": jnp.asarray(cols[3], jnp.float32),
+            "optim.weight_decay": jnp.asarray(cols[4], jnp.float32), "optim.fixed_norm": jnp.zeros(len(rows), jnp.float32)}
 
 
 MEMBERS = [(0, 0.5, 1.0, 3e-3, 1.0), (1, 0.3, 2.0, 1e-3, 0.1), (2, 0.7, 0.5, 1e-2, 0.0)]
@@ -33,8 +41,9 @@ MEMBERS = [(0, 0.5, 1.0, 3e-3, 1.0), (1, 0.3, 2.0, 1e-3, 0.1), (2, 0.7, 0.5, 1e-
 
 @pytest.mark.parametrize("full_batch", [False, True])
 def test_each_ensemble_member_equals_the_member_trained_alone(full_batch):
-    trainer = make_modular_train(_cfg(full_batch=full_batch))
-    rank = modular.split_rank(len(trainer.labels), 0)
+    cfg = _cfg(full_batch=full_batch)
+    trainer = make_modular_train(cfg)
+    rank = modular.split_rank(cfg.task.p ** 2, 0)
     run = jax.jit(jax.vmap(trainer.train))
     _, together = run(_hyper(MEMBERS), jnp.asarray(np.stack([rank] * len(MEMBERS))))
     for i, member in enumerate(MEMBERS):
@@ -43,17 +52,19 @@ def test_each_ensemble_member_equals_the_member_trained_alone(full_batch):
             np.testing.assert_allclose(np.asarray(together[name])[i], np.asarray(alone[name])[0], rtol=2e-5, atol=1e-6)
 
 
-def _one(member) -> ModularHyper:
+def _one(member) -> dict:
     """One member's scalars, as trainer.init sees them inside vmap."""
     return jax.tree.map(lambda x: x[0], _hyper([member]))
 
 
 def test_the_training_set_is_the_mask_of_the_split():
-    trainer = make_modular_train(_cfg())
-    n = len(trainer.labels)
+    cfg = _cfg()
+    trainer = make_modular_train(cfg)
+    n = cfg.task.p ** 2
     rank = jnp.asarray(modular.split_rank(n, 3))
     for fraction in (0.2, 0.5, 0.9):
         _, data = trainer.init(_one((0, fraction, 1.0, 1e-3, 1.0)), rank)
+        data = data.task
         assert int(data.n_train) == modular.n_train(n, fraction) == int(np.sum(np.asarray(data.train_mask)))
         # order lists the training pairs first
         np.testing.assert_array_equal(np.sort(np.asarray(data.order)[: int(data.n_train)]),
@@ -61,8 +72,9 @@ def test_the_training_set_is_the_mask_of_the_split():
 
 
 def test_init_scale_multiplies_the_initial_parameters():
-    trainer = make_modular_train(_cfg())
-    rank = jnp.asarray(modular.split_rank(len(trainer.labels), 0))
+    cfg = _cfg()
+    trainer = make_modular_train(cfg)
+    rank = jnp.asarray(modular.split_rank(cfg.task.p ** 2, 0))
     one = trainer.init(_one((0, 0.5, 1.0, 1e-3, 1.0)), rank)[0]
     three = trainer.init(_one((0, 0.5, 3.0, 1e-3, 1.0)), rank)[0]
     for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(three.params)):
@@ -73,7 +85,7 @@ def test_a_transformer_trains_through_the_same_engine():
     cfg = _cfg(model=TransformerConfig(n_layers=1, d_model=32, n_heads=4, d_mlp=64, layer_norm=False), p=7,
                steps=300, full_batch=True)
     trainer = make_modular_train(cfg)
-    rank = modular.split_rank(len(trainer.labels), 0)
+    rank = modular.split_rank(cfg.task.p ** 2, 0)
     _, logs = jax.jit(jax.vmap(trainer.train))(_hyper([(0, 0.9, 1.0, 1e-2, 0.0)]), jnp.asarray(rank[None]))
     assert float(np.asarray(logs["train_acc"])[0, -1]) == 1.0  # the training table is memorised
 
@@ -84,7 +96,7 @@ def test_modular_addition_groks_with_weight_decay():
     cfg.model = EmbedMLPConfig(d_embed=64, width=128)
     cfg.train.log_every = 50
     trainer = make_modular_train(cfg)
-    rank = modular.split_rank(len(trainer.labels), 0)
+    rank = modular.split_rank(cfg.task.p ** 2, 0)
     _, logs = jax.jit(jax.vmap(trainer.train))(_hyper([(0, 0.4, 1.0, 2e-3, 1.0)]), jnp.asarray(rank[None]))
     s = grokking_summary(trainer.log_steps, np.asarray(logs["train_acc"]).T, np.asarray(logs["test_acc"]).T)
     assert s["grokked"][0] and s["train_99"][0] < 400 and s["val_99"][0] > 4 * s["train_99"][0]

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from toy_quanta import phase as phase_cli
-from toy_quanta import phase_plots
 from toy_quanta.analysis import phase
-from toy_quanta.config import ConfigError
+from toy_quanta.cli import phase as phase_cli
+from toy_quanta.errors import ConfigError
+from toy_quanta.plots import phase as phase_plots
 
 STEPS_L = np.arange(0, 5001, 100)
 NEVER = None
@@ -178,7 +178,7 @@ def test_compact_tick_labels():
 
 
 def test_write_phase_writes_files_and_a_json_safe_dict(tmp_path):
-    report = phase_cli.write_phase(grid_frame(), tmp_path / "out", "optim.lr", "optim.weight_decay", title="t")
+    report = phase.write_phase(grid_frame(), tmp_path / "out", "optim.lr", "optim.weight_decay", title="t")
     for name in ("phase.png", "phase.csv", "phase_grid.csv"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     json.dumps(report, allow_nan=False)
@@ -261,7 +261,7 @@ def test_cli_missing_dir_and_missing_metrics(tmp_path, capsys):
 
 
 def test_module_entry_point_exits_2_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "toy_quanta.phase", str(tmp_path / "absent")], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "toy_quanta.cli.phase", str(tmp_path / "absent")], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("toy-quanta-phase: error:") and proc.stderr.count("\n") == 1

@@ -13,7 +13,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import run_app, tiny_config
-from toy_quanta import progress, results
+from toy_quanta import results
+from toy_quanta.analysis import progress
+from toy_quanta.cli import progress as progress_cli
 
 TINY = ["experiment=grok_modadd", "task.p=11", "train.steps=300", "train.log_count=12", "train.progress=false",
         "model.d_embed=16", "model.width=32", "ensemble.seeds=2"]
@@ -77,7 +79,7 @@ def test_recomputed_losses_and_accuracies_match_the_engines_metrics(run_dir, mem
 
 def test_the_command_writes_figures_and_ends_with_json(run_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    progress.main([str(run_dir), "--member", "1", "--out", str(out)])
+    progress_cli.main([str(run_dir), "--member", "1", "--out", str(out)])
     lines = capsys.readouterr().out.strip().splitlines()
     head = json.loads(lines[-1])
     assert head["member"]["seed"] == 1 and head["n_snapshots"] == len(results.load_snapshots(run_dir)[0]) > 10
@@ -89,7 +91,7 @@ def test_the_command_writes_figures_and_ends_with_json(run_dir, tmp_path, capsys
 
 
 def test_default_output_goes_under_the_run(run_dir, capsys):
-    progress.main([str(run_dir)])
+    progress_cli.main([str(run_dir)])
     out = Path(capsys.readouterr().out.strip().splitlines()[-2].removeprefix("output directory: "))
     assert out.parent == run_dir / "progress" and (out / "fourier.png").exists()
 
@@ -97,7 +99,7 @@ def test_default_output_goes_under_the_run(run_dir, capsys):
 def test_without_snapshots_the_final_parameters_are_measured(run_dir, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("snapshots.msgpack", "progress"))
-    progress.main([str(copy), "--out", str(tmp_path / "out")])
+    progress_cli.main([str(copy), "--out", str(tmp_path / "out")])
     head = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert head["n_snapshots"] == 1 and head["steps"] == 300 and "final parameters only" in head["notes"][-1]
     assert not (tmp_path / "out" / "progress.png").exists() and (tmp_path / "out" / "fourier.png").exists()
@@ -117,7 +119,7 @@ def _sparse_parity_run(tmp_path: Path) -> Path:
 ])
 def test_bad_arguments_get_one_line_errors(run_dir, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
-        progress.main([str(run_dir), *args])
+        progress_cli.main([str(run_dir), *args])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
@@ -125,5 +127,5 @@ def test_runs_it_cannot_measure_are_refused(tmp_path, capsys):
     for run, message in ((tmp_path / "missing", "is not a directory"),
                          (_sparse_parity_run(tmp_path), "a modular arithmetic run")):
         with pytest.raises(SystemExit) as exit_info:
-            progress.main([str(run)])
+            progress_cli.main([str(run)])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run_app
-from toy_quanta.qdg import relevant_pattern
+from toy_quanta.cli.qdg import relevant_pattern
 
 TRAIN = ["task.n_tasks=4", "task.n=8", "task.k=3", "task.alpha=0.4", "task.test_size=256", "task.per_task_test=16",
          "model.width=32", "optim.lr=0.01", "train.steps=600", "train.batch_size=256", "train.log_every=200",
@@ -23,7 +23,7 @@ QUICK = ["n_samples=300", "n_clusters=4", "envelope_counts=[2,4,8]", "n_init=4",
 
 def run_qdg(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    return subprocess.run([sys.executable, "-m", "toy_quanta.qdg", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "toy_quanta.cli.qdg", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -83,7 +83,11 @@ def _grokking_run(job: Path) -> Path:
     """A directory holding only the config.yaml of a grokking (modular) job."""
     from omegaconf import OmegaConf
 
-    from toy_quanta.config import Config, EmbedMLPConfig, ModularConfig, OptimConfig
+    from toy_quanta.config import Config, OptimConfig
+
+    from toy_quanta.models.embed_mlp import EmbedMLPConfig
+
+    from toy_quanta.tasks.modular import ModularConfig
 
     cfg = Config(task=ModularConfig(p=11, op="add"), model=EmbedMLPConfig(), optim=OptimConfig(name="adamw"))
     (job / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))

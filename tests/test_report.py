@@ -1,4 +1,4 @@
-"""`toy-quanta-report` (toy_quanta.report): headline figures of the latest job of each experiment."""
+"""`toy-quanta-report` (toy_quanta.cli.report): headline figures of the latest job of each experiment."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-from toy_quanta import report
+from toy_quanta.cli import report
 
 
 def _job(path, name, task, summary, mtime=None):

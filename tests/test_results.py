@@ -15,7 +15,7 @@ from flax import nnx
 
 from conftest import member
 from toy_quanta import results
-from toy_quanta.config import VECTOR_KEYS
+from toy_quanta.engine.members import vector_keys
 from toy_quanta.engine.loop import FitResult
 from toy_quanta.models.mlp import MLP
 
@@ -44,7 +44,7 @@ def test_metrics_frame_is_tidy_one_row_per_member_step_metric_subtask():
     M, L, T = 3, 3, 4
     assert len(frame) == M * L * (len(SCALARS) + T * len(PER_TASK))
     assert not frame.duplicated(["member", "step", "metric", "subtask"]).any()
-    for col in ("member", "step", "metric", "subtask", "value", *VECTOR_KEYS, "model.width"):
+    for col in ("member", "step", "metric", "subtask", "value", *vector_keys(), "model.width"):
         assert col in frame.columns, col
     assert set(frame["metric"].astype(str)) == set(SCALARS) | set(PER_TASK)
     assert sorted(frame["step"].unique().tolist()) == [0, 10, 30]
@@ -67,7 +67,7 @@ def test_metrics_frame_is_tidy_one_row_per_member_step_metric_subtask():
 
     # per-member hyperparameters follow the member; swept columns are constant; a swept column never
     # overwrites a per-member one
-    for key in VECTOR_KEYS:
+    for key in vector_keys():
         for m in range(M):
             column = frame.loc[frame["member"] == m, key]
             assert {None if pd.isna(v) else v for v in column} == {r.members[m][key]}, key
@@ -100,7 +100,7 @@ def test_member_summaries_final_values_and_divergence():
     rows = results.member_summaries(r)
     assert [row["member"] for row in rows] == [0, 1]
     for i, row in enumerate(rows):
-        for key in VECTOR_KEYS:
+        for key in vector_keys():
             assert row[key] == r.members[i][key]
         assert math.isclose(row["final"]["test_loss"], float(r.logs["test_loss"][-1][i]), rel_tol=1e-7)
         assert math.isclose(row["final"]["test_loss_bits"], row["final"]["test_loss"] / math.log(2), rel_tol=1e-9)

@@ -11,7 +11,9 @@ import pytest
 from flax import nnx
 
 from toy_quanta.analysis.rqi import parallelograms, rqi
-from toy_quanta.config import Config, EmbedMLPConfig, EnsembleConfig, OptimConfig, SymbolAddConfig, TrainConfig
+from toy_quanta.config import Config, EnsembleConfig, OptimConfig, TrainConfig
+from toy_quanta.models.embed_mlp import EmbedMLPConfig
+from toy_quanta.tasks.symbol_add import SymbolAddConfig
 from toy_quanta.data import modular, symbol_add
 from toy_quanta.engine.loop import make_trainer, trainer_inputs
 from toy_quanta.engine.members import expand

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from toy_quanta.config import Config, DenseMLPConfig, EnsembleConfig, OptimConfig, TeacherStudentConfig, TrainConfig
+from toy_quanta.config import Config, EnsembleConfig, OptimConfig, TrainConfig
+from toy_quanta.models.dense_mlp import DenseMLPConfig
+from toy_quanta.tasks.teacher_student import TeacherStudentConfig
 from toy_quanta.data import teacher_student as ts
 from toy_quanta.engine.loop import make_trainer, trainer_inputs
 from toy_quanta.engine.members import expand

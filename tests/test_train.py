@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import member, tiny_config
-from toy_quanta.engine.loop import FitResult, fit, subsets_for
-from toy_quanta.engine.members import expand, stack
-from toy_quanta.engine.train import log_steps, make_train, n_microbatches
+from toy_quanta.engine.loop import FitResult, fit, make_trainer, trainer_inputs
+from toy_quanta.engine.members import expand
+from toy_quanta.tasks.sparse_parity import subsets_for
+from toy_quanta.engine.train import log_steps, n_microbatches
 
 LOGGED = ("train_loss", "train_acc", "test_loss", "test_acc", "param_norm", "alive", "subtask_loss", "subtask_acc")
 COMPARED = ("test_loss", "train_loss", "subtask_loss", "param_norm", "test_acc")
@@ -44,11 +45,17 @@ def member_params(result: FitResult, i: int) -> dict:
     return jax.tree.map(lambda x: np.asarray(x)[i], pure)
 
 
+def trainer_for(cfg, members):
+    """The engine's trainer for these members and its stacked inputs (hyperparameters, subsets)."""
+    cfg, trainer = make_trainer(cfg, members)
+    return trainer, trainer_inputs(cfg, trainer, members)
+
+
 def run_data(cfg, members):
     """The evaluation / training sets that the engine builds for `members` (vmapped init)."""
-    trainer = make_train(cfg)
-    _, data = jax.jit(jax.vmap(trainer.init))(stack(members), subsets_for(cfg, members))
-    return jax.device_get(data)
+    trainer, inputs = trainer_for(cfg, members)
+    _, data = jax.jit(jax.vmap(trainer.init))(*inputs)
+    return jax.device_get(data.task)
 
 
 def take(batch, i):
@@ -219,8 +226,8 @@ def test_microbatch_accumulation_gives_the_same_run(base):
 def test_pure_train_function_matches_fit(base):
     """jit(vmap(trainer.train)) (the whole run as one pure function) logs what fit logs."""
     cfg, members, r, _ = base
-    trainer = make_train(cfg)
-    state, logs = jax.jit(jax.vmap(trainer.train))(stack(members), subsets_for(cfg, members))
+    trainer, inputs = trainer_for(cfg, members)
+    state, logs = jax.jit(jax.vmap(trainer.train))(*inputs)
     for name in ("test_loss", "subtask_loss", "param_norm", "train_loss"):
         np.testing.assert_allclose(np.moveaxis(np.asarray(logs[name]), 0, 1), r.log_array(name), rtol=1e-5, atol=1e-6,
                                    err_msg=name)
@@ -243,16 +250,16 @@ def test_init_scale_multiplies_the_initial_parameters_and_seed_sets_the_data():
     seed: other parameters, other subsets and sets."""
     cfg = tiny_config()
     members = [member(seed=0), member(seed=0, init_scale=2.5), member(seed=1)]
-    trainer = make_train(cfg)
-    state, data = jax.device_get(jax.jit(jax.vmap(trainer.init))(stack(members), subsets_for(cfg, members)))
+    trainer, inputs = trainer_for(cfg, members)
+    state, data = jax.device_get(jax.jit(jax.vmap(trainer.init))(*inputs))
     for leaf in jax.tree.leaves(state.params):
         leaf = np.asarray(leaf)
         np.testing.assert_allclose(leaf[1], 2.5 * leaf[0], rtol=1e-6)
         assert not np.allclose(leaf[2], leaf[0])
-    np.testing.assert_array_equal(np.asarray(data.test.bits)[0], np.asarray(data.test.bits)[1])
-    assert not np.array_equal(np.asarray(data.test.bits)[0], np.asarray(data.test.bits)[2])
-    assert not np.array_equal(np.asarray(data.subsets)[0], np.asarray(data.subsets)[2])
-    assert data.train is None  # online mode keeps no training set
+    np.testing.assert_array_equal(np.asarray(data.task.test.bits)[0], np.asarray(data.task.test.bits)[1])
+    assert not np.array_equal(np.asarray(data.task.test.bits)[0], np.asarray(data.task.test.bits)[2])
+    assert not np.array_equal(np.asarray(data.task.subsets)[0], np.asarray(data.task.subsets)[2])
+    assert data.task.train is None  # online mode keeps no training set
 
 
 # --- ensembles -------------------------------------------------------------------------------
@@ -345,14 +352,14 @@ def test_other_members_train_normally_and_equal_runs_without_the_bad_one(diverge
 
 
 def test_dead_member_stops_updating_and_train_loss_averages_the_chunk():
-    """Through make_train directly: once a member is dead its parameters and optimizer state stop
+    """Through the engine's pure functions directly: once a member is dead its parameters and optimizer state stop
     changing; a live member's train_loss after an n-step chunk is the mean of the n one-step chunks'."""
     cfg = tiny_config(optim={"name": "sgd"})
     members = [member(seed=0, lr=0.5), member(seed=1, lr=1e30)]
-    trainer = make_train(cfg)
+    trainer, inputs = trainer_for(cfg, members)
     init = jax.jit(jax.vmap(trainer.init))
     chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, 0, None)))
-    state0, data = init(stack(members), subsets_for(cfg, members))
+    state0, data = init(*inputs)
 
     state, one_step = state0, []
     snapshots = []
@@ -410,7 +417,7 @@ def test_finite_mode_train_loss_is_the_loss_on_the_training_set(finite):
     np.testing.assert_allclose(r.log_array("train_loss")[-1, 0], loss.mean(), rtol=1e-3, atol=1e-6)
     np.testing.assert_allclose(r.log_array("train_acc")[-1, 0], correct.mean(), atol=1e-6)
     # the training set is not the test set
-    assert not np.array_equal(np.asarray(data.test.bits)[0][:32], bits)
+    assert not np.array_equal(np.asarray(data.task.test.bits)[0][:32], bits)
 
 
 def test_finite_mode_memorises_a_small_training_set(finite):

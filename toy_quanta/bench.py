@@ -28,7 +28,9 @@ from flax import nnx
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from toy_quanta.config import Config, MLPConfig, OptimConfig, SparseParityConfig, TrainConfig, validate
+from toy_quanta.config import Config, OptimConfig, TrainConfig, register_configs, validate
+from toy_quanta.models.mlp import MLPConfig
+from toy_quanta.tasks.sparse_parity import SparseParityConfig
 from toy_quanta.data import sparse_parity as sp
 from toy_quanta.data.modular import SEQ_LEN
 from toy_quanta.engine.loop import make_trainer, over_members, trainer_inputs
@@ -40,6 +42,7 @@ from toy_quanta.models.transformer import train_flops_per_sequence
 from toy_quanta.results import device_info
 
 SECTIONS = ("paper", "small", "grok")
+register_configs()  # grok_config composes experiment=grok_power
 
 
 def _best_time(fn: Callable[[], Any], repeats: int, warm_up: bool = True) -> float:

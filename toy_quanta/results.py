@@ -18,23 +18,17 @@ import pandas as pd
 from flax import nnx, serialization
 from omegaconf import OmegaConf
 
-from toy_quanta.config import (VECTOR_KEYS, Config, ConfigError, DenseMLPConfig, EmbedMLPConfig, MLPConfig,
-                               MNISTConfig, ModularConfig, OptimConfig, SparseParityConfig, SymbolAddConfig,
-                               TeacherStudentConfig, TransformerConfig)
-from toy_quanta.data.sparse_parity import LN2
-from toy_quanta.engine.loop import FitResult, subsets_for
-from toy_quanta.engine.members import expand
-from toy_quanta.engine.modular_train import grokking_summary, steps_to
+from toy_quanta import registry
+from toy_quanta.config import Config, OptimConfig
+from toy_quanta.engine.loop import FitResult
+from toy_quanta.engine.members import expand, vector_keys
 from toy_quanta.engine.train import make_model
-from toy_quanta.models.mlp import MLP
+from toy_quanta.errors import ConfigError
 
 METRICS_FILE = "metrics.parquet"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.msgpack"
 SNAPSHOTS_FILE = "snapshots.msgpack"
-SCALAR_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "param_norm", "alive", "rqi", "eff_loss")
-# Omnigrok's tasks: MSE losses (no bits); milestones at 100% training, 60% and 80% test accuracy
-OMNIGROK_TASKS = ("mnist", "teacher_student")
 
 
 _UMASK = os.umask(0)
@@ -85,7 +79,7 @@ def metrics_frame(result: FitResult, columns: dict[str, Any] | None = None) -> p
     """Tidy table: one row per member, log step, metric (and subtask, for per-subtask metrics).
 
     Columns: member, step, metric, subtask (-1 for whole-distribution metrics), value, then every
-    per-member hyperparameter (VECTOR_KEYS) and the job's own swept values (`columns`).
+    per-member hyperparameter (engine.members.vector_keys()) and the job's own swept values (`columns`).
     """
     steps = np.asarray(result.steps, np.int64)
     n_members = len(result.members)
@@ -103,8 +97,8 @@ def metrics_frame(result: FitResult, columns: dict[str, Any] | None = None) -> p
         }))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["member", "step", "metric", "subtask", "value"])
     frame["metric"] = frame["metric"].astype("category")
-    for key in VECTOR_KEYS:
-        values = [m[key] for m in result.members]
+    for key in vector_keys():
+        values = [m.get(key) for m in result.members]
         # task.D is null for online members: a nullable integer column; keys that do not apply
         # to the task (None) are NaN
         if key == "task.D":
@@ -128,31 +122,15 @@ def write_metrics(path: Path, result: FitResult, columns: dict[str, Any] | None 
 
 
 def member_summaries(result: FitResult) -> list[dict[str, Any]]:
+    """Per member: its hyperparameters, whether it diverged, and its final scalar metrics with the
+    task's headline numbers (Task.summarize)."""
+    task = registry.task(result.task)
+    steps_L = np.asarray(result.steps)
     rows = []
     for i, member in enumerate(result.members):
-        final = {name: float(result.logs[name][-1][i]) for name in SCALAR_METRICS if name in result.logs}
-        final.pop("alive", None)
-        if "test_loss" in final and result.task not in OMNIGROK_TASKS:
-            final["test_loss_bits"] = final["test_loss"] / LN2
-        if "subtask_loss" in result.logs:
-            # A subtask counts as learned below 0.1 bits, the paper's threshold.
-            final["subtasks_learned"] = int(np.sum(result.logs["subtask_loss"][-1][i] / LN2 < 0.1))
-        else:
-            # Grokking: when training and validation accuracy crossed 90% and 99% (at log steps).
-            summary = grokking_summary(np.asarray(result.steps), result.log_array("train_acc")[:, i:i + 1],
-                                       result.log_array("test_acc")[:, i:i + 1])
-            for key, (value,) in summary.items():
-                if key == "grokked":
-                    final[key] = bool(value)
-                else:
-                    final[key if key == "gap_99" else f"steps_to_{key}"] = None if np.isnan(value) else float(value)
-            if result.task in OMNIGROK_TASKS:
-                # Omnigrok's milestones: 100% training accuracy, 60% and 80% test accuracy.
-                steps = np.asarray(result.steps)
-                for name, metric, level in (("train_100", "train_acc", 1.0), ("val_60", "test_acc", 0.6),
-                                            ("val_80", "test_acc", 0.8)):
-                    (value,) = steps_to(result.log_array(metric)[:, i:i + 1], steps, level)
-                    final[f"steps_to_{name}"] = None if np.isnan(value) else float(value)
+        logs = {name: np.stack([v[i] for v in values]) for name, values in result.logs.items()}
+        final = {name: float(v[-1]) for name, v in logs.items() if v.ndim == 1 and name != "alive"}
+        final.update(task.summarize(steps_L, logs))
         diverged = result.alive is not None and not bool(result.alive[i])
         rows.append({
             "member": i,
@@ -202,50 +180,54 @@ def load_snapshots(job_dir: Path) -> tuple[np.ndarray, dict]:
 
 
 def load_config(job_dir: Path) -> Config:
-    """The typed Config a job ran with, from the config.yaml it wrote."""
+    """The typed Config a job ran with, from the config.yaml it wrote (its tasks_module, if any,
+    is imported first, so runs of a user's own task load too)."""
     path = Path(job_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {job_dir} is not the output directory of a toy-quanta job")
     raw = OmegaConf.load(path)
-    tasks = {"sparse_parity": SparseParityConfig, "modular": ModularConfig, "mnist": MNISTConfig,
-             "symbol_add": SymbolAddConfig, "teacher_student": TeacherStudentConfig}
-    models = {"mlp": MLPConfig, "transformer": TransformerConfig, "embed_mlp": EmbedMLPConfig, "dense_mlp": DenseMLPConfig}
-    task, model = raw.task.get("name", "sparse_parity"), raw.model.get("name", "mlp")
-    if task not in tasks or model not in models:
-        raise ConfigError("task.name" if task not in tasks else "model.name", task if task not in tasks else model,
-                          f"a task in {sorted(tasks)} and a model in {sorted(models)} ({path})")
-    schema = OmegaConf.structured(Config(task=tasks[task](), model=models[model](), optim=OptimConfig()))
+    if raw.get("tasks_module"):
+        registry.import_tasks_module(str(raw.tasks_module))
+    try:
+        task = registry.task(str(raw.task.get("name", "sparse_parity")))
+        model = registry.model(str(raw.model.get("name", "mlp")))
+    except ConfigError as exc:
+        raise ConfigError(exc.key, exc.value, f"{exc.allowed} ({path})") from None
+    schema = OmegaConf.structured(Config(task=task.config(), model=model.config(), optim=OptimConfig()))
     return OmegaConf.to_object(OmegaConf.merge(schema, raw))
 
 
 @dataclass
 class TrainedRun:
     """A finished job's members, ready to evaluate: the config, each member's hyperparameters,
-    its sparse parity subsets and its trained model."""
+    its task inputs (Task.member_inputs: sparse parity's subsets) and its trained model."""
 
     cfg: Config
     members: list[dict[str, Any]]
-    subsets: np.ndarray  # (M, n_tasks, k)
+    subsets: np.ndarray  # (M, ...) the task's per-member inputs; sparse parity: (M, n_tasks, k) subsets
     params: Any  # pure dict, leading member axis
 
-    def model(self, member: int) -> MLP:
+    def model(self, member: int) -> Any:
         if not 0 <= member < len(self.members):
             raise ConfigError("member", member, f"an index of the run's {len(self.members)} members (0..{len(self.members) - 1})")
-        model = make_model(self.cfg, jax.random.key(0))
-        graphdef, state = nnx.split(model)
+        graphdef, state = nnx.split(make_model(self.cfg, jax.random.key(0)))
         nnx.replace_by_pure_dict(state, jax.tree.map(lambda x: jnp.asarray(x[member]), self.params))
         return nnx.merge(graphdef, state)
 
 
-def load_run(job_dir: Path) -> TrainedRun:
-    """A job directory's config and final parameters (saved with train.checkpoint=true)."""
+def load_run(job_dir: Path, analysis: str = "qdg") -> TrainedRun:
+    """A job directory's config and final parameters (saved with train.checkpoint=true), for an
+    analysis its task supports (Task.analyses)."""
     job_dir = Path(job_dir)
     cfg = load_config(job_dir)
-    if cfg.task.name != "sparse_parity":
-        raise ConfigError("run_dir", str(job_dir), f"a sparse parity run (this one trained task={cfg.task.name})")
+    task = registry.task(cfg.task.name)
+    if analysis not in task.analyses:
+        able = [name for name, t in registry.tasks().items() if analysis in t.analyses]
+        raise ConfigError("run_dir", str(job_dir), f"a {' or '.join(n.replace('_', ' ') for n in able)} run (this one trained "
+                                                   f"task={cfg.task.name})")
     ckpt = job_dir / CHECKPOINT_FILE
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt} not found: the job saved no parameters (it ran with train.checkpoint=false, "
                                 "or did not finish); re-run it with train.checkpoint=true")
     members = expand(cfg)
-    return TrainedRun(cfg, members, subsets_for(cfg, members), load_checkpoint(ckpt))
+    return TrainedRun(cfg, members, task.member_inputs(cfg, members), load_checkpoint(ckpt))

@@ -1,14 +1,14 @@
 """`hydra/launcher=vmap`: trains a multirun's same-shaped jobs as one vmapped ensemble.
 
-Jobs whose configs differ only in per-member scalars (toy_quanta.config.VECTOR_KEYS: seed,
-task.alpha, task.D, task.train_fraction, model.init_scale, optim.lr, optim.weight_decay,
-optim.fixed_norm; and ensemble.*, name) form a
-group (online jobs apart from finite-data ones) and
-are trained as one compiled program. Then every job goes through Hydra's ordinary `run_job`,
+Jobs whose configs differ only in per-member scalars (toy_quanta.engine.members.vector_keys():
+seed, model.init_scale, optim.lr, optim.weight_decay, optim.fixed_norm and the keys each task
+declares, such as task.alpha, task.D and task.train_fraction; and ensemble.*, name) form a group
+(split further by what the task says cannot share a program, Task.group_key) and are trained as
+one compiled program. Then every job goes through Hydra's ordinary `run_job`,
 so each still gets its own output directory, .hydra/ configs, log file and return value.
 The launcher serves the toy_quanta app only: it trains through toy_quanta, not through the
 task function Hydra hands it. Its config, `hydra/launcher=vmap`, is registered by
-toy_quanta.config, which the app imports (so it is found in editable installs too).
+toy_quanta.config.register_configs, which the app calls (so it is found in editable installs too).
 """
 
 from __future__ import annotations
@@ -27,27 +27,27 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from toy_quanta.config import VECTOR_KEYS  # light: no JAX; the engine is imported only when launching
+from toy_quanta import registry
 
 log = logging.getLogger(__name__)
 
-# Keys that never split a group: per-member scalars, the ensemble lists, and labels.
-_MEMBER_KEYS = (*VECTOR_KEYS, "name", "train.progress")
+# Keys that never split a group besides the per-member scalars: the ensemble lists and labels.
+_LABEL_KEYS = ("name", "train.progress")
 
 
 def group_key(cfg: Any) -> str:
     """Everything about a job that changes array shapes or the compiled program."""
+    from toy_quanta.engine.members import vector_keys
+
     tree = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-    # D is per member, but online and finite-data members cannot share a program.
-    finite = tree["task"].get("D") is not None or tree["ensemble"].get("D") is not None
     tree.pop("ensemble", None)
-    for key in _MEMBER_KEYS:
+    for key in (*vector_keys(), *_LABEL_KEYS):
         *parents, leaf = key.split(".")
         node = tree
         for part in parents:
-            node = node[part]
+            node = node.get(part, {})
         node.pop(leaf, None)
-    tree["task"]["finite_data"] = finite
+    tree["task"].update(registry.task(cfg.task.name).group_key(cfg))
     return json.dumps(tree, sort_keys=True)
 
 
@@ -69,10 +69,10 @@ class VmapLauncher(Launcher):
         return sweep_config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from toy_quanta.app import run_job as run_toy_quanta_job, to_config
         from toy_quanta.config import validate
         from toy_quanta.engine.loop import fit
         from toy_quanta.engine.members import expand
+        from toy_quanta.job import run_job as run_toy_quanta_job, to_config
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)

@@ -130,7 +130,7 @@ def validate_curves(loss_SxK: Any, scales_K: Any = None) -> tuple[np.ndarray, np
 def check_params(min_drop: float, window: int, threshold: float, n_scales: int | None = None,
                  learned_below: float | None = None) -> None:
     """ConfigError (a ValueError) for a parameter that is not allowed; `window` against K if given."""
-    from toy_quanta.config import ConfigError
+    from toy_quanta.errors import ConfigError
 
     def number(x: Any) -> bool:
         return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)

@@ -5,19 +5,29 @@ norm w (`optim.fixed_norm`) after every step. Final training loss against w is L
 small w, flat once w is large enough), test loss U-shaped (best near a critical norm w_c). An
 ordinary run's weight-norm trajectory, overlaid, shows weight decay pulling the norm towards w_c.
 
-Pure functions on the tidy metrics table (results.metrics_frame): no plotting, no I/O.
+Pure functions on the tidy metrics table (results.metrics_frame), then what toy-quanta-lu
+(toy_quanta.cli.lu) and the app's job writer need around them: reading a job (load_job), its loss
+label and ordinary-run trajectory, and writing lu.png, lu.csv and lu.json (write_lu).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from toy_quanta import registry, results
+from toy_quanta.errors import ConfigError
 
 NORM_KEY = "optim.fixed_norm"
 METRICS = ("train_loss", "test_loss", "train_acc", "test_acc")
 TRAJECTORY_METRICS = ("param_norm", *METRICS)
 # Per-member hyperparameters that may legitimately differ between members averaged at one w.
 _AVERAGED_OVER = ("seed", NORM_KEY)
+DEFAULT_KNEE_FACTOR = 10.0  # l_knee's default factor
 
 
 def _whole_set(frame: pd.DataFrame) -> pd.DataFrame:
@@ -167,3 +177,91 @@ def below_step(traj: pd.DataFrame, w: float) -> float:
     """The first step at which the trajectory's norm is below w; NaN if it never is."""
     below = traj["param_norm"].to_numpy() < w
     return float(traj["step"].to_numpy()[np.argmax(below)]) if below.any() else np.nan
+
+
+# --- a job's LU: reading, labels, the ordinary run's trajectory, writing --------------------------
+
+def trajectory_summary(traj: pd.DataFrame, w_hi: float, label: str | None = None) -> dict[str, Any]:
+    """The trajectory's first and last step and norm, and the first step its norm is below w_hi
+    (None if never; at the first step if it starts below)."""
+    norm_L = traj["param_norm"].to_numpy()
+    return {"label": label, "initial_step": int(traj["step"].iloc[0]), "final_step": int(traj["step"].iloc[-1]),
+            "initial_norm": float(norm_L[0]), "final_norm": float(norm_L[-1]),
+            "step_below_w_hi": below_step(traj, w_hi)}
+
+
+def write_lu(frame: pd.DataFrame, out_dir: Path, title: str, trajectory: pd.DataFrame | None = None,
+             trajectory_label: str | None = None, knee_factor: float = DEFAULT_KNEE_FACTOR,
+             loss_label: str = "loss") -> dict[str, Any]:
+    """lu.png, lu.csv and lu.json into out_dir from a fixed-norm job's metrics table; returns the
+    JSON-safe headline (raises ValueError for a frame without at least 3 fixed norms)."""
+    from toy_quanta.plots import lu as lu_plots
+
+    table = final_by_norm(frame)
+    crit = critical_norm(table["w"], table["test_loss_mean"])
+    knee = l_knee(table["w"], table["train_loss_mean"], knee_factor)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lu_plots.plot_lu(table, crit, out_dir / "lu.png", title, trajectory, trajectory_label, knee=knee,
+                     loss_label=loss_label)
+    results.atomic_write(out_dir / "lu.csv", lambda p: table.to_csv(p, index=False))
+    head = {"w": table["w"].tolist(), **crit, "l_knee": knee, "knee_factor": knee_factor,
+            "n_members": int(table["n"].sum() + table["n_diverged"].sum()),
+            "n_diverged": int(table["n_diverged"].sum()), "mixed_keys": mixed_keys(frame),
+            "rows": table.to_dict(orient="records"),
+            "trajectory": None if trajectory is None else trajectory_summary(trajectory, crit["w_hi"],
+                                                                             trajectory_label)}
+    head = results.json_safe(head)
+    results.write_json(out_dir / "lu.json", head)
+    return head
+
+
+def load_job(run_dir: Path, what: str = "RUN_DIR") -> tuple[DictConfig, pd.DataFrame]:
+    """A job directory's raw config (only task.name, task.loss and name are read, so configs with
+    keys this version does not know still load) and metrics table."""
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{what} {run_dir} is not a directory")
+    for name in ("config.yaml", results.METRICS_FILE):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name} not found: {run_dir} is not the output directory of a "
+                                    "finished toy-quanta job")
+    return OmegaConf.load(run_dir / "config.yaml"), pd.read_parquet(run_dir / results.METRICS_FILE)
+
+
+def task_of(cfg: DictConfig) -> tuple[str, str | None]:
+    """(task.name, task.loss); the loss is None for tasks with only one (cross-entropy)."""
+    task = cfg.get("task", {})
+    return str(task.get("name", "sparse_parity")), task.get("loss", None)
+
+
+def loss_label(cfg: DictConfig) -> str:
+    """The y label of the run's loss: its task's (Task.loss_label); cross-entropy for a task this
+    version does not know or a config without the keys the task reads."""
+    name, _ = task_of(cfg)
+    try:
+        return registry.task(name).loss_label(cfg)
+    except (ConfigError, AttributeError, KeyError):
+        return "cross-entropy (nats)"
+
+
+def pick_trajectory(cfg: DictConfig, other_cfg: DictConfig, other: pd.DataFrame, member: int | None,
+                    where: Path) -> tuple[pd.DataFrame, str, int]:
+    """The ordinary run's trajectory for `member` (default: largest init scale), its label and
+    member index; ConfigError if it trained another task or loss or the member is not in it."""
+    if task_of(other_cfg) != task_of(cfg):
+        show = lambda t: f"task.name={t[0]}" + (f", task.loss={t[1]}" if t[1] else "")  # noqa: E731
+        raise ConfigError("--trajectory", str(where), f"a run of the same task and loss as RUN_DIR "
+                          f"({show(task_of(cfg))}; this one trained {show(task_of(other_cfg))})")
+    members = sorted(int(m) for m in np.unique(other["member"]))
+    if member is None:
+        member = default_member(other)
+    elif member not in members:
+        raise ConfigError("--member", member, f"a member of the trajectory run ({', '.join(map(str, members))})")
+    traj = trajectory(other, member)
+    if not np.isfinite(traj["param_norm"]).any():
+        raise ConfigError("--trajectory", str(where), "a run that logged param_norm")
+    row = other[other["member"] == member].iloc[0]
+    details = [f"{k.split('.')[-1]} {row[k]:g}" for k in ("model.init_scale", "optim.weight_decay")
+               if k in row.index and pd.notna(row[k])]
+    label = f"{other_cfg.get('name', where.name)} member {member}" + (f" ({', '.join(details)})" if details else "")
+    return traj, label, member

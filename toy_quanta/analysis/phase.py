@@ -11,18 +11,23 @@ Each member of an ensemble falls in one of four phases, from its accuracy curves
   set, and the paper's phases all presuppose that it did (comprehension and grokking require both).
 
 "Reaches" is the first logged step at or above the threshold; the budget is the last logged step.
-Comprehension and grokking together are the paper's "Goldilocks zone". Pure functions: no I/O.
+Comprehension and grokking together are the paper's "Goldilocks zone". Pure functions, except
+write_phase (phase.png, phase.csv and phase_grid.csv of a job) and run_settings (a run's `phase`
+config node), which toy-quanta-phase (toy_quanta.cli.phase) and the app's job writer call.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from omegaconf import DictConfig, OmegaConf
 
-from toy_quanta.config import ConfigError
-from toy_quanta.engine.modular_train import steps_to
+from toy_quanta import results
+from toy_quanta.analysis.milestones import steps_to
+from toy_quanta.errors import ConfigError
 
 PHASES = ("comprehension", "grokking", "memorisation", "confusion")
 INITIALS = {"comprehension": "C", "grokking": "G", "memorisation": "M", "confusion": "X"}
@@ -158,3 +163,48 @@ def _nanmedian(values: pd.Series) -> float:
 def phase_counts(members_df: pd.DataFrame) -> dict[str, int]:
     """How many members fell in each phase (every phase present, in PHASES order)."""
     return {p: int((members_df["phase"] == p).sum()) for p in PHASES}
+
+
+def tables(frame: pd.DataFrame, x: str, y: str, threshold: float = DEFAULT_THRESHOLD,
+           gap_steps: float = DEFAULT_GAP_STEPS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(member rows, grid rows); raises ValueError on a bad key or threshold before anything is written."""
+    members = member_phases(frame, x, y, threshold, gap_steps)
+    return members, grid_table(members, x, y)
+
+
+def write_tables(members: pd.DataFrame, grid: pd.DataFrame, out_dir: Path, x: str, y: str, threshold: float,
+                 gap_steps: float, title: str) -> dict[str, Any]:
+    """phase.png, phase.csv and phase_grid.csv of tables' output into out_dir; the JSON-safe report."""
+    from toy_quanta.plots import phase as phase_plots
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    phase_plots.plot_phase(grid, x, y, out_dir / "phase.png", title=title)
+    results.atomic_write(out_dir / "phase.csv", lambda p: members.to_csv(p, index=False))
+    results.atomic_write(out_dir / "phase_grid.csv", lambda p: grid.to_csv(p, index=False))
+    return results.json_safe({
+        "x": x, "y": y, "threshold": float(threshold), "gap_steps": float(gap_steps), "n_members": len(members),
+        "budget": int(members["budget"].iloc[0]) if len(members) else None,
+        "counts": phase_counts(members), "grid": grid.to_dict(orient="records"),
+    })
+
+
+def write_phase(frame: pd.DataFrame, out_dir: Path, x: str, y: str, threshold: float = DEFAULT_THRESHOLD,
+                gap_steps: float = DEFAULT_GAP_STEPS, title: str = "") -> dict[str, Any]:
+    """phase.png, phase.csv and phase_grid.csv into out_dir; returns x, y, threshold, gap_steps,
+    n_members, budget, counts (members per phase) and grid (the grid table's rows), JSON-safe."""
+    threshold, gap_steps = validate(threshold, gap_steps)
+    members, grid = tables(frame, x, y, threshold, gap_steps)
+    return write_tables(members, grid, out_dir, x, y, threshold, gap_steps, title)
+
+
+def run_settings(run_dir: Path) -> tuple[dict[str, Any], str]:
+    """(the run config's `phase` node as a dict, or {} for runs from before it; the run's name)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}, run_dir.name
+    raw = OmegaConf.load(path)
+    node = raw.get("phase") if isinstance(raw, DictConfig) else None
+    settings = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else {}
+    name = raw.get("name", run_dir.name) if isinstance(raw, DictConfig) else run_dir.name
+    return settings, str(name)

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from toy_quanta.collect import collect
+from toy_quanta.analysis.collect import collect
 from toy_quanta.models.mlp import n_params
 
-# Per-member values (VECTOR_KEYS) come from the metric table; the rest from the job's config.
+# Per-member values (engine.members.vector_keys()) come from the metric table; the rest from the job's config.
 JOB_KEYS = {"n_tasks": "task.n_tasks", "n": "task.n", "k": "task.k", "width": "model.width", "depth": "model.depth",
             "steps": "train.steps", "batch_size": "train.batch_size", "lr": "optim.lr", "name": "name"}
 

@@ -29,7 +29,7 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
-from toy_quanta.config import ConfigError
+from toy_quanta.errors import ConfigError
 
 IMAGE_SHAPE = (28, 28)
 N_CLASSES = 10

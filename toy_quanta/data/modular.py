@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from toy_quanta.config import ConfigError
+from toy_quanta.errors import ConfigError
 
 # The split is drawn from its own stream, so it never shares draws with the init or data streams
 # that derive from the same seed.

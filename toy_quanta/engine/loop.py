@@ -1,4 +1,5 @@
-"""The host side of a run: compile once, then alternate compiled chunks with progress and logging."""
+"""The host side of a run: compile once, then alternate compiled chunks with progress and logging.
+It knows no task: the registry gives the task of cfg.task.name, the task its Program."""
 
 from __future__ import annotations
 
@@ -11,13 +12,10 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from toy_quanta import registry
 from toy_quanta.config import Config
-from toy_quanta.data import mnist, teacher_student
-from toy_quanta.data.sparse_parity import draw_subsets
-from toy_quanta.engine.dataset_train import make_dataset_train
-from toy_quanta.engine.members import stack, stack_dataset, stack_modular, train_capacity
-from toy_quanta.engine.modular_train import make_modular_train, split_ranks
-from toy_quanta.engine.train import make_train
+from toy_quanta.engine.members import stack
+from toy_quanta.engine.train import Trainer, make_train
 
 
 @dataclass
@@ -57,41 +55,20 @@ class FitResult:
         return self.steps_done / self.train_s if self.train_s > 0 else float("nan")
 
 
-def subsets_for(cfg: Config, members: Sequence[dict]) -> np.ndarray:
-    """(M, n_tasks, k): each member's subsets, from task.subset_seed or else the member's seed."""
-    t = cfg.task
-    seeds = [t.subset_seed if t.subset_seed is not None else m["seed"] for m in members]
-    cache = {s: draw_subsets(t.n_tasks, t.n, t.k, s) for s in set(seeds)}
-    return np.stack([cache[s] for s in seeds])
-
-
-def make_trainer(cfg: Config, members: Sequence[dict]) -> tuple[Config, Any]:
-    """The config as these members' trainer needs it, and the trainer for its task."""
-    # The members' own fixed norms (a vmapped sweep groups jobs whose optim.fixed_norm differ)
+def make_trainer(cfg: Config, members: Sequence[dict]) -> tuple[Config, Trainer]:
+    """The config as these members' program needs it, and the trainer for its task."""
+    # The members' own fixed norms (a vmapped sweep can group jobs whose optim.fixed_norm differ)
     # decide whether the steps project at all.
     norms = sorted({m["optim.fixed_norm"] for m in members} - {None})
     cfg = replace(cfg, ensemble=replace(cfg.ensemble, fixed_norm=norms or None))
-    if cfg.task.name == "mnist":
-        return cfg, make_dataset_train(cfg, mnist.load(cfg.task.source, cfg.task.n_train, cfg.task.split_seed))
-    if cfg.task.name == "teacher_student":
-        return cfg, make_dataset_train(cfg, teacher_student.make(cfg.task))
-    if cfg.task.name in ("modular", "symbol_add"):
-        # The members' own fractions (a vmapped sweep groups jobs of several) size the full batch.
-        fractions = sorted({m["task.train_fraction"] for m in members})
-        cfg = replace(cfg, ensemble=replace(cfg.ensemble, train_fraction=fractions))
-        return cfg, make_modular_train(cfg)
-    # The members' own D (not the config's) sets the length of the shared training-set array.
-    cfg = replace(cfg, task=replace(cfg.task, D=train_capacity(members)), ensemble=replace(cfg.ensemble, D=None))
-    return cfg, make_train(cfg)
+    task = registry.task(cfg.task.name)
+    cfg = task.adapt(cfg, members)
+    return cfg, make_train(cfg, task.program(cfg))
 
 
-def trainer_inputs(cfg: Config, trainer: Any, members: Sequence[dict]) -> tuple[Any, np.ndarray]:
-    """The stacked per-member arguments of trainer.init: (hyperparameters, task data)."""
-    if cfg.task.name in ("mnist", "teacher_student"):
-        return stack_dataset(members), np.arange(len(members), dtype=np.int32)
-    if cfg.task.name in ("modular", "symbol_add"):
-        return stack_modular(members), split_ranks(len(trainer.labels), cfg.task.split_seed, len(members))
-    return stack(members), subsets_for(cfg, members)
+def trainer_inputs(cfg: Config, trainer: Trainer, members: Sequence[dict]) -> tuple[dict, Any]:
+    """The stacked per-member arguments of trainer.init: (hyperparameters, the task's inputs)."""
+    return stack(members, cfg.task.name), registry.task(cfg.task.name).member_inputs(cfg, members)
 
 
 def over_members(fn: Callable, in_axes: int | tuple[int | None, ...] = 0) -> Callable:

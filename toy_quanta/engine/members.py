@@ -1,126 +1,69 @@
-"""Ensemble members: which scalar hyperparameters each member of one compiled program gets."""
+"""Ensemble members: which scalar hyperparameters each member of one compiled program gets.
+
+Scalars that may differ between members of one ensemble (one compiled program) are the engine's
+(seed, model.init_scale, optim.lr, optim.weight_decay, optim.fixed_norm) and the ones a task
+declares (`Task.member_keys`, e.g. task.alpha). Everything else changes array shapes or the
+program itself, so it splits a sweep into groups.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from toy_quanta.config import VECTOR_KEYS
+from toy_quanta import registry
+from toy_quanta.config import ENGINE_KEYS
 
 
-class Hyper(NamedTuple):
-    """Per-member scalars; inside the trainer each field is a traced scalar, outside an (M,) array."""
-
-    seed: Any
-    alpha: Any
-    D: Any  # training-set size (finite mode); 0 for online members
-    init_scale: Any
-    lr: Any
-    weight_decay: Any
+def vector_keys() -> tuple[str, ...]:
+    """Every per-member key of every registered task, in table-column order: seed, the tasks'
+    keys, the engine's."""
+    task_keys = [key for task in registry.tasks().values() for key in task.member_keys]
+    return ("seed", *dict.fromkeys(task_keys), *ENGINE_KEYS)
 
 
-class ModularHyper(NamedTuple):
-    """The same for modular arithmetic: per-member scalars of the grokking trainer."""
-
-    seed: Any
-    train_fraction: Any
-    init_scale: Any
-    lr: Any
-    weight_decay: Any
-    fixed_norm: Any  # 0: free norm
-
-
-class DatasetHyper(NamedTuple):
-    """The same for a fixed dataset (MNIST, teacher-student): per-member scalars of its trainer."""
-
-    seed: Any
-    init_scale: Any
-    lr: Any
-    weight_decay: Any
-    fixed_norm: Any  # 0: free norm
-
-
-# ensemble.<name> list -> the config key it varies
-_ENSEMBLE_LISTS = {"alpha": "task.alpha", "init_scale": "model.init_scale", "lr": "optim.lr", "weight_decay": "optim.weight_decay",
-                   "train_fraction": "task.train_fraction", "fixed_norm": "optim.fixed_norm"}
+def member_keys(task_name: str) -> dict[str, tuple[str, type]]:
+    """The per-member keys of one task's members: its own, then the engine's."""
+    return {**registry.task(task_name).member_keys, **ENGINE_KEYS}
 
 
 def expand(cfg: Any) -> list[dict[str, float | int]]:
-    """The members of one job: the product of the ensemble lists, times `ensemble.seeds` seeds.
+    """The members of one job: the product of the ensemble lists (in the order EnsembleConfig
+    declares them), times `ensemble.seeds` seeds.
 
-    Each member is a dict keyed by VECTOR_KEYS (e.g. {"seed": 0, "optim.lr": 1e-3, ...}).
+    Each member is a dict keyed by vector_keys() (e.g. {"seed": 0, "optim.lr": 1e-3, ...}); a key
+    that does not apply to the task, a free norm and an online task.D are None.
     """
-    # A key that does not apply to the task (alpha and D outside sparse parity, the training
-    # fraction outside modular arithmetic and the toy's addition) is None; so is a free norm.
-    modular, parity = cfg.task.name in ("modular", "symbol_add"), cfg.task.name == "sparse_parity"
-    base = {
-        "task.alpha": float(cfg.task.alpha) if parity else None,
-        "task.D": int(cfg.task.D) if parity and cfg.task.D is not None else None,
-        "task.train_fraction": float(cfg.task.train_fraction) if modular else None,
-        "model.init_scale": float(cfg.model.init_scale),
-        "optim.lr": float(cfg.optim.lr),
-        "optim.weight_decay": float(cfg.optim.weight_decay),
-        "optim.fixed_norm": None if cfg.optim.fixed_norm is None else float(cfg.optim.fixed_norm),
-    }
-    axes = {key: [float(v) for v in getattr(cfg.ensemble, name)] for name, key in _ENSEMBLE_LISTS.items()
-            if getattr(cfg.ensemble, name) is not None}
-    if cfg.ensemble.D is not None:
-        axes["task.D"] = [int(v) for v in cfg.ensemble.D]
+    keys = member_keys(cfg.task.name)
+    base = {}
+    for key, (_, kind) in keys.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        base[key] = None if value is None else kind(value)
+    by_list = {list_name: (key, kind) for key, (list_name, kind) in keys.items()}
+    axes = {}
+    for f in dataclasses.fields(cfg.ensemble):
+        values = getattr(cfg.ensemble, f.name)
+        if f.name in by_list and values is not None:
+            key, kind = by_list[f.name]
+            axes[key] = [kind(v) for v in values]
     members = []
     for values in itertools.product(*axes.values()):
         point = {**base, **dict(zip(axes, values))}
         for s in range(cfg.ensemble.seeds):
             members.append({"seed": int(cfg.seed) + s, **point})
-    return [{key: m[key] for key in VECTOR_KEYS} for m in members]
+    every = vector_keys()
+    return [{key: m.get(key) for key in every} for m in members]
 
 
-def train_capacity(members: Sequence[dict[str, Any]]) -> int | None:
-    """Length of the shared training-set array: the largest member's D; None when online.
-    Members must be all finite or all online (one program cannot hold both)."""
-    sizes = [m["task.D"] for m in members]
-    if all(d is None for d in sizes):
-        return None
-    if any(d is None for d in sizes):
-        raise ValueError("one program cannot train online (task.D=null) and finite-data members together")
-    return int(max(sizes))
-
-
-def _column(members: Sequence[dict[str, Any]], key: str, dtype) -> np.ndarray:
-    return np.array([m[key] for m in members], dtype=dtype)
-
-
-def _fixed_norm(members: Sequence[dict[str, Any]]) -> np.ndarray:
-    return np.array([m["optim.fixed_norm"] or 0.0 for m in members], np.float32)
-
-
-def stack_modular(members: Sequence[dict[str, Any]]) -> ModularHyper:
-    """(M,) arrays of the members' scalars, for the modular-arithmetic trainer."""
-    return ModularHyper(seed=_column(members, "seed", np.int32),
-                        train_fraction=_column(members, "task.train_fraction", np.float32),
-                        init_scale=_column(members, "model.init_scale", np.float32),
-                        lr=_column(members, "optim.lr", np.float32),
-                        weight_decay=_column(members, "optim.weight_decay", np.float32),
-                        fixed_norm=_fixed_norm(members))
-
-
-def stack_dataset(members: Sequence[dict[str, Any]]) -> DatasetHyper:
-    """(M,) arrays of the members' scalars, for the fixed-dataset trainer."""
-    return DatasetHyper(seed=_column(members, "seed", np.int32),
-                        init_scale=_column(members, "model.init_scale", np.float32),
-                        lr=_column(members, "optim.lr", np.float32),
-                        weight_decay=_column(members, "optim.weight_decay", np.float32),
-                        fixed_norm=_fixed_norm(members))
-
-
-def stack(members: Sequence[dict[str, float | int]]) -> Hyper:
-    col = lambda key, dtype: _column(members, key, dtype)  # noqa: E731
-    return Hyper(
-        seed=col("seed", np.int32),
-        alpha=col("task.alpha", np.float32),
-        D=np.array([m["task.D"] or 0 for m in members], np.int32),
-        init_scale=col("model.init_scale", np.float32),
-        lr=col("optim.lr", np.float32),
-        weight_decay=col("optim.weight_decay", np.float32),
-    )
+def stack(members: Sequence[dict[str, Any]], task_name: str) -> dict[str, np.ndarray]:
+    """(M,) arrays of the members' scalars by key, as the engine's Hyper: int32 seeds and integer
+    keys, float32 for the rest; None (online D, free norm) is 0."""
+    out = {"seed": np.array([m["seed"] for m in members], np.int32)}
+    for key, (_, kind) in member_keys(task_name).items():
+        dtype = np.int32 if kind is int else np.float32
+        out[key] = np.array([m[key] or 0 for m in members], dtype)
+    return out

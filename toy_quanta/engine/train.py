@@ -1,17 +1,18 @@
-"""The training engine: `make_train(cfg)` returns pure functions of one member.
+"""The training engine: `make_train(cfg, program)` returns pure functions of one member, for any task.
 
-    trainer = make_train(cfg)
-    state, data = jax.vmap(trainer.init)(hyper, subsets)          # many members at once
+    trainer = make_train(cfg, program)
+    state, data = jax.vmap(trainer.init)(hyper, member_inputs)      # many members at once
     state, logs = jax.vmap(trainer.chunk, (0, 0, None))(state, data, n_steps)
 
-`chunk` runs n_steps optimisation steps in a compiled loop (n_steps is a runtime value, so one
-compiled program serves every chunk length) and then evaluates. `trainer.train` is the whole run
-as one pure function, for `jax.jit(jax.vmap(trainer.train))`.
+`chunk` runs n_steps guarded optimisation steps in a compiled loop (n_steps is a runtime value, so
+one compiled program serves every chunk length) and then evaluates. `trainer.train` is the whole
+run as one pure function, for `jax.jit(jax.vmap(trainer.train))`. The task (engine.program.Program)
+supplies the data, the batches, the loss and the evaluation; the engine owns the parameters, the
+optimiser, micro-batching, blocked evaluation, the fixed-norm projection and divergence flags.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -20,17 +21,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from toy_quanta.config import Config
-from toy_quanta.data import sparse_parity as sp
-from toy_quanta.engine.members import Hyper
+from toy_quanta import registry
 from toy_quanta.engine.optim import make_optimizer
-from toy_quanta.models.mlp import MLP, binary_cross_entropy
-
-
-class Batch(NamedTuple):
-    task: jax.Array  # (B,) int32 subtask index
-    bits: jax.Array  # (B, n) uint8
-    label: jax.Array  # (B,) int32
+from toy_quanta.engine.program import EvalContext, Hyper, Program
 
 
 class TrainState(NamedTuple):
@@ -48,19 +41,17 @@ class RunData(NamedTuple):
     """Per-member constants, on the device for the whole run."""
 
     hyper: Hyper
-    subsets: jax.Array  # (n_tasks, k)
-    data_key: jax.Array
-    train: Batch | None  # the fixed training set (finite mode), else None
-    test: Batch  # from the task distribution
-    per_task: Batch  # per_task_test points per subtask, subtask = index % n_tasks
+    data_key: jax.Array  # the batches' stream: fold_in(data_key, step)
+    task: Any  # the task's own constants (Program.init)
 
 
 class Trainer(NamedTuple):
-    init: Callable[[Hyper, jax.Array], tuple[TrainState, RunData]]
+    init: Callable[[Hyper, Any], tuple[TrainState, RunData]]
     chunk: Callable[[TrainState, RunData, jax.Array], tuple[TrainState, dict]]
-    train: Callable[[Hyper, jax.Array], tuple[TrainState, dict]]
+    train: Callable[[Hyper, Any], tuple[TrainState, dict]]
     log_steps: np.ndarray
     graphdef: Any
+    program: Program
 
 
 def log_steps(steps: int, log_every: int, log_count: int | None) -> np.ndarray:
@@ -73,7 +64,6 @@ def log_steps(steps: int, log_every: int, log_count: int | None) -> np.ndarray:
 
 
 CPU_MICROBATCH = 4096
-TRAIN_BLOCK = 1024  # a finite training set is drawn in blocks of this many samples
 
 
 def n_microbatches(batch_size: int, microbatch: int | None, platform: str) -> int:
@@ -118,86 +108,61 @@ def guarded_update(tx: optax.GradientTransformation, params: Any, opt_state: Any
             jnp.where(alive & ~ok, step, diverged_step))
 
 
-class StepState(NamedTuple):
-    """A member's training state in the grokking and dataset trainers."""
 
-    params: Any
-    opt_state: Any
-    step: jax.Array
-    alive: jax.Array  # False once loss or parameters became non-finite
-    diverged_step: jax.Array  # -1 if never
-
-
-def start_state(params: Any, opt_state: Any) -> StepState:
-    return StepState(params, opt_state, jnp.zeros((), jnp.int32), jnp.ones((), bool), -jnp.ones((), jnp.int32))
-
-
-def has_fixed_norm(cfg: Config) -> bool:
+def has_fixed_norm(cfg: Any) -> bool:
     """Whether any member trains at a fixed norm: only then does each step pay for the projection."""
     return cfg.optim.fixed_norm is not None or cfg.ensemble.fixed_norm is not None
 
 
-def guarded_chunks(init: Callable, batch_loss: Callable, optimizer: Callable, evaluate: Callable,
-                   steps_at: np.ndarray, fixed_norm: bool = False) -> tuple[Callable, Callable]:
-    """(chunk, train) of a trainer whose per-member constants `data` carry `hyper` (with its
-    fixed_norm, 0 for a free member): chunk(state, data, n) takes n guarded steps on
-    batch_loss(params, data, step), each projected back to the member's fixed norm if
-    `fixed_norm` (some member has one), then
-    evaluate(state, data); train(hyper, task_data) is init and every chunk to the last log step."""
-
-    def train_step(state: StepState, data: Any) -> StepState:
-        loss, grads = jax.value_and_grad(batch_loss)(state.params, data, state.step)
-        params, opt_state, ok, diverged_step = guarded_update(optimizer(data.hyper), state.params, state.opt_state,
-                                                              grads, loss, state.alive, state.step, state.diverged_step,
-                                                              data.hyper.fixed_norm if fixed_norm else None)
-        return StepState(params, opt_state, state.step + 1, ok, diverged_step)
-
-    def chunk(state: StepState, data: Any, n_steps: jax.Array) -> tuple[StepState, dict]:
-        state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, data), state)
-        return state, evaluate(state, data)
-
-    def train(hyper: Any, task_data: jax.Array) -> tuple[StepState, dict]:
-        state, data = init(hyper, task_data)
-        lengths = jnp.asarray(np.diff(steps_at, prepend=0), jnp.int32)
-        return jax.lax.scan(lambda s, n: chunk(s, data, n), state, lengths)
-
-    return chunk, train
+def make_model(cfg: Any, key: jax.Array, model_io: dict[str, int] | None = None) -> nnx.Module:
+    """The configured model at init scale 1, sized for its task (Task.model_io unless given)."""
+    io = model_io if model_io is not None else registry.task(cfg.task.name).model_io(cfg)
+    return registry.model(cfg.model.name).build(cfg.model, io, key)
 
 
-def make_model(cfg: Config, key: jax.Array) -> MLP:
-    m, t = cfg.model, cfg.task
-    return MLP(t.n_tasks, t.n, m.width, m.depth, 2, m.activation, m.control_gather, rngs=nnx.Rngs(key))
+def blocked(fn: Callable[[Any], tuple[jax.Array, ...]], batch: Any, block: int) -> tuple[jax.Array, ...]:
+    """fn over a batch in blocks of at most `block` rows (bounded memory), outputs concatenated."""
+    size = jax.tree.leaves(batch)[0].shape[0]
+    block = min(block, size)
+    n_full = size // block * block
+    blocks = jax.tree.map(lambda x: x[:n_full].reshape(size // block, block, *x.shape[1:]), batch)
+    out = tuple(x.reshape(-1, *x.shape[2:]) for x in jax.lax.map(fn, blocks))
+    if n_full < size:
+        rest = fn(jax.tree.map(lambda x: x[n_full:], batch))
+        out = tuple(jnp.concatenate([a, b]) for a, b in zip(out, rest))
+    return out
 
 
-def make_train(cfg: Config) -> Trainer:
-    """Pure functions of one member. In finite mode the members' training sets share one array of
-    task.D rows (the largest of ensemble.D when that is set); each member uses its own D of them."""
-    t, tr = cfg.task, cfg.train
-    if cfg.ensemble.D is not None:
-        t = dataclasses.replace(t, D=max(cfg.ensemble.D))
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: make_model(cfg, jax.random.key(0))))
+CORE_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
-    def loss_and_acc(params, batch: Batch):
-        margin_B = nnx.merge(graphdef, params).margin(batch.task, batch.bits)
-        loss_B = binary_cross_entropy(margin_B, batch.label)
-        # argmax of the two logits, ties to class 0
-        correct_B = ((margin_B > 0) == (batch.label == 1)).astype(jnp.float32)
-        return loss_B, correct_B
 
-    def weighted_loss(params, batch: Batch, weight_B):
-        loss_B, correct_B = loss_and_acc(params, batch)
+def make_train(cfg: Any, program: Program) -> Trainer:
+    """Pure functions of one member, for the task's `program`."""
+    tr = cfg.train
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: make_model(cfg, jax.random.key(0), program.model_io)))
+    project = has_fixed_norm(cfg)
+
+    def sample_loss(params, batch):
+        return program.loss(nnx.merge(graphdef, params), batch)
+
+    def weighted_loss(params, batch, weight_B):
+        loss_B, correct_B = sample_loss(params, batch)
+        if weight_B is None:
+            return loss_B.mean(), correct_B.mean()
         return jnp.sum(weight_B * loss_B), jnp.sum(weight_B * correct_B)
 
-    finite = t.D is not None  # t.D is the training-set array's length: the largest member's D
-    batch_len = tr.batch_size if not finite else min(tr.batch_size, t.D)
-    n_micro = n_microbatches(batch_len, tr.microbatch, jax.default_backend())
+    microbatch = tr.microbatch
+    if microbatch is None and not program.cpu_microbatch:
+        microbatch = program.batch_rows  # the task trains on whole batches unless asked
+    n_micro = n_microbatches(program.batch_rows, microbatch, jax.default_backend())
 
-    def loss_and_grads(params, batch: Batch, weight_B):
-        """((loss, accuracy), gradients) of the weighted batch (weights sum to 1), accumulated
-        over micro-batches."""
+    def loss_and_grads(params, batch, weight_B):
+        """((loss, accuracy), gradients) of the batch, accumulated over micro-batches."""
         grad_fn = jax.value_and_grad(weighted_loss, has_aux=True)
         if n_micro == 1:
             return grad_fn(params, batch, weight_B)
+        if weight_B is None:
+            weight_B = jnp.full((program.batch_rows,), 1.0 / program.batch_rows)
         micro = jax.tree.map(lambda x: x.reshape(n_micro, -1, *x.shape[1:]), (batch, weight_B))
 
         def add(total, mb):
@@ -207,71 +172,26 @@ def make_train(cfg: Config) -> Trainer:
         total, _ = jax.lax.scan(add, ((zero, zero), jax.tree.map(jnp.zeros_like, params)), micro)
         return total
 
-    def per_sample(params, batch: Batch):
-        """Loss and correctness of every sample, in blocks of eval_batch_size to bound memory."""
-        size = batch.task.shape[0]
-        block = min(tr.eval_batch_size, size)
-        n_full = size // block * block
-        blocks = jax.tree.map(lambda x: x[:n_full].reshape(size // block, block, *x.shape[1:]), batch)
-        loss_NxB, correct_NxB = jax.lax.map(lambda b: loss_and_acc(params, b), blocks)
-        loss, correct = loss_NxB.reshape(-1), correct_NxB.reshape(-1)
-        if n_full < size:
-            rest_loss, rest_correct = loss_and_acc(params, jax.tree.map(lambda x: x[n_full:], batch))
-            loss, correct = jnp.concatenate([loss, rest_loss]), jnp.concatenate([correct, rest_correct])
-        return loss, correct
-
     def optimizer(hyper: Hyper):
-        return make_optimizer(cfg.optim, hyper.lr, hyper.weight_decay, tr.steps)
+        return make_optimizer(cfg.optim, hyper["optim.lr"], hyper["optim.weight_decay"], tr.steps)
 
-    def init(hyper: Hyper, subsets_TxK: jax.Array) -> tuple[TrainState, RunData]:
-        key = jax.random.key(hyper.seed)
-        k_init, k_data, k_train, k_test, k_task = (jax.random.fold_in(key, i) for i in range(5))
-        params = nnx.split(make_model(cfg, k_init))[1]
-        params = jax.tree.map(lambda p: p * hyper.init_scale, params)
-        train = None
-        if finite:
-            train = training_set(k_train, subsets_TxK, hyper.alpha)
-        data = RunData(
-            hyper=hyper,
-            subsets=subsets_TxK,
-            data_key=k_data,
-            train=train,
-            test=Batch(*sp.sample(k_test, subsets_TxK, hyper.alpha, t.test_size, t.n)),
-            per_task=Batch(*sp.per_task_set(k_task, subsets_TxK, t.per_task_test, t.n)),
-        )
+    def init(hyper: Hyper, member_input: Any) -> tuple[TrainState, RunData]:
+        key = jax.random.key(hyper["seed"])
+        params = nnx.split(make_model(cfg, jax.random.fold_in(key, 0), program.model_io))[1]
+        params = fix_norm(jax.tree.map(lambda p: p * hyper["model.init_scale"], params), hyper["optim.fixed_norm"])
+        data = RunData(hyper=hyper, data_key=jax.random.fold_in(key, 1), task=program.init(hyper, member_input, key))
         zero = jnp.zeros((), jnp.float32)
         state = TrainState(params, optimizer(hyper).init(params), jnp.zeros((), jnp.int32),
                            jnp.ones((), bool), -jnp.ones((), jnp.int32), zero, zero, jnp.zeros((), jnp.int32))
         return state, data
 
-    def training_set(key, subsets_TxK, alpha) -> Batch:
-        """t.D samples drawn in fixed blocks, each from its own key: the first D samples are the
-        same whatever t.D is, so a member's data does not depend on its ensemble's largest D."""
-        n_blocks = -(-t.D // TRAIN_BLOCK)
-        keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(n_blocks))
-        blocks = jax.vmap(lambda k: Batch(*sp.sample(k, subsets_TxK, alpha, TRAIN_BLOCK, t.n)))(keys)
-        return jax.tree.map(lambda x: x.reshape(n_blocks * TRAIN_BLOCK, *x.shape[2:])[:t.D], blocks)
-
-    def batch_at(data: RunData, step: jax.Array) -> tuple[Batch, jax.Array]:
-        """The step's batch and per-sample weights (summing to 1)."""
-        key = jax.random.fold_in(data.data_key, step)
-        if not finite:
-            return Batch(*sp.sample(key, data.subsets, data.hyper.alpha, tr.batch_size, t.n)), jnp.full(
-                (tr.batch_size,), 1.0 / tr.batch_size)
-        # A member whose D fits in a batch trains on all of its D samples (full batch: the first
-        # batch_len rows, those past D weighted 0); a larger D is sampled with replacement.
-        D = data.hyper.D
-        full = D <= tr.batch_size
-        pos_B = jnp.arange(batch_len)
-        idx_B = jnp.where(full, pos_B, jax.random.randint(key, (batch_len,), 0, D))
-        weight_B = jnp.where(full, (pos_B < D) / D, 1.0 / batch_len).astype(jnp.float32)
-        return jax.tree.map(lambda x: x[idx_B], data.train), weight_B
-
     def train_step(state: TrainState, data: RunData) -> TrainState:
-        batch, weight_B = batch_at(data, state.step)
+        key = jax.random.fold_in(data.data_key, state.step)
+        batch, weight_B = program.batch(data.task, data.hyper, key, state.step)
         (loss, acc), grads = loss_and_grads(state.params, batch, weight_B)
-        params, opt_state, ok, diverged_step = guarded_update(optimizer(data.hyper), state.params, state.opt_state, grads,
-                                                              loss, state.alive, state.step, state.diverged_step)
+        params, opt_state, ok, diverged_step = guarded_update(
+            optimizer(data.hyper), state.params, state.opt_state, grads, loss, state.alive, state.step,
+            state.diverged_step, data.hyper["optim.fixed_norm"] if project else None)
         return TrainState(
             params=params,
             opt_state=opt_state,
@@ -284,32 +204,16 @@ def make_train(cfg: Config) -> Trainer:
         )
 
     def evaluate(state: TrainState, data: RunData) -> dict[str, jax.Array]:
-        test_loss, test_correct = per_sample(state.params, data.test)
-        task_loss, task_correct = per_sample(state.params, data.per_task)
-        if finite:
-            # The member's training set, or its first test_size samples.
-            n_fit = min(t.D, t.test_size)
-            train_loss, train_correct = per_sample(state.params, jax.tree.map(lambda x: x[:n_fit], data.train))
-            mask = jnp.arange(n_fit) < data.hyper.D
-            count = jnp.minimum(data.hyper.D, n_fit)
-            train_loss, train_acc = (jnp.sum(jnp.where(mask, v, 0.0)) / count for v in (train_loss, train_correct))
-        else:
-            # Online: fresh samples each step, so the mean minibatch loss since the last log
-            # is an unbiased estimate of the loss on the training stream.
-            has = state.count > 0
-            denom = jnp.maximum(state.count, 1)
-            train_loss = jnp.where(has, state.loss_sum / denom, test_loss.mean())
-            train_acc = jnp.where(has, state.acc_sum / denom, test_correct.mean())
-        return {
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "test_loss": test_loss.mean(),
-            "test_acc": test_correct.mean(),
-            "param_norm": optax.tree.norm(state.params),
-            "alive": state.alive.astype(jnp.float32),
-            "subtask_loss": task_loss.reshape(t.per_task_test, t.n_tasks).mean(0),
-            "subtask_acc": task_correct.reshape(t.per_task_test, t.n_tasks).mean(0),
-        }
+        denom = jnp.maximum(state.count, 1)
+        ctx = EvalContext(
+            model=nnx.merge(graphdef, state.params),
+            per_sample=lambda batch: blocked(lambda b: sample_loss(state.params, b), batch, tr.eval_batch_size),
+            train_loss=state.loss_sum / denom, train_acc=state.acc_sum / denom, has_train=state.count > 0)
+        logs = program.evaluate(ctx, data.task, data.hyper)
+        out = {name: logs.pop(name) for name in CORE_METRICS}
+        out["param_norm"] = optax.tree.norm(state.params)
+        out["alive"] = state.alive.astype(jnp.float32)
+        return {**out, **logs}
 
     def chunk(state: TrainState, data: RunData, n_steps: jax.Array) -> tuple[TrainState, dict]:
         state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, data), state)
@@ -319,9 +223,9 @@ def make_train(cfg: Config) -> Trainer:
 
     steps_at = log_steps(tr.steps, tr.log_every, tr.log_count)
 
-    def train(hyper: Hyper, subsets_TxK: jax.Array) -> tuple[TrainState, dict]:
-        state, data = init(hyper, subsets_TxK)
+    def train(hyper: Hyper, member_input: Any) -> tuple[TrainState, dict]:
+        state, data = init(hyper, member_input)
         lengths = jnp.asarray(np.diff(steps_at, prepend=0), jnp.int32)
         return jax.lax.scan(lambda s, n: chunk(s, data, n), state, lengths)
 
-    return Trainer(init=init, chunk=chunk, train=train, log_steps=steps_at, graphdef=graphdef)
+    return Trainer(init=init, chunk=chunk, train=train, log_steps=steps_at, graphdef=graphdef, program=program)

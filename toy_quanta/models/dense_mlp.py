@@ -4,11 +4,17 @@ as the paper's code did), then every parameter times `init_scale` (the paper's a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import jax
 from flax import nnx
 
+from toy_quanta import checks
+from toy_quanta.models.base import Model
 from toy_quanta.models.mlp import ACTIVATIONS, _linear
 from toy_quanta.models.transformer import check_choice, scale_params
+from toy_quanta.registry import register_model
 
 
 class DenseMLP(nnx.Module):
@@ -33,3 +39,30 @@ class DenseMLP(nnx.Module):
     def logits(self, x_BxD: jax.Array) -> jax.Array:
         """The trainer's common entry point (same as __call__)."""
         return self(x_BxD)
+
+
+@dataclass
+class DenseMLPConfig:
+    """MLP on dense inputs (pixels): depth hidden layers of `width`. Omnigrok: 784-200-200-10 ReLU.
+    Initialised like PyTorch's nn.Linear, then every parameter times init_scale (Omnigrok's alpha)."""
+
+    name: str = "dense_mlp"
+    width: int = 200
+    depth: int = 2
+    activation: str = "relu"
+    init_scale: float = 1.0
+
+
+def _validate(cfg: Any) -> None:
+    checks.choice(cfg, "model.activation", tuple(ACTIVATIONS))
+    for key in ("model.width", "model.depth"):
+        checks.positive_int(cfg, key)
+
+
+def _build(m: DenseMLPConfig, io: dict[str, int], key: jax.Array) -> DenseMLP:
+    """io: d_in (features), n_out."""
+    return DenseMLP(d_in=io["d_in"], n_out=io["n_out"], width=m.width, depth=m.depth, activation=m.activation,
+                    init_scale=1.0, rngs=nnx.Rngs(key))
+
+
+register_model(Model("dense_mlp", DenseMLPConfig, _build, _validate))

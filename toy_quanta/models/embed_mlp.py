@@ -10,13 +10,21 @@ those papers' code did: embedding N(0, 1), linear kernels and biases U(-1/sqrt(f
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from toy_quanta.config import COMBINES
+from toy_quanta import checks
+from toy_quanta.errors import ConfigError
+from toy_quanta.models.base import Model
 from toy_quanta.models.mlp import ACTIVATIONS, _linear
 from toy_quanta.models.transformer import check_choice, scale_params
+from toy_quanta.registry import register_model
+
+COMBINES = ("sum", "concat")
 
 
 
@@ -71,3 +79,35 @@ class EmbedMLP(nnx.Module):
     def logits(self, tokens_BxT: jax.Array) -> jax.Array:
         """The trainer's common entry point: logits (B, n_out) from token sequences."""
         return self(*self.from_tokens(tokens_BxT))
+
+
+@dataclass
+class EmbedMLPConfig:
+    """MLP on the two operands' embeddings (the effective theory's and Omnigrok's setting)."""
+
+    name: str = "embed_mlp"
+    d_embed: int = 128
+    combine: str = "sum"  # sum (E_a + E_b) or concat
+    width: int = 256
+    depth: int = 1
+    activation: str = "relu"
+    init_scale: float = 1.0
+
+
+def _validate(cfg: Any) -> None:
+    checks.choice(cfg, "model.activation", tuple(ACTIVATIONS))
+    for key in ("model.d_embed", "model.width"):
+        checks.positive_int(cfg, key)
+    depth = checks.get(cfg, "model.depth")
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+        raise ConfigError("model.depth", depth, "an integer >= 0 (0: a linear readout of the embeddings)")
+    checks.choice(cfg, "model.combine", COMBINES)
+
+
+def _build(m: EmbedMLPConfig, io: dict[str, int], key: jax.Array) -> EmbedMLP:
+    """io: n_symbols (operands), n_out."""
+    return EmbedMLP(n_symbols=io["n_symbols"], d_embed=m.d_embed, combine=m.combine, width=m.width, depth=m.depth,
+                    activation=m.activation, n_out=io["n_out"], init_scale=1.0, rngs=nnx.Rngs(key))
+
+
+register_model(Model("embed_mlp", EmbedMLPConfig, _build, _validate, embedding=True))

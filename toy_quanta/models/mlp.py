@@ -13,11 +13,16 @@ the two skinny (batch x width by width x 2) matrix products that dominate after 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from toy_quanta import checks
+from toy_quanta.models.base import Model
+from toy_quanta.registry import register_model
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -143,3 +148,30 @@ def train_flops_per_sample(n_control: int, n_bits: int, width: int, depth: int, 
     first_in = n_bits if gather else n_control + n_bits
     forward = 2 * (first_in * width + (depth - 1) * width * width + width * n_out)
     return 3 * forward
+
+
+@dataclass
+class MLPConfig:
+    """MLP on [one-hot control | bits]. depth = number of hidden layers (the paper: 1)."""
+
+    name: str = "mlp"
+    width: int = 128
+    depth: int = 1
+    activation: str = "relu"
+    init_scale: float = 1.0  # multiplies every initial parameter (Omnigrok's alpha)
+    control_gather: bool = True  # gather the control row instead of a one-hot matmul (same function)
+
+
+def _validate(cfg: Any) -> None:
+    checks.choice(cfg, "model.activation", tuple(ACTIVATIONS))
+    for key in ("model.width", "model.depth"):
+        checks.positive_int(cfg, key)
+
+
+def _build(m: MLPConfig, io: dict[str, int], key: jax.Array) -> MLP:
+    """io: n_control (control codes), n_bits, n_out."""
+    return MLP(io["n_control"], io["n_bits"], m.width, m.depth, io["n_out"], m.activation, m.control_gather,
+               rngs=nnx.Rngs(key))
+
+
+register_model(Model("mlp", MLPConfig, _build, _validate))

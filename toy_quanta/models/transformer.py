@@ -24,14 +24,21 @@ took a training step at that setting from about 38 to 27 ms on the 2-core CPU, s
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from toy_quanta.config import POSITIONS
+from toy_quanta import checks
+from toy_quanta.errors import ConfigError
+from toy_quanta.models.base import Model
 from toy_quanta.models.mlp import ACTIVATIONS
+from toy_quanta.registry import register_model
+
+POSITIONS = ("learned", "sinusoidal")
 
 PRESETS: dict[str, dict] = {
     "power": dict(n_layers=2, d_model=128, n_heads=4, d_mlp=512, activation="relu", positions="learned",
@@ -247,3 +254,40 @@ def train_flops_per_sequence(seq_len: int, n_layers: int, d_model: int, d_mlp: i
     forward = ((n_layers - 1) * projections(T) + projections(last) + 2 * last * D * n_out
                + attention_flops_per_sequence(T, n_layers, D, last_only))
     return 3 * forward
+
+
+@dataclass
+class TransformerConfig:
+    """Decoder-only transformer on "a op b =" (defaults: Power et al.'s 2 layers, width 128)."""
+
+    name: str = "transformer"
+    n_layers: int = 2
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    activation: str = "relu"
+    positions: str = "learned"  # learned or sinusoidal
+    layer_norm: bool = True
+    tied: bool = False  # unembedding = the embedding's residue rows, transposed
+    init_scale: float = 1.0
+
+
+def _validate(cfg: Any) -> None:
+    checks.choice(cfg, "model.activation", tuple(ACTIVATIONS))
+    for key in ("model.n_layers", "model.d_model", "model.n_heads", "model.d_mlp"):
+        checks.positive_int(cfg, key)
+    d, h = checks.get(cfg, "model.d_model"), checks.get(cfg, "model.n_heads")
+    if d % h:
+        raise ConfigError("model.n_heads", h, f"a divisor of model.d_model={d}")
+    checks.choice(cfg, "model.positions", POSITIONS)
+
+
+def _build(m: TransformerConfig, io: dict[str, int], key: jax.Array) -> Transformer:
+    """io: vocab, n_out, seq_len (a token task's sizes)."""
+    return Transformer(vocab=io["vocab"], n_out=io["n_out"], seq_len=io["seq_len"], n_layers=m.n_layers,
+                       d_model=m.d_model, n_heads=m.n_heads, d_mlp=m.d_mlp, activation=m.activation,
+                       positions=m.positions, layer_norm=m.layer_norm, tied=m.tied, init_scale=1.0,
+                       rngs=nnx.Rngs(key))
+
+
+register_model(Model("transformer", TransformerConfig, _build, _validate, embedding=True))

@@ -7,7 +7,7 @@ Classifies every member from its training and validation accuracy curves as comp
 grokking, memorisation or confusion (toy_quanta.analysis.phase), takes the majority phase over
 the members at each (x, y) grid point, and writes phase.png, phase.csv (one row per member) and
 phase_grid.csv (one row per grid point) into --out (default RUN_DIR/phase/DATE_TIME). Prints the
-grid as a table and, last, one line of JSON.
+grid as a table and, last, one line of JSON. The writing: toy_quanta.analysis.phase.write_phase.
 """
 
 from __future__ import annotations
@@ -20,55 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
 
-from toy_quanta import phase_plots, results
+from toy_quanta import results
 from toy_quanta.analysis import phase
-from toy_quanta.config import ConfigError
+from toy_quanta.errors import ConfigError
+from toy_quanta.plots import phase as phase_plots
 
 PROG = "toy-quanta-phase"
-
-
-def tables(frame: pd.DataFrame, x: str, y: str, threshold: float = phase.DEFAULT_THRESHOLD,
-           gap_steps: float = phase.DEFAULT_GAP_STEPS) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(member rows, grid rows); raises ValueError on a bad key or threshold before anything is written."""
-    members = phase.member_phases(frame, x, y, threshold, gap_steps)
-    return members, phase.grid_table(members, x, y)
-
-
-def _write(members: pd.DataFrame, grid: pd.DataFrame, out_dir: Path, x: str, y: str, threshold: float,
-           gap_steps: float, title: str) -> dict[str, Any]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    phase_plots.plot_phase(grid, x, y, out_dir / "phase.png", title=title)
-    results.atomic_write(out_dir / "phase.csv", lambda p: members.to_csv(p, index=False))
-    results.atomic_write(out_dir / "phase_grid.csv", lambda p: grid.to_csv(p, index=False))
-    return results.json_safe({
-        "x": x, "y": y, "threshold": float(threshold), "gap_steps": float(gap_steps), "n_members": len(members),
-        "budget": int(members["budget"].iloc[0]) if len(members) else None,
-        "counts": phase.phase_counts(members), "grid": grid.to_dict(orient="records"),
-    })
-
-
-def write_phase(frame: pd.DataFrame, out_dir: Path, x: str, y: str, threshold: float = phase.DEFAULT_THRESHOLD,
-                gap_steps: float = phase.DEFAULT_GAP_STEPS, title: str = "") -> dict[str, Any]:
-    """phase.png, phase.csv and phase_grid.csv into out_dir; returns x, y, threshold, gap_steps,
-    n_members, budget, counts (members per phase) and grid (the grid table's rows), JSON-safe."""
-    threshold, gap_steps = phase.validate(threshold, gap_steps)
-    members, grid = tables(frame, x, y, threshold, gap_steps)
-    return _write(members, grid, out_dir, x, y, threshold, gap_steps, title)
-
-
-def run_settings(run_dir: Path) -> tuple[dict[str, Any], str]:
-    """(the run config's `phase` node as a dict, or {} for runs from before it; the run's name)."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return {}, run_dir.name
-    raw = OmegaConf.load(path)
-    node = raw.get("phase") if isinstance(raw, DictConfig) else None
-    settings = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else {}
-    name = raw.get("name", run_dir.name) if isinstance(raw, DictConfig) else run_dir.name
-    return settings, str(name)
 
 
 def grid_text(grid: pd.DataFrame, x: str, y: str) -> list[str]:
@@ -128,18 +86,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if not args.run_dir.is_dir():
             raise FileNotFoundError(f"RUN_DIR {args.run_dir} is not a directory")
-        settings, name = run_settings(args.run_dir)
+        settings, name = phase.run_settings(args.run_dir)
         x, y, threshold, gap = _resolve(args, settings)
         metrics = args.run_dir / results.METRICS_FILE
         if not metrics.is_file():
             raise FileNotFoundError(f"{metrics} not found: the job has not logged any metrics yet")
-        members, grid = tables(pd.read_parquet(metrics), x, y, threshold, gap)
+        members, grid = phase.tables(pd.read_parquet(metrics), x, y, threshold, gap)
     except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(2)
     out_dir = args.out or args.run_dir / "phase" / datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     title = f"{name}: phases at accuracy {threshold:g}, gap {gap:g} steps"
-    report = _write(members, grid, out_dir, x, y, threshold, gap, title)
+    report = phase.write_tables(members, grid, out_dir, x, y, threshold, gap, title)
     counts = report["counts"]
     print(f"{name}: {report['n_members']} members to step {report['budget']}; accuracy threshold {threshold:g}, "
           f"comprehension gap <= {gap:g} steps")

@@ -14,8 +14,7 @@ import matplotlib.transforms as mtransforms  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from toy_quanta.analysis import lu  # noqa: E402
-from toy_quanta.plotting import save_figure  # noqa: E402
+from toy_quanta.plots.curves import save_figure  # noqa: E402
 
 COLORS = {"train": "tab:orange", "test": "tab:blue"}
 NAMES = {"train": "training", "test": "test"}
@@ -89,10 +88,8 @@ def plot_lu(table: pd.DataFrame, crit: dict, path: Path, title: str, trajectory:
             trajectory_label: str | None = None, knee: float | None = None, loss_label: str = "loss") -> str:
     """Two panels against the weight norm w (log x): (a) final train and test loss (log y when all
     losses are positive), (b) final train and test accuracy; each with w_c, its grid interval,
-    the L's knee (computed with the default factor when not given) and, if given, an ordinary
+    the L's knee (toy_quanta.analysis.lu.l_knee; not drawn when None) and, if given, an ordinary
     run's trajectory."""
-    if knee is None:
-        knee = lu.l_knee(table["w"], table["train_loss_mean"])
     label = trajectory_label or "ordinary run"
     losses = [table["train_loss_mean"], table["test_loss_mean"]]
     if trajectory is not None:

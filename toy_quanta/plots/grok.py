@@ -14,12 +14,12 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from toy_quanta.analysis.milestones import grokking_summary  # noqa: E402
 from toy_quanta.engine.loop import FitResult  # noqa: E402
-from toy_quanta.engine.modular_train import grokking_summary  # noqa: E402
-from toy_quanta.plotting import member_label, save_figure  # noqa: E402
+from toy_quanta.plots.curves import member_label, save_figure  # noqa: E402
 
 if TYPE_CHECKING:
-    from toy_quanta.progress import Progress
+    from toy_quanta.analysis.progress import Progress
 
 
 def plot_grokking(result: FitResult, path: Path, title: str = "", loss_label: str | None = None) -> str:

@@ -30,11 +30,12 @@ import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from toy_quanta import qdg_plots
 from toy_quanta.analysis import clusters, qdg
-from toy_quanta.config import ConfigError, QDGConfig, validate_qdg
+from toy_quanta.config import QDGConfig, register_configs, validate_qdg
 from toy_quanta.data.sparse_parity import LN2, sample
+from toy_quanta.errors import ConfigError
 from toy_quanta.models.mlp import MLP
+from toy_quanta.plots import qdg as qdg_plots
 from toy_quanta.results import atomic_write, json_safe, load_run, write_json
 
 log = logging.getLogger("toy_quanta.qdg")
@@ -244,6 +245,7 @@ def main() -> None:
     elif not any(a.startswith("run_dir=") for a in args) and not any(a in ("-h", "--help", "--cfg", "-c") for a in args):
         print("usage: toy-quanta-qdg RUN_DIR [key=value ...]  (keys: toy-quanta-qdg RUN_DIR --cfg job)", file=sys.stderr)
         sys.exit(2)
+    register_configs()  # conf/qdg.yaml's defaults name the qdg_config schema
     _hydra_main()
 
 

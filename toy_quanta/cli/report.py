@@ -24,21 +24,13 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from toy_quanta.config import VECTOR_KEYS
+from toy_quanta import registry
+from toy_quanta.engine.members import vector_keys
+from toy_quanta.errors import ConfigError
 from toy_quanta.results import SUMMARY_FILE, json_safe
 
 DEFAULT_ROOTS = ("outputs", "multirun")
 MAX_MEMBERS = 8  # larger ensembles are summarised by medians, not listed
-
-# final-dict fields reported per task (besides the member's varying hyperparameters)
-FIELDS = {
-    "sparse_parity": ("test_loss_bits", "test_acc", "subtasks_learned"),
-    "modular": ("steps_to_train_99", "steps_to_val_99", "gap_99", "test_acc"),
-    "symbol_add": ("steps_to_train_90", "steps_to_val_90", "train_acc", "test_acc", "rqi", "eff_loss"),
-    "mnist": ("steps_to_train_100", "steps_to_val_60", "steps_to_val_80", "test_acc", "param_norm"),
-    "teacher_student": ("steps_to_train_100", "steps_to_val_60", "steps_to_val_80", "test_loss", "test_acc",
-                        "param_norm"),
-}
 
 
 def find_jobs(roots: list[Path]) -> list[Path]:
@@ -51,16 +43,25 @@ def find_jobs(roots: list[Path]) -> list[Path]:
     return sorted(jobs)
 
 
+def fields(task: str) -> tuple[str, ...]:
+    """The final-dict fields reported for a task (its Task.headline, besides the member's varying
+    hyperparameters); none for a task this version does not know."""
+    try:
+        return tuple(registry.task(task).headline)
+    except ConfigError:
+        return ()
+
+
 def _members(summary: dict[str, Any], task: str) -> dict[str, Any]:
     members = summary.get("members") or []
-    fields = FIELDS.get(task, ("train_acc", "test_acc"))
-    varying = [k for k in VECTOR_KEYS if len({json.dumps(m.get(k)) for m in members}) > 1]
+    shown = fields(task)
+    varying = [k for k in vector_keys() if len({json.dumps(m.get(k)) for m in members}) > 1]
     if len(members) <= MAX_MEMBERS:
-        rows = [{**{k: m.get(k) for k in varying}, **{f: m["final"].get(f) for f in fields},
+        rows = [{**{k: m.get(k) for k in varying}, **{f: m["final"].get(f) for f in shown},
                  "diverged": m.get("diverged", False)} for m in members]
         return {"members": rows}
     medians = {}
-    for f in fields:
+    for f in shown:
         values = [m["final"].get(f) for m in members]
         finite = [float(v) for v in values if isinstance(v, (int, float)) and np.isfinite(v)]
         medians[f] = float(np.median(finite)) if finite else None
@@ -71,6 +72,11 @@ def _members(summary: dict[str, Any], task: str) -> dict[str, Any]:
 def headline(cfg: Any, summary: dict[str, Any]) -> dict[str, Any]:
     """One job's headline figures."""
     task = str(cfg.get("task", {}).get("name", "sparse_parity"))
+    if cfg.get("tasks_module"):  # a task of the user's own: its module says what to show
+        try:
+            registry.import_tasks_module(str(cfg.tasks_module))
+        except ConfigError:
+            pass  # moved or renamed since: the members' hyperparameters are still shown
     head: dict[str, Any] = {"task": task, "steps": summary.get("steps"), "wall_time_s": summary.get("wall_time_s"),
                             "output_dir": summary.get("output_dir")}
     if "phase" in summary:

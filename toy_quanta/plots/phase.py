@@ -13,11 +13,12 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from toy_quanta.analysis.phase import PHASES  # noqa: E402
-from toy_quanta.plotting import save_figure  # noqa: E402
+from toy_quanta.plots.curves import save_figure  # noqa: E402
 
 # The Goldilocks zone (comprehension, grokking) in blue and green; memorisation warm; confusion grey.
 COLORS = {"comprehension": "#2c7fb8", "grokking": "#41ab5d", "memorisation": "#fdae61", "confusion": "#bdbdbd"}
+# toy_quanta.analysis.phase.PHASES in its order (this module does not import the analysis, which imports it)
+PHASES = tuple(COLORS)
 DARK = {"comprehension", "grokking"}  # cells that want white annotations
 
 

@@ -15,7 +15,7 @@ from toy_quanta.analysis.references import OTHER_STUDIES  # noqa: E402
 from toy_quanta.analysis.scaling import (  # noqa: E402
     LEARNED_BITS, PAPER_CONVERGENCE_EXPONENT, QUANTITY_LABEL, ConvergenceAnalysis, ScaleAnalysis)
 from toy_quanta.data.sparse_parity import LN2  # noqa: E402
-from toy_quanta.plotting import save_figure  # noqa: E402
+from toy_quanta.plots.curves import save_figure  # noqa: E402
 
 
 

@@ -1,23 +1,17 @@
-"""`toy-quanta-progress RUN_DIR`: the mechanism of a grokking run, over training.
-
-    toy-quanta experiment=grok_modadd            # saves snapshots.msgpack (train.snapshots=true)
-    toy-quanta-progress outputs/DATE/TIME        # -> outputs/DATE/TIME/progress/DATE_TIME/
+"""The mechanism of a grokking run, over training (the logic of `toy-quanta-progress RUN_DIR`,
+toy_quanta.cli.progress, and of the app's progress measures after a modular job).
 
 For one member, at every log step it saved: the Fourier norms of the residue embeddings, their
 Gini coefficient, the key frequencies (those of the final embedding), the restricted loss (the
 logits with only the key frequencies' directions, on every pair) and the excluded loss (the
 logits without them, on the training pairs), RQI and the ring's RQI, and the weight norm
 (Nanda et al. 2023; Liu et al. 2022). Writes progress.png, fourier.png, embedding_ring.png,
-progress.csv and report.json, and prints one line of JSON last. A run without snapshots gets
+progress.csv and report.json. A run without snapshots gets
 the same measures for its final parameters only.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +22,14 @@ import numpy as np
 import pandas as pd
 from flax import nnx
 
-from toy_quanta import grok_plots, results
+from toy_quanta import registry, results
 from toy_quanta.analysis import fourier, rqi
-from toy_quanta.config import Config, ConfigError
+from toy_quanta.config import Config
 from toy_quanta.data import modular
 from toy_quanta.engine.members import expand
-from toy_quanta.engine.modular_train import make_modular_model
+from toy_quanta.engine.train import make_model
+from toy_quanta.errors import ConfigError
+from toy_quanta.plots import grok as grok_plots
 
 DEFAULT_TOL = 0.01  # Liu et al.'s tolerance on the squared distance
 DEFAULT_KEY_FACTOR = 4.0  # key: squared norm >= 4 x the median's (norm >= 2 x)
@@ -112,7 +108,7 @@ def measure(cfg: Config, steps_L: np.ndarray, params: dict, member: int, tol: fl
     n_pairs = len(c_N)
     fraction = members[member]["task.train_fraction"]
     train_N = modular.split_rank(n_pairs, t.split_seed) < modular.n_train(n_pairs, fraction)
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: make_modular_model(cfg, jax.random.key(0))))
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: make_model(cfg, jax.random.key(0))))
 
     @jax.jit
     def logits_of(pure: dict) -> jax.Array:
@@ -162,7 +158,7 @@ def measure(cfg: Config, steps_L: np.ndarray, params: dict, member: int, tol: fl
 def load(run_dir: Path) -> tuple[Config, np.ndarray, dict, bool]:
     """(config, steps, params with leaves (L, M, ...), whether they are snapshots over training)."""
     cfg = results.load_config(run_dir)
-    if cfg.task.name != "modular":
+    if "progress" not in registry.task(cfg.task.name).analyses:
         raise ConfigError("RUN_DIR", str(run_dir), f"a modular arithmetic run (this one trained task={cfg.task.name})")
     if (run_dir / results.SNAPSHOTS_FILE).is_file():
         steps, params = results.load_snapshots(run_dir)
@@ -190,51 +186,3 @@ def write(progress: Progress, out_dir: Path, ring: bool = True) -> dict[str, Any
     head = progress.headline()
     results.write_json(out_dir / "report.json", head)
     return head
-
-
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="toy-quanta-progress", description=__doc__.split("\n\n")[0])
-    ap.add_argument("run_dir", type=Path, help="a grokking job's output directory")
-    ap.add_argument("--member", type=int, default=0, help="which member of the job's ensemble (default 0)")
-    ap.add_argument("--tol", type=float, default=DEFAULT_TOL, help="RQI's tolerance on the squared distance (0.01)")
-    ap.add_argument("--key-factor", type=float, default=DEFAULT_KEY_FACTOR,
-                    help="a key frequency's squared norm is at least this many times the median's (4)")
-    ap.add_argument("--out", type=Path, default=None, help="output directory (default RUN_DIR/progress/DATE_TIME)")
-    return ap.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = _parse(argv)
-    try:
-        if not args.tol > 0:
-            raise ConfigError("--tol", args.tol, "a positive number")
-        if not args.key_factor > 0:
-            raise ConfigError("--key-factor", args.key_factor, "a positive number")
-        if not args.run_dir.is_dir():
-            raise FileNotFoundError(f"RUN_DIR {args.run_dir} is not a directory")
-        cfg, steps, params, over_training = load(args.run_dir)
-        progress = measure(cfg, steps, params, args.member, args.tol, args.key_factor)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"toy-quanta-progress: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if not over_training:
-        progress.notes.append("no snapshots.msgpack: final parameters only (re-run with train.snapshots=true)")
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    out_dir = args.out or args.run_dir / "progress" / stamp
-    head = write(progress, out_dir)
-    keys = ", ".join(map(str, head["key_frequencies"])) or "none"
-    print(f"{head['name']} member {args.member}: {head['n_snapshots']} snapshots to step {head['steps']}")
-    print(f"  key frequencies {keys} ({head['key_share']:.0%} of the embedding's Fourier power); Gini {head['gini']:.3f}, "
-          f"within 10% of it from step {head['gini_90pct_step']}")
-    if head["restricted_loss"] is not None:
-        print(f"  final loss (nats): train {head['train_loss']:.3g}, test {head['test_loss']:.3g}, restricted "
-              f"{head['restricted_loss']:.3g} (all pairs), excluded {head['excluded_loss']:.3g} (training pairs)")
-        print(f"  RQI {head['rqi']:.3f}, ring RQI {head['ring_rqi']:.3f} (tolerance {head['tol']:g})")
-    for note in head["notes"]:
-        print(f"  note: {note}")
-    print(f"output directory: {out_dir}")
-    print(json.dumps(results.json_safe(head)))
-
-
-if __name__ == "__main__":
-    main()

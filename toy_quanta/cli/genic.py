@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from toy_quanta.analysis.genic import (FLAT, LABELS, MIN_DROP, MONOGENIC, POLYGENIC, THRESHOLD, WINDOW, GenicResult,
                                        by_group, check_params, classify, validate_curves)
-from toy_quanta.collect import job_dirs
+from toy_quanta.analysis.collect import job_dirs
 from toy_quanta.data.sparse_parity import LN2, sample, zipf_probs
 from toy_quanta.results import CHECKPOINT_FILE, SUMMARY_FILE, atomic_write, json_safe, load_run, write_json
 

@@ -22,8 +22,8 @@ from toy_quanta.analysis.scaling import (
     convergence, scale_points, summary_frame)
 from toy_quanta.analysis.sweep import load_sweeps
 from toy_quanta.data.sparse_parity import LN2
+from toy_quanta.plots import scaling as plots
 from toy_quanta.results import atomic_write, json_safe, write_json
-from toy_quanta import scaling_plots as plots
 
 
 def _interval(value: float, low: float, high: float) -> str:

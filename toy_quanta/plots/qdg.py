@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from toy_quanta.analysis.clusters import SlopeFit  # noqa: E402
-from toy_quanta.plotting import save_figure  # noqa: E402
+from toy_quanta.plots.curves import save_figure  # noqa: E402
 
 MAX_SHOWN = 1500  # samples drawn in the similarity figure (a 10k x 10k image would be all noise)
 

@@ -1,0 +1,85 @@
+"""docs/adding-a-task.md, run exactly as the page shows it: its files written into an empty folder,
+then every `toy-quanta` command of the page, in order, from that folder."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "adding-a-task.md"
+BIN = Path(sys.executable).parent
+
+
+def page_files(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^File `([^`]+)`:\n\n```\w+\n(.*?)```", text, re.M | re.S))
+
+
+def page_commands(text: str) -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    return [line for block in blocks for line in block.splitlines() if line.startswith("toy-quanta")]
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory) -> tuple[Path, list[subprocess.CompletedProcess]]:
+    folder = tmp_path_factory.mktemp("user_task")
+    text = PAGE.read_text()
+    for name, content in page_files(text).items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(content)
+    procs = []
+    for command in page_commands(text):
+        program, *args = shlex.split(command)
+        procs.append(subprocess.run([str(BIN / program), *args], cwd=folder, capture_output=True, text=True,
+                                    timeout=600))
+    return folder, procs
+
+
+def test_the_page_has_its_files_and_commands():
+    text = PAGE.read_text()
+    assert set(page_files(text)) == {"majority.py", "conf/experiment/majority.yaml"}
+    assert len(page_commands(text)) == 4
+
+
+def test_every_command_of_the_page_succeeds(ran):
+    _, procs = ran
+    for proc in procs:
+        assert proc.returncode == 0, f"{proc.args}\nSTDOUT\n{proc.stdout}\nSTDERR\n{proc.stderr}"
+
+
+def test_the_user_task_learns_its_majority(ran):
+    """Each job of the page wrote the usual files, and its members learned the majority."""
+    folder, _ = ran
+    summaries = [json.loads(p.read_text()) for p in folder.rglob("summary.json")]
+    assert len(summaries) == 4  # the plain run, the experiment, and the sweep's two grid points
+    for summary in summaries:
+        job = Path(summary["output_dir"])
+        assert {"config.yaml", "metrics.parquet", "checkpoint.msgpack", "curves.png"} <= {p.name for p in job.iterdir()}
+        for member in summary["members"]:
+            assert member["final"]["test_acc"] > 0.95, member
+
+
+def test_the_sweep_ran_both_grid_points_and_the_report_reads_them(ran):
+    folder, procs = ran
+    sweep = [json.loads(p.read_text()) for p in (folder / "multirun").rglob("summary.json")]
+    assert sorted(s["swept"]["task.k"] for s in sweep) == [3, 5]
+    report = json.loads(procs[-1].stdout.strip().splitlines()[-1])
+    assert report["n_jobs"] == 2 and report["n_failed"] == 0
+    (experiment,) = report["experiments"].values()
+    assert experiment["task"] == "majority" and all("test_acc" in m for m in experiment["members"])
+
+
+def test_a_bad_value_of_the_user_task_is_one_clear_line(ran):
+    folder, _ = ran
+    proc = subprocess.run([str(BIN / "toy-quanta"), "tasks_module=majority.py", "~experiment", "task=majority",
+                           "model=dense_mlp", "task.k=4"], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "task.k=4 is not allowed: an odd integer" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    missing = subprocess.run([str(BIN / "toy-quanta"), "tasks_module=nowhere.py", "task=majority"], cwd=folder,
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "tasks_module='nowhere.py' is not allowed" in missing.stderr

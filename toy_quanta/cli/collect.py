@@ -1,0 +1,49 @@
+"""`toy-quanta-collect DIR`: one tidy table from every job of a multirun directory.
+
+Writes DIR/collected.parquet (every job's metrics, with `job` and the job's swept values as
+columns), reports jobs that are missing (expected from the sweep but without a directory) or
+failed, and prints a one-line JSON summary last. The collecting: toy_quanta.analysis.collect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from toy_quanta.analysis.collect import COLLECTED_FILE, collect
+from toy_quanta.results import atomic_write
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="toy-quanta-collect", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun directory (multirun/NAME/DATE_TIME)")
+    parser.add_argument("--out", type=Path, default=None, help=f"table path (default: DIR/{COLLECTED_FILE})")
+    args = parser.parse_args(argv)
+    try:
+        table, report = collect(args.sweep_dir)
+    except FileNotFoundError as exc:
+        print(f"toy-quanta-collect: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or args.sweep_dir / COLLECTED_FILE
+    if len(table):
+        atomic_write(out, lambda p: table.to_parquet(p, index=False))
+        report["table"] = str(out)
+    print(f"{report['jobs_completed']} completed, {report['jobs_failed']} failed, {report['jobs_missing']} missing"
+          f" of {report['jobs_expected'] if report['jobs_expected'] is not None else '?'} jobs; {report['rows']} rows")
+    for f in report["failed"]:
+        print(f"  failed  job {f['job']}: {f['reason']}")
+    for m in report["missing"]:
+        print(f"  missing job {m}")
+    if len(table) and "test_loss" in set(table["metric"]):
+        final = table[(table["metric"] == "test_loss")]
+        final = final[final["step"] == final.groupby("job")["step"].transform("max")]
+        cols = ["job", "member", *[c for c in final.columns if "." in c or c == "seed"]]
+        print(final[cols + ["value"]].rename(columns={"value": "final_test_loss"}).to_string(index=False))
+    print(json.dumps(report, default=str))
+    return 1 if report["jobs_failed"] or report["jobs_missing"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

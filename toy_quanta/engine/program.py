@@ -1,0 +1,50 @@
+"""The contract between a task and the engine: what one compiled program needs from its task.
+
+A task (toy_quanta.tasks) builds a `Program` from a config; the engine (train.make_train) runs it
+for any task and never asks which one it is. Every function is pure and works on one member;
+the engine vmaps them over the ensemble.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
+
+import jax
+from flax import nnx
+
+Hyper = dict[str, jax.Array]  # one member's scalars by config key (seed, optim.lr, task.alpha, ...)
+Batch = Any  # a task's pytree of arrays with a leading batch axis
+
+
+class EvalContext(NamedTuple):
+    """What a task's `evaluate` gets from the engine at a log step."""
+
+    model: nnx.Module  # the member's model at its current parameters
+    per_sample: Callable[[Batch], tuple[jax.Array, jax.Array]]  # (loss_N, correct_N), blocked by eval_batch_size
+    train_loss: jax.Array  # mean minibatch loss of the steps since the last log (meaningful when has_train)
+    train_acc: jax.Array
+    has_train: jax.Array  # () bool: a step was taken since the last log
+
+
+@dataclass(frozen=True)
+class Program:
+    """One task's side of a compiled program.
+
+    - init(hyper, member_input, key) -> data: the member's constants on the device (test sets, its
+      training set or mask...). `key` is the member's root key; the engine uses fold_in(key, 0) for
+      the parameters and fold_in(key, 1) for the batches, so a task folds in 2 and above.
+    - batch(data, hyper, key, step) -> (batch, weight_B or None): the step's training batch, and
+      per-sample weights summing to 1 (None: the plain mean).
+    - loss(model, batch) -> (loss_B, correct_B): per-sample loss and correctness (0/1 floats).
+    - evaluate(ctx, data, hyper) -> metrics: train_loss, train_acc, test_loss, test_acc first, then
+      anything else (scalars or (T,) vectors per member).
+    """
+
+    init: Callable[[Hyper, Any, jax.Array], Any]
+    batch: Callable[[Any, Hyper, jax.Array, jax.Array], tuple[Batch, jax.Array | None]]
+    loss: Callable[[nnx.Module, Batch], tuple[jax.Array, jax.Array]]
+    evaluate: Callable[[EvalContext, Any, Hyper], dict[str, jax.Array]]
+    batch_rows: int  # rows of a training batch (micro-batches split it)
+    model_io: dict[str, int] = field(default_factory=dict)  # the sizes the model is built for
+    cpu_microbatch: bool = False  # split large batches into micro-batches on the CPU by default

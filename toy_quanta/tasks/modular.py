@@ -1,0 +1,177 @@
+"""Binary operations mod p (Power et al. 2022): grokking on a table of all pairs."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from toy_quanta import checks
+from toy_quanta.analysis.milestones import final_milestones, step_or_never
+from toy_quanta.data import modular
+from toy_quanta.data.sparse_parity import LN2
+from toy_quanta.engine.program import EvalContext, Program
+from toy_quanta.registry import register_task
+from toy_quanta.tasks.base import Task
+
+
+@dataclass
+class ModularConfig:
+    """Binary operation mod p (Power et al. 2022): all pairs (a, b), a training fraction of them.
+
+    Ops (toy_quanta.data.modular.OPS): add, sub, mul, div, sq_add, quad, quad_a, cube_ab,
+    cube_ab2, mixed. div and mixed need a prime p.
+    """
+
+    name: str = "modular"
+    p: int = 97
+    op: str = "div"
+    train_fraction: float = 0.5
+    split_seed: int = 0  # which pairs are in the training set (nested across fractions)
+    full_batch: bool = False  # every step on the whole training set; else train.batch_size pairs drawn from it
+
+
+class Data(NamedTuple):
+    """A member's constants on the device; the table itself is shared by every member."""
+
+    train_mask: jax.Array  # (N,) bool
+    order: jax.Array  # (N,) int32: pair indices by split rank, so order[:n_train] is the training set
+    n_train: jax.Array  # () int32
+
+
+def token_loss(model: Any, batch: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    tokens_BxT, labels_B = batch
+    logits_BxP = model.logits(tokens_BxT)
+    loss_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxP, labels_B)
+    return loss_B, (jnp.argmax(logits_BxP, -1) == labels_B).astype(jnp.float32)
+
+
+class TableTask(Task):
+    """A task on a small table of (a, b) pairs, all on the device: a member's training set is a
+    mask over it (the pairs whose split rank is below round(fraction * N)), so members may differ
+    in training fraction (and seed, learning rate, weight decay, init scale) in one program."""
+
+    models: tuple[str, ...] = ("transformer", "embed_mlp")
+    member_keys = {"task.train_fraction": ("train_fraction", float)}
+    headline = ("steps_to_train_99", "steps_to_val_99", "gap_99", "test_acc")
+
+    def table(self, t: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens (N, 4), answers (N,))."""
+        raise NotImplementedError
+
+    def extra_metrics(self, cfg: Any, tokens_NxT: np.ndarray) -> Any:
+        """(model, train_mask_N) -> metrics of the representation, or None."""
+        return None
+
+    def adapt(self, cfg: Any, members: Sequence[dict[str, Any]]) -> Any:
+        # The members' own fractions (a vmapped sweep groups jobs of several) size the full batch.
+        fractions = sorted({m["task.train_fraction"] for m in members})
+        return dataclasses.replace(cfg, ensemble=dataclasses.replace(cfg.ensemble, train_fraction=fractions))
+
+    def member_inputs(self, cfg: Any, members: Sequence[dict[str, Any]]) -> np.ndarray:
+        """(M, N): every member's split rank; one split shared by the members, so their training
+        sets are nested by fraction."""
+        n_pairs = len(self.table(cfg.task)[1])
+        return np.broadcast_to(modular.split_rank(n_pairs, cfg.task.split_seed), (len(members), n_pairs))
+
+    def program(self, cfg: Any) -> Program:
+        """A member's training fraction must be at most the largest of ensemble.train_fraction (or
+        task.train_fraction): full batch runs on that many pairs."""
+        t, tr = cfg.task, cfg.train
+        tokens_NxT, c_N = self.table(t)
+        n_pairs = len(c_N)
+        tokens, labels = jnp.asarray(tokens_NxT), jnp.asarray(c_N)
+        # Full batch runs on the first n_max pairs in split order (the largest member's training
+        # set), each member weighting its own n_train of them: not the whole table.
+        n_max = modular.n_train(n_pairs, max(cfg.ensemble.train_fraction or [t.train_fraction]))
+        extra = self.extra_metrics(cfg, tokens_NxT)
+
+        def init(hyper, rank_N, key) -> Data:
+            mask_N = modular.train_mask(rank_N, hyper["task.train_fraction"])
+            return Data(train_mask=mask_N, order=jnp.argsort(rank_N).astype(jnp.int32),
+                        n_train=jnp.sum(mask_N).astype(jnp.int32))
+
+        def batch(data: Data, hyper, key, step):
+            if t.full_batch:
+                idx_B = data.order[:n_max]
+                return (tokens[idx_B], labels[idx_B]), (jnp.arange(n_max) < data.n_train) / data.n_train
+            idx_B = data.order[jax.random.randint(key, (tr.batch_size,), 0, data.n_train)]
+            return (tokens[idx_B], labels[idx_B]), None
+
+        def evaluate(ctx: EvalContext, data: Data, hyper) -> dict[str, jax.Array]:
+            loss_N, correct_N = ctx.per_sample((tokens, labels))
+            train, val = data.train_mask, ~data.train_mask
+            n_val = n_pairs - data.n_train
+            mean = lambda x, m, n: jnp.sum(jnp.where(m, x, 0.0)) / n  # noqa: E731
+            return {
+                "train_loss": mean(loss_N, train, data.n_train),
+                "train_acc": mean(correct_N, train, data.n_train),
+                "test_loss": mean(loss_N, val, n_val),
+                "test_acc": mean(correct_N, val, n_val),
+                **(extra(ctx.model, train) if extra is not None else {}),
+            }
+
+        return Program(init=init, batch=batch, loss=token_loss, evaluate=evaluate,
+                       batch_rows=n_max if t.full_batch else tr.batch_size, model_io=self.model_io(cfg))
+
+    def summarize(self, steps_L: np.ndarray, logs: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {"test_loss_bits": float(logs["test_loss"][-1]) / LN2,
+                **final_milestones(steps_L, logs["train_acc"], logs["test_acc"])}
+
+    def report_line(self, member: dict[str, Any]) -> str:
+        f = member["final"]
+        return (f"train acc {f['train_acc']:.4f}, validation acc {f['test_acc']:.4f}; 99% train at "
+                f"{step_or_never(f, 'steps_to_train_99')}, 99% validation at {step_or_never(f, 'steps_to_val_99')}")
+
+
+class Modular(TableTask):
+    name = "modular"
+    config = ModularConfig
+    analyses = frozenset({"progress"})
+
+    def table(self, t: Any) -> tuple[np.ndarray, np.ndarray]:
+        a_N, b_N, c_N = modular.table(t.op, t.p)
+        return modular.sequences(a_N, b_N, t.p), c_N
+
+    def validate(self, cfg: Any) -> None:
+        modular.check(checks.get(cfg, "task.op"), checks.get(cfg, "task.p"), checks.get(cfg, "task.train_fraction"))
+        checks.list_of(cfg, "ensemble.train_fraction", positive=True)
+        for f in checks.get(cfg, "ensemble.train_fraction") or []:
+            modular.check(checks.get(cfg, "task.op"), checks.get(cfg, "task.p"), f)
+        checks.nonneg_int(cfg, "task.split_seed")
+
+    def model_io(self, cfg: Any) -> dict[str, int]:
+        p = cfg.task.p
+        return {"vocab": modular.vocab_size(p), "n_out": p, "seq_len": modular.SEQ_LEN, "n_symbols": p}
+
+    def figures(self, result: Any, cfg: Any, out_dir: Path, title: str) -> None:
+        from toy_quanta.plots.grok import job_figures
+
+        job_figures(result, cfg.task.p, out_dir, cfg.name, title)
+
+    def after_run(self, cfg: Any, result: Any, snapshots: Any, out_dir: Path) -> dict[str, Any]:
+        """The teaching view of the mechanism, for member 0 (toy-quanta-progress does any member)."""
+        if snapshots is None:
+            return {}
+        from toy_quanta.analysis import progress
+
+        measures = progress.measure(cfg, np.asarray(result.steps), snapshots, member=0)
+        return {"progress": progress.write(measures, out_dir / "progress", ring=False)}
+
+    def describe(self, cfg: Any) -> str:
+        t, m = cfg.task, cfg.model
+        fractions = cfg.ensemble.train_fraction
+        data = f"training fraction in {list(fractions)}" if fractions else f"{t.train_fraction:g} of the pairs"
+        model = (f"transformer {m.n_layers} layers, width {m.d_model}" if m.name == "transformer"
+                 else f"embedding MLP (d_embed {m.d_embed}, width {m.width}, {m.combine})")
+        return (f"{t.op} mod {t.p}, {data}; {model}; {cfg.optim.name} lr={cfg.optim.lr:g} "
+                f"wd={cfg.optim.weight_decay:g}, " + ("full batch" if t.full_batch else f"batch {cfg.train.batch_size}"))
+
+
+register_task(Modular())

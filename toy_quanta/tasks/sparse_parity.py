@@ -1,0 +1,215 @@
+"""Multitask sparse parity (Michaud et al. 2023): the quantization model's testbed."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from toy_quanta import checks
+from toy_quanta.data import sparse_parity as sp
+from toy_quanta.engine.program import EvalContext, Program
+from toy_quanta.errors import ConfigError
+from toy_quanta.models.mlp import binary_cross_entropy
+from toy_quanta.registry import register_task
+from toy_quanta.tasks.base import Task
+
+TRAIN_BLOCK = 1024  # a finite training set is drawn in blocks of this many samples
+LEARNED_BITS = 0.1  # a subtask counts as learned below this loss (the paper's threshold)
+
+
+@dataclass
+class SparseParityConfig:
+    """Multitask sparse parity. `alpha` is the paper's alpha: subtask i has p_i ∝ i^-(alpha+1).
+
+    The paper's headline exponent 1.4 is `task.alpha=0.4`.
+    """
+
+    name: str = "sparse_parity"
+    n_tasks: int = 500
+    n: int = 100
+    k: int = 3
+    alpha: float = 0.4
+    D: Optional[int] = None  # None: online (fresh samples every step); else a fixed training set of D samples
+    test_size: int = 20_000  # evaluation set drawn from the task distribution
+    per_task_test: int = 200  # points per subtask in the per-subtask evaluation set
+    subset_seed: Optional[int] = None  # None: subsets drawn from the top-level seed
+
+
+class Batch(NamedTuple):
+    task: jax.Array  # (B,) int32 subtask index
+    bits: jax.Array  # (B, n) uint8
+    label: jax.Array  # (B,) int32
+
+
+class Data(NamedTuple):
+    """A member's constants on the device."""
+
+    subsets: jax.Array  # (n_tasks, k)
+    train: Batch | None  # the fixed training set (finite mode), else None
+    test: Batch  # from the task distribution
+    per_task: Batch  # per_task_test points per subtask, subtask = index % n_tasks
+
+
+def subsets_for(cfg: Any, members: Sequence[dict]) -> np.ndarray:
+    """(M, n_tasks, k): each member's subsets, from task.subset_seed or else the member's seed."""
+    t = cfg.task
+    seeds = [t.subset_seed if t.subset_seed is not None else m["seed"] for m in members]
+    cache = {s: sp.draw_subsets(t.n_tasks, t.n, t.k, s) for s in set(seeds)}
+    return np.stack([cache[s] for s in seeds])
+
+
+def train_capacity(members: Sequence[dict[str, Any]]) -> int | None:
+    """Length of the shared training-set array: the largest member's D; None when online.
+    Members must be all finite or all online (one program cannot hold both)."""
+    sizes = [m["task.D"] for m in members]
+    if all(d is None for d in sizes):
+        return None
+    if any(d is None for d in sizes):
+        raise ValueError("one program cannot train online (task.D=null) and finite-data members together")
+    return int(max(sizes))
+
+
+def loss_and_acc(model: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    margin_B = model.margin(batch.task, batch.bits)
+    loss_B = binary_cross_entropy(margin_B, batch.label)
+    # argmax of the two logits, ties to class 0
+    correct_B = ((margin_B > 0) == (batch.label == 1)).astype(jnp.float32)
+    return loss_B, correct_B
+
+
+class SparseParity(Task):
+    name = "sparse_parity"
+    config = SparseParityConfig
+    models = ("mlp",)
+    member_keys = {"task.alpha": ("alpha", float), "task.D": ("D", int)}
+    headline = ("test_loss_bits", "test_acc", "subtasks_learned")
+    analyses = frozenset({"qdg", "genic"})
+
+    def validate(self, cfg: Any) -> None:
+        for key in ("task.n_tasks", "task.n", "task.test_size", "task.per_task_test"):
+            checks.positive_int(cfg, key)
+        n, k, n_tasks = checks.get(cfg, "task.n"), checks.get(cfg, "task.k"), checks.get(cfg, "task.n_tasks")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+            raise ConfigError("task.k", k, f"an integer with 1 <= k <= task.n={n}")
+        n_subsets = math.comb(n, k)
+        if n_tasks > n_subsets:
+            raise ConfigError("task.n_tasks", n_tasks, f"at most C(task.n={n}, task.k={k}) = {n_subsets} distinct subsets")
+        checks.finite(cfg, "task.alpha", nonneg=True)
+        if checks.get(cfg, "task.D") is not None:
+            checks.positive_int(cfg, "task.D")
+        checks.list_of(cfg, "ensemble.alpha", nonneg=True)
+        checks.list_of(cfg, "ensemble.D", positive=True, integer=True)
+        subset_seed = checks.get(cfg, "task.subset_seed")
+        if subset_seed is not None and (isinstance(subset_seed, bool) or not isinstance(subset_seed, int) or subset_seed < 0):
+            raise ConfigError("task.subset_seed", subset_seed, "an integer >= 0, or null (use the member's seed)")
+
+    def model_io(self, cfg: Any) -> dict[str, int]:
+        return {"n_control": cfg.task.n_tasks, "n_bits": cfg.task.n, "n_out": 2}
+
+    def adapt(self, cfg: Any, members: Sequence[dict[str, Any]]) -> Any:
+        # The members' own D (not the config's) sets the length of the shared training-set array.
+        return dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, D=train_capacity(members)),
+                                   ensemble=dataclasses.replace(cfg.ensemble, D=None))
+
+    def member_inputs(self, cfg: Any, members: Sequence[dict[str, Any]]) -> np.ndarray:
+        return subsets_for(cfg, members)
+
+    def group_key(self, cfg: Any) -> dict[str, Any]:
+        # D is per member, but online and finite-data members cannot share a program.
+        return {"finite_data": cfg.task.D is not None or cfg.ensemble.D is not None}
+
+    def program(self, cfg: Any) -> Program:
+        """In finite mode the members' training sets share one array of task.D rows (the largest
+        member's D, see adapt); each member uses its own D of them."""
+        t, tr = cfg.task, cfg.train
+        if cfg.ensemble.D is not None:
+            t = dataclasses.replace(t, D=max(cfg.ensemble.D))
+        finite = t.D is not None
+        batch_len = tr.batch_size if not finite else min(tr.batch_size, t.D)
+
+        def training_set(key, subsets_TxK, alpha) -> Batch:
+            """t.D samples drawn in fixed blocks, each from its own key: the first D samples are the
+            same whatever t.D is, so a member's data does not depend on its ensemble's largest D."""
+            n_blocks = -(-t.D // TRAIN_BLOCK)
+            keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(n_blocks))
+            blocks = jax.vmap(lambda k: Batch(*sp.sample(k, subsets_TxK, alpha, TRAIN_BLOCK, t.n)))(keys)
+            return jax.tree.map(lambda x: x.reshape(n_blocks * TRAIN_BLOCK, *x.shape[2:])[:t.D], blocks)
+
+        def init(hyper, subsets_TxK, key) -> Data:
+            k_train, k_test, k_task = (jax.random.fold_in(key, i) for i in (2, 3, 4))
+            return Data(subsets=subsets_TxK,
+                        train=training_set(k_train, subsets_TxK, hyper["task.alpha"]) if finite else None,
+                        test=Batch(*sp.sample(k_test, subsets_TxK, hyper["task.alpha"], t.test_size, t.n)),
+                        per_task=Batch(*sp.per_task_set(k_task, subsets_TxK, t.per_task_test, t.n)))
+
+        def batch(data: Data, hyper, key, step) -> tuple[Batch, jax.Array]:
+            """The step's batch and per-sample weights (summing to 1)."""
+            if not finite:
+                return Batch(*sp.sample(key, data.subsets, hyper["task.alpha"], tr.batch_size, t.n)), jnp.full(
+                    (tr.batch_size,), 1.0 / tr.batch_size)
+            # A member whose D fits in a batch trains on all of its D samples (full batch: the first
+            # batch_len rows, those past D weighted 0); a larger D is sampled with replacement.
+            D = hyper["task.D"]
+            full = D <= tr.batch_size
+            pos_B = jnp.arange(batch_len)
+            idx_B = jnp.where(full, pos_B, jax.random.randint(key, (batch_len,), 0, D))
+            weight_B = jnp.where(full, (pos_B < D) / D, 1.0 / batch_len).astype(jnp.float32)
+            return jax.tree.map(lambda x: x[idx_B], data.train), weight_B
+
+        def evaluate(ctx: EvalContext, data: Data, hyper) -> dict[str, jax.Array]:
+            test_loss, test_correct = ctx.per_sample(data.test)
+            task_loss, task_correct = ctx.per_sample(data.per_task)
+            if finite:
+                # The member's training set, or its first test_size samples.
+                n_fit = min(t.D, t.test_size)
+                train_loss, train_correct = ctx.per_sample(jax.tree.map(lambda x: x[:n_fit], data.train))
+                mask = jnp.arange(n_fit) < hyper["task.D"]
+                count = jnp.minimum(hyper["task.D"], n_fit)
+                train_loss, train_acc = (jnp.sum(jnp.where(mask, v, 0.0)) / count for v in (train_loss, train_correct))
+            else:
+                # Online: fresh samples each step, so the mean minibatch loss since the last log
+                # is an unbiased estimate of the loss on the training stream.
+                train_loss = jnp.where(ctx.has_train, ctx.train_loss, test_loss.mean())
+                train_acc = jnp.where(ctx.has_train, ctx.train_acc, test_correct.mean())
+            return {
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "test_loss": test_loss.mean(),
+                "test_acc": test_correct.mean(),
+                "subtask_loss": task_loss.reshape(t.per_task_test, t.n_tasks).mean(0),
+                "subtask_acc": task_correct.reshape(t.per_task_test, t.n_tasks).mean(0),
+            }
+
+        return Program(init=init, batch=batch, loss=loss_and_acc, evaluate=evaluate, batch_rows=batch_len,
+                       model_io=self.model_io(cfg), cpu_microbatch=True)
+
+    def summarize(self, steps_L: np.ndarray, logs: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {"test_loss_bits": float(logs["test_loss"][-1]) / sp.LN2,
+                "subtasks_learned": int(np.sum(logs["subtask_loss"][-1] / sp.LN2 < LEARNED_BITS))}
+
+    def report_line(self, member: dict[str, Any]) -> str:
+        f = member["final"]
+        return (f"test loss {f['test_loss_bits']:.4f} bits, test acc {f['test_acc']:.4f}, "
+                f"{f['subtasks_learned']} subtasks learned")
+
+    def figures(self, result: Any, cfg: Any, out_dir: Path, title: str) -> None:
+        from toy_quanta.plots.curves import plot_curves
+
+        plot_curves(result, out_dir / "curves.png", title=title, log_x=cfg.train.log_count is not None)
+
+    def describe(self, cfg: Any) -> str:
+        t, m = cfg.task, cfg.model
+        sizes = cfg.ensemble.D
+        data = f"D in {list(sizes)}" if sizes is not None else "online" if t.D is None else f"D={t.D}"
+        return (f"{t.n_tasks} subtasks, n={t.n}, k={t.k}, alpha={t.alpha:g} (p ∝ i^-{t.alpha + 1:g}), {data}; "
+                f"width {m.width}, depth {m.depth}; {cfg.optim.name} lr={cfg.optim.lr:g}, batch {cfg.train.batch_size}")
+
+
+register_task(SparseParity())
