@@ -20,6 +20,8 @@ from toy_quanta.models.mlp import n_params
 JOB_FILES = ("summary.json", "metrics.parquet", "curves.png", "config.yaml", "checkpoint.msgpack")
 
 
+SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc", "param_norm", "alive")
+
 def _no_fit(*args, **kwargs):
     pytest.fail("fit was called: training started although the config is invalid")
 
@@ -104,11 +106,11 @@ def test_failure_during_training_keeps_partial_metrics(tmp_path, monkeypatch):
     """If training raises after some log steps, summary.json says failed (with the error) and the
     metrics logged so far stay in metrics.parquet."""
     def fit_then_crash(cfg, members, on_log=None):
-        r = FitResult(members=list(members))
+        r = FitResult(members=list(members), task=cfg.task.name)
         for step in (0, 20):
             r.steps.append(step)
             r.steps_done = step
-            for name in results.SCALAR_METRICS:
+            for name in SCALARS:
                 r.logs.setdefault(name, []).append(np.full(len(members), 0.5, np.float32))
             on_log(r)
         raise RuntimeError("out of memory at step 21")
@@ -127,9 +129,9 @@ def test_checkpoint_false_writes_no_checkpoint(tmp_path, monkeypatch):
     """train.checkpoint=false: every other file is written, checkpoint.msgpack is not (a stand-in fit
     returns a finished two-step result, so nothing compiles)."""
     def fake_fit(cfg, members, on_log=None):
-        r = FitResult(members=list(members), steps=[0, 60], steps_done=60, alive=np.ones(len(members), bool),
+        r = FitResult(members=list(members), task=cfg.task.name, steps=[0, 60], steps_done=60, alive=np.ones(len(members), bool),
                       diverged_step=-np.ones(len(members), np.int32))
-        for name in results.SCALAR_METRICS:
+        for name in SCALARS:
             r.logs[name] = [np.full(len(members), v, np.float32) for v in (0.7, 0.3)]
         r.logs["subtask_loss"] = [np.full((len(members), cfg.task.n_tasks), v, np.float32) for v in (0.7, 0.01)]
         return r

@@ -30,7 +30,7 @@ def fake_result(n_members=3, steps=(0, 10, 30), n_tasks=4, seed=0) -> FitResult:
                for i in range(n_members)]
     logs = {name: [rng.random(n_members).astype(np.float32) for _ in steps] for name in SCALARS}
     logs.update({name: [rng.random((n_members, n_tasks)).astype(np.float32) for _ in steps] for name in PER_TASK})
-    return FitResult(members=members, steps=list(steps), logs=logs, alive=np.ones(n_members, bool),
+    return FitResult(members=members, task="sparse_parity", steps=list(steps), logs=logs, alive=np.ones(n_members, bool),
                      diverged_step=-np.ones(n_members, np.int32), steps_done=steps[-1])
 
 

@@ -417,7 +417,7 @@ def test_finite_mode_train_loss_is_the_loss_on_the_training_set(finite):
     np.testing.assert_allclose(r.log_array("train_loss")[-1, 0], loss.mean(), rtol=1e-3, atol=1e-6)
     np.testing.assert_allclose(r.log_array("train_acc")[-1, 0], correct.mean(), atol=1e-6)
     # the training set is not the test set
-    assert not np.array_equal(np.asarray(data.task.test.bits)[0][:32], bits)
+    assert not np.array_equal(np.asarray(data.test.bits)[0][:32], bits)
 
 
 def test_finite_mode_memorises_a_small_training_set(finite):

@@ -206,7 +206,7 @@ def _validate_ensemble_lists(cfg: Any, task: Any) -> None:
             continue
         owners = [t.name for t in registry.tasks().values() if f.name in {n for n, _ in t.member_keys.values()}]
         raise ConfigError(f"ensemble.{f.name}", list(value), f"null for task={task.name} (it belongs to "
-                                                             f"{' and '.join(owners) or 'no task'})")
+                                                             f"{' and '.join(o.replace('_', ' ') for o in owners)})")
 
 
 def _validate_norm_and_embed(cfg: Any, model: Any) -> None:
