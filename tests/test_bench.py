@@ -1,4 +1,4 @@
-"""The benchmark runs end to end and its figures are consistent (speed itself is not asserted)."""
+"""The benchmark (toy_quanta.bench) runs end to end and its figures are consistent (speed itself is not asserted)."""
 
 import json
 import math

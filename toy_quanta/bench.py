@@ -141,10 +141,10 @@ def plain_loop_steps_per_s(cfg: Config, steps: int) -> float:
 
     @jax.jit
     def step(params, opt_state, key):
-        task_B, bits_BxN, label_B = sp.sample(key, subsets, t.alpha, cfg.train.batch_size, t.n)
+        task_B, bits_BxI, label_B = sp.sample(key, subsets, t.alpha, cfg.train.batch_size, t.n)
 
         def loss_fn(p):
-            logits = nnx.merge(graphdef, p)(task_B, bits_BxN)
+            logits = nnx.merge(graphdef, p)(task_B, bits_BxI)
             return optax.softmax_cross_entropy_with_integer_labels(logits, label_B).mean()
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -214,24 +214,24 @@ def grok_section(steps: int = 200, ensemble_steps: int = 30, n_members: int = 8,
     state, data = init(*inputs(members[:1]))
     pairs = side_by_side(cfg, steps, rounds, run_chunk=lambda: chunk(state, data, np.int32(steps)))
     eval_s = _best_time(lambda: chunk(state, data, np.int32(0)), 2)
-    sps_R, matmul_R = np.array(pairs).T
-    ratio_R = sps_R * flops / 1e9 / matmul_R
-    for i, (sps, mm, r) in enumerate(zip(sps_R, matmul_R, ratio_R)):
+    sps_Z, matmul_Z = np.array(pairs).T
+    ratio_Z = sps_Z * flops / 1e9 / matmul_Z
+    for i, (sps, mm, r) in enumerate(zip(sps_Z, matmul_Z, ratio_Z)):
         print(f"  grok round {i + 1}: {sps:.2f} steps/s = {sps * flops / 1e9:.1f} useful GFLOP/s; "
               f"matrix product (2048^3, float32) {mm:.1f} GFLOP/s; ratio {r:.2f}", flush=True)
     out: dict[str, Any] = {"grok_chunk_steps": steps, "grok_flops_per_step": flops}
-    out["grok_steps_per_s"] = float(np.median(sps_R))
+    out["grok_steps_per_s"] = float(np.median(sps_Z))
     out["grok_useful_gflops"] = out["grok_steps_per_s"] * flops / 1e9
-    out["grok_matmul_gflops"] = float(np.median(matmul_R))
-    out["grok_gflops_ratio"] = float(np.median(ratio_R))
-    out["grok_gflops_ratio_range"] = [float(ratio_R.min()), float(ratio_R.max())]
+    out["grok_matmul_gflops"] = float(np.median(matmul_Z))
+    out["grok_gflops_ratio"] = float(np.median(ratio_Z))
+    out["grok_gflops_ratio_range"] = [float(ratio_Z.min()), float(ratio_Z.max())]
     out["grok_gflops_target_met"] = bool(out["grok_gflops_ratio"] >= 0.5)
     out["grok_eval_fraction"] = eval_s * out["grok_steps_per_s"] / steps
     met = "met" if out["grok_gflops_target_met"] else "not met"
     print(f"{setting}, one model, medians of {rounds} rounds of {steps}-step chunks: {out['grok_steps_per_s']:.2f} "
           f"steps/s, {out['grok_useful_gflops']:.1f} useful GFLOP/s ({flops / 1e9:.3f} GFLOP/step); matrix product "
           f"{out['grok_matmul_gflops']:.1f} GFLOP/s; useful/matrix product {out['grok_gflops_ratio']:.2f} (rounds: "
-          f"{ratio_R.min():.2f} to {ratio_R.max():.2f}; target 0.5 {met}); "
+          f"{ratio_Z.min():.2f} to {ratio_Z.max():.2f}; target 0.5 {met}); "
           f"evaluation {100 * out['grok_eval_fraction']:.1f}% of a chunk", flush=True)
 
     # Ensemble against one after another: training time only (a chunk less a 0-step chunk, see
@@ -274,20 +274,20 @@ def _paper_section(paper_steps: int, rounds: int) -> dict[str, Any]:
     paper = _config(n_tasks=500, n=100, width=128, batch=20_000, steps=paper_steps)
     flops = train_flops_per_sample(500, 100, 128, 1, gather=True) * 20_000
     pairs = side_by_side(paper, paper_steps, rounds)
-    sps_R, matmul_R = np.array(pairs).T
-    fraction_R = sps_R * flops / 1e9 / matmul_R
-    for i, (sps, mm, fr) in enumerate(zip(sps_R, matmul_R, fraction_R)):
+    sps_Z, matmul_Z = np.array(pairs).T
+    fraction_Z = sps_Z * flops / 1e9 / matmul_Z
+    for i, (sps, mm, fr) in enumerate(zip(sps_Z, matmul_Z, fraction_Z)):
         print(f"  round {i + 1}: paper setting {sps:.2f} steps/s = {sps * flops / 1e9:.1f} useful GFLOP/s; "
               f"matrix product (2048^3, float32) {mm:.1f} GFLOP/s; ratio {fr:.2f}", flush=True)
-    out["steps_per_s"] = float(np.median(sps_R))
-    out["matmul_gflops"] = float(np.median(matmul_R))
+    out["steps_per_s"] = float(np.median(sps_Z))
+    out["matmul_gflops"] = float(np.median(matmul_Z))
     out["useful_gflops"] = out["steps_per_s"] * flops / 1e9
-    out["useful_fraction_of_matmul"] = float(np.median(fraction_R))
-    out["useful_fraction_range"] = [float(fraction_R.min()), float(fraction_R.max())]
+    out["useful_fraction_of_matmul"] = float(np.median(fraction_Z))
+    out["useful_fraction_range"] = [float(fraction_Z.min()), float(fraction_Z.max())]
     print(f"paper setting (width 128, batch 20,000, online), medians of {rounds} rounds: {out['steps_per_s']:.2f} steps/s, "
           f"{out['useful_gflops']:.1f} useful GFLOP/s; matrix product {out['matmul_gflops']:.1f} GFLOP/s; "
-          f"useful/matrix product {out['useful_fraction_of_matmul']:.2f} (rounds: {fraction_R.min():.2f} to "
-          f"{fraction_R.max():.2f})", flush=True)
+          f"useful/matrix product {out['useful_fraction_of_matmul']:.2f} (rounds: {fraction_Z.min():.2f} to "
+          f"{fraction_Z.max():.2f})", flush=True)
     return out
 
 

@@ -19,47 +19,47 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 
-def spectral_embedding(affinity_SxS: np.ndarray, n_components: int, seed: int = 0) -> np.ndarray:
-    """(S, n_components): leading eigenvectors of D^-1/2 A D^-1/2, over sqrt(degree), in
-    decreasing eigenvalue order. The affinity is scaled in place (no second S x S matrix), so pass
+def spectral_embedding(affinity_NxN: np.ndarray, n_components: int, seed: int = 0) -> np.ndarray:
+    """(N, n_components): leading eigenvectors of D^-1/2 A D^-1/2, over sqrt(degree), in
+    decreasing eigenvalue order. The affinity is scaled in place (no second N x N matrix), so pass
     one you no longer need, or a copy."""
-    n = affinity_SxS.shape[0]
+    n = affinity_NxN.shape[0]
     if not 1 <= n_components < n:
         raise ValueError(f"n_components={n_components}: need 1 <= n_components < {n} samples")
-    degree_S = affinity_SxS.sum(axis=1, dtype=np.float64)
-    if np.any(degree_S <= 0):
+    degree_N = affinity_NxN.sum(axis=1, dtype=np.float64)
+    if np.any(degree_N <= 0):
         raise ValueError("a sample has zero affinity to every sample (including itself)")
-    inv_sqrt_S = (1.0 / np.sqrt(degree_S)).astype(affinity_SxS.dtype)
-    affinity_SxS *= inv_sqrt_S[:, None]
-    affinity_SxS *= inv_sqrt_S[None, :]
+    inv_sqrt_N = (1.0 / np.sqrt(degree_N)).astype(affinity_NxN.dtype)
+    affinity_NxN *= inv_sqrt_N[:, None]
+    affinity_NxN *= inv_sqrt_N[None, :]
     v0 = np.random.default_rng(seed).uniform(-1, 1, n)
     # Products in the matrix's own precision (a float32 matrix is never copied to float64); the
     # Lanczos vectors in float64.
-    op = LinearOperator((n, n), matvec=lambda x: (affinity_SxS @ x.astype(affinity_SxS.dtype)).astype(np.float64),
+    op = LinearOperator((n, n), matvec=lambda x: (affinity_NxN @ x.astype(affinity_NxN.dtype)).astype(np.float64),
                         dtype=np.float64)
     values, vectors = eigsh(op, k=n_components, which="LA", v0=v0, tol=1e-6)
     order = np.argsort(values)[::-1]
-    embedding_SxC = vectors[:, order] * inv_sqrt_S[:, None]
+    embedding_NxC = vectors[:, order] * inv_sqrt_N[:, None]
     # A fixed sign per eigenvector (largest entry positive): the same clustering every run.
-    signs = np.sign(embedding_SxC[np.argmax(np.abs(embedding_SxC), axis=0), np.arange(n_components)])
-    return (embedding_SxC * signs).astype(np.float64)
+    signs = np.sign(embedding_NxC[np.argmax(np.abs(embedding_NxC), axis=0), np.arange(n_components)])
+    return (embedding_NxC * signs).astype(np.float64)
 
 
-def kmeans_labels(embedding_SxC: np.ndarray, n_clusters: int, n_init: int = 30, seed: int = 0) -> np.ndarray:
+def kmeans_labels(embedding_NxC: np.ndarray, n_clusters: int, n_init: int = 30, seed: int = 0) -> np.ndarray:
     """k-means on the first n_clusters embedding columns: the cluster of every sample."""
     km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed)
-    return km.fit_predict(embedding_SxC[:, :n_clusters]).astype(np.int32)
+    return km.fit_predict(embedding_NxC[:, :n_clusters]).astype(np.int32)
 
 
-def cluster_many(affinity_SxS: np.ndarray, counts: list[int], n_init: int = 30, seed: int = 0) -> dict[int, np.ndarray]:
-    """{count: labels_S} for every cluster count, from one spectral embedding."""
-    embedding = spectral_embedding(affinity_SxS, max(counts), seed)
+def cluster_many(affinity_NxN: np.ndarray, counts: list[int], n_init: int = 30, seed: int = 0) -> dict[int, np.ndarray]:
+    """{count: labels_N} for every cluster count, from one spectral embedding."""
+    embedding = spectral_embedding(affinity_NxN, max(counts), seed)
     return {k: kmeans_labels(embedding, k, n_init, seed) for k in sorted(set(counts))}
 
 
-def rank_frequency(labels_S: np.ndarray) -> np.ndarray:
+def rank_frequency(labels_N: np.ndarray) -> np.ndarray:
     """Cluster sizes, largest first (the size at rank 1, 2, ...)."""
-    return np.sort(np.bincount(labels_S))[::-1]
+    return np.sort(np.bincount(labels_N))[::-1]
 
 
 def envelope(sizes: list[np.ndarray]) -> np.ndarray:
@@ -109,21 +109,21 @@ def fit_envelope(sizes: np.ndarray, min_size: int = 10, first_rank: int = 2) -> 
     return SlopeFit(float(main.slope), float(min(candidates)), float(max(candidates)), first_rank, hi, rule)
 
 
-def purity(labels_S: np.ndarray, truth_S: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def purity(labels_N: np.ndarray, truth_N: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per cluster (ordered by cluster id): size, majority true label and the fraction it makes up."""
-    clusters = np.unique(labels_S)
+    clusters = np.unique(labels_N)
     size, major, frac = [], [], []
     for c in clusters:
-        counts = np.bincount(truth_S[labels_S == c])
+        counts = np.bincount(truth_N[labels_N == c])
         size.append(counts.sum())
         major.append(int(np.argmax(counts)))
         frac.append(counts.max() / counts.sum())
     return np.array(size), np.array(major), np.array(frac)
 
 
-def scores(labels_S: np.ndarray, truth_S: np.ndarray) -> dict[str, float]:
+def scores(labels_N: np.ndarray, truth_N: np.ndarray) -> dict[str, float]:
     """Adjusted Rand index, normalised mutual information and size-weighted purity."""
-    size, _, frac = purity(labels_S, truth_S)
-    return {"ari": float(adjusted_rand_score(truth_S, labels_S)),
-            "nmi": float(normalized_mutual_info_score(truth_S, labels_S)),
+    size, _, frac = purity(labels_N, truth_N)
+    return {"ari": float(adjusted_rand_score(truth_N, labels_N)),
+            "nmi": float(normalized_mutual_info_score(truth_N, labels_N)),
             "purity": float(np.sum(size * frac) / np.sum(size))}

@@ -17,7 +17,7 @@ def n_frequencies(p: int) -> int:
 
 
 def frequency_norms(embed_PxD: np.ndarray) -> np.ndarray:
-    """(K,) the norm of the embedding's component at each frequency k = 1 .. p // 2: the length of
+    """(F,) the norm of the embedding's component at each frequency k = 1 .. p // 2: the length of
     its projection on the orthonormal cos_k and sin_k vectors over residues (the constant, k = 0,
     is left out). The squared norms and the constant's sum to the squared Frobenius norm."""
     embed_PxD = np.asarray(embed_PxD, np.float64)
@@ -31,13 +31,13 @@ def frequency_norms(embed_PxD: np.ndarray) -> np.ndarray:
     return scale_F * np.linalg.norm(coef_FxD, axis=1)
 
 
-def key_frequencies(norms_K: np.ndarray, factor: float = 4.0) -> np.ndarray:
+def key_frequencies(norms_F: np.ndarray, factor: float = 4.0) -> np.ndarray:
     """The key frequencies (1-based k, largest norm first): those whose squared norm is at least
     `factor` times the median squared norm. The median stands for the frequencies a generalising
     network has let decay, however many it kept (Nanda's model keeps 5 of 56; an MLP may keep 10)."""
-    power_K = np.asarray(norms_K, np.float64) ** 2
-    keys = np.flatnonzero(power_K >= factor * np.median(power_K))
-    return keys[np.argsort(-power_K[keys], kind="stable")] + 1
+    power_F = np.asarray(norms_F, np.float64) ** 2
+    keys = np.flatnonzero(power_F >= factor * np.median(power_F))
+    return keys[np.argsort(-power_F[keys], kind="stable")] + 1
 
 
 def gini(x: np.ndarray) -> float:
@@ -54,28 +54,28 @@ def gini(x: np.ndarray) -> float:
 def key_directions(s_N: np.ndarray, p: int, keys: np.ndarray) -> np.ndarray:
     """(N, 2 * len(keys)): cos and sin(2 pi k s / p) over the pairs, for each key frequency k;
     s = a + b for addition (a - b for subtraction)."""
-    angle_NxK = 2 * np.pi * np.outer(np.asarray(s_N, np.float64), np.asarray(keys, np.float64)) / p
-    return np.concatenate([np.cos(angle_NxK), np.sin(angle_NxK)], axis=1)
+    angle_NxF = 2 * np.pi * np.outer(np.asarray(s_N, np.float64), np.asarray(keys, np.float64)) / p
+    return np.concatenate([np.cos(angle_NxF), np.sin(angle_NxF)], axis=1)
 
 
-def restricted_excluded(logits_NxC: np.ndarray, s_N: np.ndarray, p: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def restricted_excluded(logits_NxO: np.ndarray, s_N: np.ndarray, p: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(restricted, excluded) logits over the pairs. Each output's logits, as a function of the pair,
     are projected on the key directions cos/sin(2 pi k s / p): the restricted logits keep only
     that projection and the constant (each output's mean, which only shifts its logit); the
     excluded logits are the logits with that projection removed."""
-    logits_NxC = np.asarray(logits_NxC, np.float64)
-    n = len(logits_NxC)
+    logits_NxO = np.asarray(logits_NxO, np.float64)
+    n = len(logits_NxO)
     const_Nx1 = np.ones((n, 1))
     q_all, _ = np.linalg.qr(np.concatenate([const_Nx1, key_directions(s_N, p, keys)], axis=1))
     q_const = const_Nx1 / np.sqrt(n)
-    on_all = q_all @ (q_all.T @ logits_NxC)
-    on_const = q_const @ (q_const.T @ logits_NxC)
-    return on_all, logits_NxC - (on_all - on_const)
+    on_all = q_all @ (q_all.T @ logits_NxO)
+    on_const = q_const @ (q_const.T @ logits_NxO)
+    return on_all, logits_NxO - (on_all - on_const)
 
 
-def cross_entropy(logits_NxC: np.ndarray, labels_N: np.ndarray) -> np.ndarray:
+def cross_entropy(logits_NxO: np.ndarray, labels_N: np.ndarray) -> np.ndarray:
     """(N,) softmax cross-entropy in nats, computed stably in float64."""
-    z = np.asarray(logits_NxC, np.float64)
+    z = np.asarray(logits_NxO, np.float64)
     z = z - z.max(axis=1, keepdims=True)
     log_norm_N = np.log(np.exp(z).sum(axis=1))
     return log_norm_N - z[np.arange(len(z)), labels_N]

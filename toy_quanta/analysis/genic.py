@@ -5,7 +5,7 @@ The quantization model says every sample of multitask sparse parity needs exactl
 tokens improve gradually across scales (*polygenic*). Michaud et al. (2023) showed both kinds of
 curve; this module labels each curve by one stated criterion.
 
-Criterion, for one curve L[0..K-1] at ascending scales (losses in bits by default):
+Criterion, for one curve L[0..G-1] at ascending scales (losses in bits by default):
 
 - fall F = max over i < j of L[i] - L[j], the largest fall going up in scale. Unlike
   L[first] - L[last], it is not undone by a larger model that failed to learn what a smaller one
@@ -22,13 +22,13 @@ two adjacent scales. A step between two scales gives 1; a steep sigmoid gives at
 wherever its centre lies (exactly 0.5 when centred on a scale, where its fall splits in two), so
 0.4 leaves a margin for noise. Sparse parity needs that margin: a width that caught a subtask
 half-learned (a finite training budget) splits the fall into two near-equal steps, 0.44-0.5. A
-decline uniform in log scale gives window / (K - 1) and a power law L ∝ s^-a on log-spaced
+decline uniform in log scale gives window / (G - 1) and a power law L ∝ s^-a on log-spaced
 scales spanning a ratio R in steps r gives (1 - r^-a) / (1 - R^-a): over six widths 8..256
 (r = 2, R = 32) 0.2 for a -> 0 and 0.36 for a = 0.5, so declines of power-law exponent below
 about 0.6 are polygenic (the mean loss of Pythia models falls as N^-0.08). The window
 counts intervals, so the defaults assume about a factor 2 between scales; for denser sweeps widen
 it to span about a factor 2 (window ≈ log 2 / log step). With few scales the kinds cannot be told
-apart: when window / (K - 1) >= threshold (K = 3 with the defaults) a uniform decline is itself
+apart: when window / (G - 1) >= threshold (G = 3 with the defaults) a uniform decline is itself
 "monogenic", and `resolvable` is False.
 
 Noise: a single noisy jump dominates a noise-only curve, so a curve that merely fluctuates by
@@ -99,37 +99,37 @@ def criterion_text(min_drop: float, window: int, threshold: float, learned_below
             f"monogenic if sharpness >= {threshold:g}, else polygenic")
 
 
-def validate_curves(loss_SxK: Any, scales_K: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """(loss_SxK, scales_K) as float64 arrays; ValueError for anything that is not a set of curves."""
-    loss_SxK = np.asarray(loss_SxK)
-    if loss_SxK.ndim != 2:
-        raise ValueError(f"loss_SxK has shape {loss_SxK.shape}: need a 2-D array, samples x scales")
-    if not (np.issubdtype(loss_SxK.dtype, np.floating) or np.issubdtype(loss_SxK.dtype, np.integer)):
-        raise ValueError(f"loss_SxK has dtype {loss_SxK.dtype}: need real numbers")
-    n_samples, n_scales = loss_SxK.shape
+def validate_curves(loss_NxG: Any, scales_G: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """(loss_NxG, scales_G) as float64 arrays; ValueError for anything that is not a set of curves."""
+    loss_NxG = np.asarray(loss_NxG)
+    if loss_NxG.ndim != 2:
+        raise ValueError(f"loss_NxG has shape {loss_NxG.shape}: need a 2-D array, samples x scales")
+    if not (np.issubdtype(loss_NxG.dtype, np.floating) or np.issubdtype(loss_NxG.dtype, np.integer)):
+        raise ValueError(f"loss_NxG has dtype {loss_NxG.dtype}: need real numbers")
+    n_samples, n_scales = loss_NxG.shape
     if n_samples < 1:
-        raise ValueError(f"loss_SxK has shape {loss_SxK.shape}: need at least 1 sample")
+        raise ValueError(f"loss_NxG has shape {loss_NxG.shape}: need at least 1 sample")
     if n_scales < 3:
-        raise ValueError(f"loss_SxK has {n_scales} scale(s) (shape {loss_SxK.shape}): need at least 3 scales to "
+        raise ValueError(f"loss_NxG has {n_scales} scale(s) (shape {loss_NxG.shape}): need at least 3 scales to "
                          "tell a sharp fall from a gradual one")
-    loss_SxK = loss_SxK.astype(np.float64)
-    if not np.isfinite(loss_SxK).all():
-        bad = np.argwhere(~np.isfinite(loss_SxK))[0]
-        raise ValueError(f"loss_SxK[{bad[0]}, {bad[1]}] = {loss_SxK[tuple(bad)]}: every loss must be finite")
-    if scales_K is None:
-        return loss_SxK, np.arange(1, n_scales + 1, dtype=np.float64)
-    scales_K = np.asarray(scales_K)
-    if scales_K.ndim != 1 or len(scales_K) != n_scales:
-        raise ValueError(f"scales_K has shape {scales_K.shape}: need one scale per column of loss_SxK ({n_scales},)")
-    scales_K = scales_K.astype(np.float64)
-    if not np.isfinite(scales_K).all() or not (np.diff(scales_K) > 0).all():
-        raise ValueError(f"scales_K = {scales_K.tolist()}: need finite, strictly increasing scales")
-    return loss_SxK, scales_K
+    loss_NxG = loss_NxG.astype(np.float64)
+    if not np.isfinite(loss_NxG).all():
+        bad = np.argwhere(~np.isfinite(loss_NxG))[0]
+        raise ValueError(f"loss_NxG[{bad[0]}, {bad[1]}] = {loss_NxG[tuple(bad)]}: every loss must be finite")
+    if scales_G is None:
+        return loss_NxG, np.arange(1, n_scales + 1, dtype=np.float64)
+    scales_G = np.asarray(scales_G)
+    if scales_G.ndim != 1 or len(scales_G) != n_scales:
+        raise ValueError(f"scales_G has shape {scales_G.shape}: need one scale per column of loss_NxG ({n_scales},)")
+    scales_G = scales_G.astype(np.float64)
+    if not np.isfinite(scales_G).all() or not (np.diff(scales_G) > 0).all():
+        raise ValueError(f"scales_G = {scales_G.tolist()}: need finite, strictly increasing scales")
+    return loss_NxG, scales_G
 
 
 def check_params(min_drop: float, window: int, threshold: float, n_scales: int | None = None,
                  learned_below: float | None = None) -> None:
-    """ConfigError (a ValueError) for a parameter that is not allowed; `window` against K if given."""
+    """ConfigError (a ValueError) for a parameter that is not allowed; `window` against G if given."""
     from toy_quanta.errors import ConfigError
 
     def number(x: Any) -> bool:
@@ -140,7 +140,7 @@ def check_params(min_drop: float, window: int, threshold: float, n_scales: int |
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
         raise ConfigError("window", window, "an integer >= 1")
     if n_scales is not None and window > n_scales - 2:
-        raise ConfigError("window", window, f"an integer from 1 to K - 2 = {n_scales - 2} (K = {n_scales} scales; "
+        raise ConfigError("window", window, f"an integer from 1 to G - 2 = {n_scales - 2} (G = {n_scales} scales; "
                           "a window spanning every interval would call every curve monogenic)")
     if not number(threshold) or not 0 < threshold <= 1:
         raise ConfigError("threshold", threshold, "a number in (0, 1]")
@@ -148,45 +148,45 @@ def check_params(min_drop: float, window: int, threshold: float, n_scales: int |
         raise ConfigError("learned_below", learned_below, "a finite number, or None")
 
 
-def classify(loss_SxK: Any, scales_K: Any = None, min_drop: float = MIN_DROP, window: int = WINDOW,
+def classify(loss_NxG: Any, scales_G: Any = None, min_drop: float = MIN_DROP, window: int = WINDOW,
              threshold: float = THRESHOLD, learned_below: float | None = None, unit: str = "bits") -> GenicResult:
-    """Label each row of loss_SxK (scales ascending along columns) by the module's criterion."""
-    loss_SxK, scales_K = validate_curves(loss_SxK, scales_K)
-    n_scales = loss_SxK.shape[1]
+    """Label each row of loss_NxG (scales ascending along columns) by the module's criterion."""
+    loss_NxG, scales_G = validate_curves(loss_NxG, scales_G)
+    n_scales = loss_NxG.shape[1]
     check_params(min_drop, window, threshold, n_scales, learned_below)
     # Largest fall: each point's loss minus the lowest loss at any larger scale.
-    later_min_SxK = np.minimum.accumulate(loss_SxK[:, ::-1], axis=1)[:, ::-1]
-    fall_S = np.max(loss_SxK[:, :-1] - later_min_SxK[:, 1:], axis=1)
+    later_min_NxG = np.minimum.accumulate(loss_NxG[:, ::-1], axis=1)[:, ::-1]
+    fall_N = np.max(loss_NxG[:, :-1] - later_min_NxG[:, 1:], axis=1)
     # Largest fall within `window` intervals, and where it ends.
-    best_S = np.full(len(loss_SxK), -np.inf)
-    end_S = np.zeros(len(loss_SxK), np.int64)
+    best_N = np.full(len(loss_NxG), -np.inf)
+    end_N = np.zeros(len(loss_NxG), np.int64)
     for d in range(1, window + 1):
-        falls_SxI = loss_SxK[:, :-d] - loss_SxK[:, d:]
-        i_S = np.argmax(falls_SxI, axis=1)
-        f_S = falls_SxI[np.arange(len(i_S)), i_S]
-        better = f_S > best_S
-        best_S = np.where(better, f_S, best_S)
-        end_S = np.where(better, i_S + d, end_S)
-    flat_S = fall_S < min_drop
+        falls_NxG = loss_NxG[:, :-d] - loss_NxG[:, d:]
+        i_N = np.argmax(falls_NxG, axis=1)
+        f_N = falls_NxG[np.arange(len(i_N)), i_N]
+        better = f_N > best_N
+        best_N = np.where(better, f_N, best_N)
+        end_N = np.where(better, i_N + d, end_N)
+    flat_N = fall_N < min_drop
     if learned_below is not None:
-        below_SxK = loss_SxK < learned_below
-        flat_S |= ~below_SxK.any(axis=1) | below_SxK.all(axis=1)
-    sharpness_S = np.where(flat_S, np.nan, best_S / np.where(flat_S, 1.0, fall_S))
-    labels_S = np.where(flat_S, FLAT, np.where(sharpness_S >= threshold, MONOGENIC, POLYGENIC)).astype("<U9")
-    return GenicResult(labels_S=labels_S, sharpness_S=sharpness_S, fall_S=fall_S,
-                       emerge_S=np.where(flat_S, -1, end_S), scales_K=scales_K, min_drop=float(min_drop),
+        below_NxG = loss_NxG < learned_below
+        flat_N |= ~below_NxG.any(axis=1) | below_NxG.all(axis=1)
+    sharpness_N = np.where(flat_N, np.nan, best_N / np.where(flat_N, 1.0, fall_N))
+    labels_N = np.where(flat_N, FLAT, np.where(sharpness_N >= threshold, MONOGENIC, POLYGENIC)).astype("<U9")
+    return GenicResult(labels_S=labels_N, sharpness_S=sharpness_N, fall_S=fall_N,
+                       emerge_S=np.where(flat_N, -1, end_N), scales_K=scales_G, min_drop=float(min_drop),
                        window=int(window), threshold=float(threshold),
                        learned_below=None if learned_below is None else float(learned_below),
                        criterion=criterion_text(min_drop, window, threshold, learned_below, unit))
 
 
-def by_group(result: GenicResult, group_S: np.ndarray, n_groups: int | None = None) -> list[dict[str, Any]]:
+def by_group(result: GenicResult, group_N: np.ndarray, n_groups: int | None = None) -> list[dict[str, Any]]:
     """Counts per group (e.g. sparse parity subtask) and its monogenic share among non-flat samples."""
-    group_S = np.asarray(group_S)
-    n_groups = int(group_S.max()) + 1 if n_groups is None else n_groups
+    group_N = np.asarray(group_N)
+    n_groups = int(group_N.max()) + 1 if n_groups is None else n_groups
     rows = []
     for g in range(n_groups):
-        labels = result.labels_S[group_S == g]
+        labels = result.labels_S[group_N == g]
         c = {label: int(np.sum(labels == label)) for label in LABELS}
         nonflat = c[MONOGENIC] + c[POLYGENIC]
         rows.append({"group": g, "n": int(len(labels)), **c,

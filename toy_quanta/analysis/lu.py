@@ -101,8 +101,8 @@ def mixed_keys(frame: pd.DataFrame) -> list[str]:
     return [k for k in keys if (members.groupby(NORM_KEY)[k].nunique(dropna=False) > 1).any()]
 
 
-def critical_norm(w_W: np.ndarray, test_loss_W: np.ndarray) -> dict:
-    """The critical norm w_c where test loss is least, from a grid of W norms.
+def critical_norm(w_G: np.ndarray, test_loss_G: np.ndarray) -> dict:
+    """The critical norm w_c where test loss is least, from a grid of norms w.
 
     w_c is the vertex of the parabola in log w through the grid minimum and its two neighbours
     (exact for a loss quadratic in log w). At an end of the grid there is no such parabola: w_c is
@@ -110,19 +110,19 @@ def critical_norm(w_W: np.ndarray, test_loss_W: np.ndarray) -> dict:
     resolution the grid can honestly claim (0 or inf on an open side at an edge). Non-finite
     points (w's whose members all diverged) are left out.
     """
-    w_W, loss_W = np.asarray(w_W, np.float64), np.asarray(test_loss_W, np.float64)
-    ok = np.isfinite(w_W) & np.isfinite(loss_W) & (w_W > 0)
-    order = np.argsort(w_W[ok])
-    w_W, loss_W = w_W[ok][order], loss_W[ok][order]
-    if len(w_W) == 0:
+    w_G, loss_G = np.asarray(w_G, np.float64), np.asarray(test_loss_G, np.float64)
+    ok = np.isfinite(w_G) & np.isfinite(loss_G) & (w_G > 0)
+    order = np.argsort(w_G[ok])
+    w_G, loss_G = w_G[ok][order], loss_G[ok][order]
+    if len(w_G) == 0:
         raise ValueError("no finite test loss at any positive w: no critical norm")
-    i = int(np.argmin(loss_W))
-    at_edge = i == 0 or i == len(w_W) - 1
-    w_lo = float(w_W[i - 1]) if i > 0 else 0.0
-    w_hi = float(w_W[i + 1]) if i < len(w_W) - 1 else np.inf
-    w_c = float(w_W[i]) if at_edge else float(np.exp(_vertex(np.log(w_W[i - 1:i + 2]), loss_W[i - 1:i + 2])))
-    return {"w_c": w_c, "w_grid_min": float(w_W[i]), "w_lo": w_lo, "w_hi": w_hi, "at_edge": bool(at_edge),
-            "test_loss_min": float(loss_W[i])}
+    i = int(np.argmin(loss_G))
+    at_edge = i == 0 or i == len(w_G) - 1
+    w_lo = float(w_G[i - 1]) if i > 0 else 0.0
+    w_hi = float(w_G[i + 1]) if i < len(w_G) - 1 else np.inf
+    w_c = float(w_G[i]) if at_edge else float(np.exp(_vertex(np.log(w_G[i - 1:i + 2]), loss_G[i - 1:i + 2])))
+    return {"w_c": w_c, "w_grid_min": float(w_G[i]), "w_lo": w_lo, "w_hi": w_hi, "at_edge": bool(at_edge),
+            "test_loss_min": float(loss_G[i])}
 
 
 def _vertex(x_3: np.ndarray, y_3: np.ndarray) -> float:
@@ -134,21 +134,21 @@ def _vertex(x_3: np.ndarray, y_3: np.ndarray) -> float:
     return float(np.clip(-b / (2 * a), x_3[0], x_3[2]))
 
 
-def l_knee(w_W: np.ndarray, train_loss_W: np.ndarray, factor: float = 10.0, floor: float = 1e-3) -> float:
+def l_knee(w_G: np.ndarray, train_loss_G: np.ndarray, factor: float = 10.0, floor: float = 1e-3) -> float:
     """Where the L bends: the smallest grid w whose final training loss is within `factor` times
     max(its grid minimum, `floor` times its grid maximum). The floor counts losses below a
     thousandth of the largest (the near-chance loss at small w) as zero, so a noisy floor (MSE
     between 1e-8 and 1e-6) does not move the knee. The first crossing, not "flat from there on":
     at a large fixed norm a finite budget may leave the training loss creeping up again, which is
     the L's far end, not its knee. NaN if there is no finite loss."""
-    w_W, loss_W = np.asarray(w_W, np.float64), np.asarray(train_loss_W, np.float64)
-    ok = np.isfinite(w_W) & np.isfinite(loss_W)
-    order = np.argsort(w_W[ok])
-    w_W, loss_W = w_W[ok][order], loss_W[ok][order]
-    if len(w_W) == 0:
+    w_G, loss_G = np.asarray(w_G, np.float64), np.asarray(train_loss_G, np.float64)
+    ok = np.isfinite(w_G) & np.isfinite(loss_G)
+    order = np.argsort(w_G[ok])
+    w_G, loss_G = w_G[ok][order], loss_G[ok][order]
+    if len(w_G) == 0:
         return np.nan
-    within_W = loss_W <= factor * max(loss_W.min(), floor * loss_W.max())
-    return float(w_W[np.argmax(within_W)])
+    within_G = loss_G <= factor * max(loss_G.min(), floor * loss_G.max())
+    return float(w_G[np.argmax(within_G)])
 
 
 def trajectory(frame: pd.DataFrame, member: int) -> pd.DataFrame:

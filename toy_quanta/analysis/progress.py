@@ -121,18 +121,18 @@ def measure(cfg: Config, steps_L: np.ndarray, params: dict, member: int, tol: fl
     s_N = (a_N + rqi.SIGNS[t.op] * b_N) % t.p if additive else None
     snaps = _member_params(params, member)
     embeds = [np.asarray(s["embed"]["embedding"], np.float64)[: t.p] for s in snaps]
-    norms_LxK = np.stack([fourier.frequency_norms(e) for e in embeds])
-    keys = fourier.key_frequencies(norms_LxK[-1], key_factor)
+    norms_LxF = np.stack([fourier.frequency_norms(e) for e in embeds])
+    keys = fourier.key_frequencies(norms_LxF[-1], key_factor)
     cols: dict[str, list[float]] = {}
     for snap, embed in zip(snaps, embeds):
-        logits_NxP = np.asarray(logits_of(snap), np.float64)
-        loss_N = fourier.cross_entropy(logits_NxP, c_N)
-        correct_N = logits_NxP.argmax(1) == c_N
+        logits_NxO = np.asarray(logits_of(snap), np.float64)
+        loss_N = fourier.cross_entropy(logits_NxO, c_N)
+        correct_N = logits_NxO.argmax(1) == c_N
         row = {"train_loss": loss_N[train_N].mean(), "test_loss": loss_N[~train_N].mean(),
                "train_acc": correct_N[train_N].mean(), "test_acc": correct_N[~train_N].mean(),
                "weight_norm": np.sqrt(sum(np.sum(np.square(x, dtype=np.float64)) for x in jax.tree.leaves(snap)))}
         if additive:
-            restricted, excluded = fourier.restricted_excluded(logits_NxP, s_N, t.p, keys)
+            restricted, excluded = fourier.restricted_excluded(logits_NxO, s_N, t.p, keys)
             row["restricted_loss"] = fourier.cross_entropy(restricted, c_N).mean()
             row["excluded_loss"] = fourier.cross_entropy(excluded[train_N], c_N[train_N]).mean()
             row["rqi"] = rqi.rqi(embed, quads, t.op, tol)
@@ -149,8 +149,8 @@ def measure(cfg: Config, steps_L: np.ndarray, params: dict, member: int, tol: fl
     return Progress(
         name=cfg.name, op=t.op, p=t.p, member=members[member], steps_L=np.asarray(steps_L)[: len(snaps)],
         train_loss_L=arr["train_loss"], test_loss_L=arr["test_loss"], train_acc_L=arr["train_acc"],
-        test_acc_L=arr["test_acc"], weight_norm_L=arr["weight_norm"], norms_LxK=norms_LxK,
-        gini_L=np.array([fourier.gini(n) for n in norms_LxK]), keys=keys, embed_PxD=embeds[-1], tol=tol,
+        test_acc_L=arr["test_acc"], weight_norm_L=arr["weight_norm"], norms_LxK=norms_LxF,
+        gini_L=np.array([fourier.gini(n) for n in norms_LxF]), keys=keys, embed_PxD=embeds[-1], tol=tol,
         key_factor=key_factor, restricted_loss_L=arr.get("restricted_loss"), excluded_loss_L=arr.get("excluded_loss"),
         rqi_L=arr.get("rqi"), ring_rqi_L=arr.get("ring_rqi"), notes=notes)
 

@@ -15,7 +15,7 @@ SIGNS = {"add": 1, "sub": -1}  # a + b, or a - b: the combination that parallelo
 
 
 def parallelograms(p: int, op: str = "add", modulus: int | None = None) -> np.ndarray:
-    """(Q, 4) int32 rows (a, b, c, d), each unordered pair of distinct operand pairs with
+    """(A, 4) int32 rows (a, b, c, d), each unordered pair of distinct operand pairs with
     a op b = c op d: over the integers (modulus None) or mod `modulus`. For addition the operand
     pairs are unordered (a <= b), since a + b and b + a are the same sum; for subtraction the
     pairs (a, a), (c, c) are left out."""
@@ -49,13 +49,13 @@ def normalise(embed_PxD: np.ndarray) -> np.ndarray:
     return centred / np.sqrt(np.mean(np.sum(centred**2, axis=1)))
 
 
-def rqi(embed_PxD: np.ndarray, quads_Qx4: np.ndarray, op: str = "add", tol: float = 0.01) -> float:
+def rqi(embed_PxD: np.ndarray, quads_Ax4: np.ndarray, op: str = "add", tol: float = 0.01) -> float:
     """The fraction of parallelograms with |E_a +- E_b - (E_c +- E_d)|^2 <= tol on the normalised
     embeddings (Liu et al.'s tolerance: 0.01 on the squared distance)."""
     e = normalise(embed_PxD)
-    a, b, c, d = quads_Qx4.T
+    a, b, c, d = quads_Ax4.T
     s = SIGNS[op]
-    return float(np.mean(np.sum((e[a] + s * e[b] - e[c] - s * e[d]) ** 2, axis=1) <= tol)) if len(quads_Qx4) else float("nan")
+    return float(np.mean(np.sum((e[a] + s * e[b] - e[c] - s * e[d]) ** 2, axis=1) <= tol)) if len(quads_Ax4) else float("nan")
 
 
 def ring_angles(embed_PxD: np.ndarray) -> np.ndarray:
@@ -66,12 +66,12 @@ def ring_angles(embed_PxD: np.ndarray) -> np.ndarray:
     return np.arctan2(u[:, 1], u[:, 0])
 
 
-def ring_rqi(embed_PxD: np.ndarray, quads_Qx4: np.ndarray, op: str = "add", tol: float = 0.01) -> float:
+def ring_rqi(embed_PxD: np.ndarray, quads_Ax4: np.ndarray, op: str = "add", tol: float = 0.01) -> float:
     """The fraction of parallelograms whose ring angles satisfy them: |e^{i(t_a +- t_b)} -
     e^{i(t_c +- t_d)}|^2 <= tol. A ring in the order of k * a mod p scores 1 whatever k is;
     random angles score about sqrt(tol) / pi."""
     t = ring_angles(embed_PxD)
-    a, b, c, d = quads_Qx4.T
+    a, b, c, d = quads_Ax4.T
     s = SIGNS[op]
     gap = (t[a] + s * t[b]) - (t[c] + s * t[d])
-    return float(np.mean(2 - 2 * np.cos(gap) <= tol)) if len(quads_Qx4) else float("nan")
+    return float(np.mean(2 - 2 * np.cos(gap) <= tol)) if len(quads_Ax4) else float("nan")

@@ -34,10 +34,10 @@ class ScalePoints:
     quantity: str  # "N", "D" or "S"
     alpha: float
     n_tasks: int
-    x: np.ndarray  # (R,)
-    loss: np.ndarray  # (R,) mean test loss, nats
-    subtask_loss: np.ndarray  # (R, T) nats, subtasks in frequency order
-    seed: np.ndarray  # (R,)
+    x: np.ndarray  # (N,)
+    loss: np.ndarray  # (N,) mean test loss, nats
+    subtask_loss: np.ndarray  # (N, T) nats, subtasks in frequency order
+    seed: np.ndarray  # (N,)
     description: str = ""
 
 
@@ -47,13 +47,13 @@ class ScaleAnalysis:
     fit: PowerLawFit
     predicted: float  # the theory's exponent
     xs: np.ndarray  # distinct scales
-    mean_loss: np.ndarray  # (X,) nats, mean over seeds
-    std_loss: np.ndarray  # (X,)
+    mean_loss: np.ndarray  # (G,) nats, mean over seeds
+    std_loss: np.ndarray  # (G,)
     subtask_bits_TxX: np.ndarray  # per-subtask loss in bits, mean over seeds
     learned_scale: np.ndarray  # (T,) scale from which each subtask stays learned, NaN if never
     spearman: float  # learning order against frequency rank
-    n_learned: np.ndarray  # (X,) subtasks learned, mean over seeds
-    finite_size: np.ndarray  # (X,) the model's loss when exactly n_learned subtasks are learned
+    n_learned: np.ndarray  # (G,) subtasks learned, mean over seeds
+    finite_size: np.ndarray  # (G,) the model's loss when exactly n_learned subtasks are learned
     finite_size_slope: float  # its log-log slope over the fit range (NaN if it is 0 somewhere there)
     learned_fit: PowerLawFit | None  # n_learned ∝ x^growth
     growth_predicted: float  # 1 for N, 1/(alpha+1) for D and S
@@ -71,8 +71,8 @@ class ConvergenceAnalysis:
     """t_k ∝ p_k^-gamma: the step at which subtask k is learned, against its frequency."""
 
     alpha: float
-    p: np.ndarray  # (R,) frequency of each learned (member, subtask)
-    steps: np.ndarray  # (R,)
+    p: np.ndarray  # (N,) frequency of each learned (member, subtask)
+    steps: np.ndarray  # (N,)
     fit: PowerLawFit | None
     n_members: int
     description: str
@@ -127,10 +127,10 @@ def analyse(points: ScalePoints, n_boot: int = 2000) -> ScaleAnalysis:
     at = [p.x == v for v in xs]
     mean_loss = np.array([p.loss[m].mean() for m in at])
     std_loss = np.array([p.loss[m].std(ddof=1) if m.sum() > 1 else 0.0 for m in at])
-    bits_RxT = p.subtask_loss / LN2
-    sub_XxT = np.stack([bits_RxT[m].mean(0) for m in at])
-    learned_scale = learned_at(sub_XxT, xs, LEARNED_BITS)
-    n_row = (bits_RxT < LEARNED_BITS).sum(1).astype(float)
+    bits_NxT = p.subtask_loss / LN2
+    sub_GxT = np.stack([bits_NxT[m].mean(0) for m in at])
+    learned_scale = learned_at(sub_GxT, xs, LEARNED_BITS)
+    n_row = (bits_NxT < LEARNED_BITS).sum(1).astype(float)
     n_learned = np.array([n_row[m].mean() for m in at])
     growth_predicted = 1.0 if p.quantity == "N" else 1.0 / (p.alpha + 1.0)
     notes = []
@@ -149,7 +149,7 @@ def analyse(points: ScalePoints, n_boot: int = 2000) -> ScaleAnalysis:
     if inside.sum() >= 2 and np.all(finite_size[inside] > 0):
         finite_size_slope = float(-np.polyfit(np.log(xs[inside]), np.log(finite_size[inside]), 1)[0])
     return ScaleAnalysis(points=p, fit=fit, predicted=predicted, xs=xs, mean_loss=mean_loss, std_loss=std_loss,
-                         subtask_bits_TxX=sub_XxT.T, learned_scale=learned_scale,
+                         subtask_bits_TxX=sub_GxT.T, learned_scale=learned_scale,
                          spearman=order_correlation(learned_scale), n_learned=n_learned,
                          finite_size=finite_size, finite_size_slope=finite_size_slope, learned_fit=learned_fit,
                          growth_predicted=growth_predicted, notes=notes)

@@ -2,7 +2,7 @@
 
 SOURCE is a multirun sweep directory (or several job directories) of toy-quanta, or one .npy file
 holding a samples x scales array of per-sample losses (e.g. per-token losses of a family of
-language models; --scales gives the K scales, default 1..K). For a sweep, every model of one seed
+language models; --scales gives the G scales, default 1..G). For a sweep, every model of one seed
 is evaluated on the same samples of its task: the scale is model.width where widths differ between
 jobs (a params sweep), else task.D where the members' D differ (a data sweep).
 
@@ -167,18 +167,18 @@ def sweep_curves(sources: list[Path], n_samples: int = N_SAMPLES, seed: int | No
             raise ValueError(f"{job} member {i} has other subtask subsets than {first[0]} member {first[1]} "
                              "(different task.subset_seed): their samples cannot be compared")
 
-    task_B, bits_BxN, label_B = sample(jax.random.key(SAMPLE_KEY), jnp.asarray(subsets), alpha, n_samples, task.n)
-    loss_SxK = np.zeros((n_samples, len(scales)))
+    task_B, bits_BxI, label_B = sample(jax.random.key(SAMPLE_KEY), jnp.asarray(subsets), alpha, n_samples, task.n)
+    loss_NxG = np.zeros((n_samples, len(scales)))
     for k, s in enumerate(scales):
         _, i, run, _ = by_scale[s]
         model = run.model(i)
         for lo in range(0, n_samples, batch):
             rows = slice(lo, lo + batch)
-            logits_Bx2 = model(task_B[rows], bits_BxN[rows])
+            logits_Bx2 = model(task_B[rows], bits_BxI[rows])
             nats_B = optax.softmax_cross_entropy_with_integer_labels(logits_Bx2.astype(jnp.float32), label_B[rows])
-            loss_SxK[rows, k] = np.asarray(nats_B, np.float64) / LN2
+            loss_NxG[rows, k] = np.asarray(nats_B, np.float64) / LN2
     models = [{"scale": s, "job": str(by_scale[s][0]), "member": by_scale[s][1]} for s in scales]
-    return SweepCurves(loss_SxK=loss_SxK, scales_K=np.asarray(scales, np.float64), scale_kind=kind,
+    return SweepCurves(loss_SxK=loss_NxG, scales_K=np.asarray(scales, np.float64), scale_kind=kind,
                        subtask_S=np.asarray(task_B, np.int64), probs_T=zipf_probs(task.n_tasks, alpha), seed=seed,
                        models=models, skipped=skipped)
 
@@ -196,8 +196,8 @@ def per_subtask(result: GenicResult, curves: SweepCurves) -> list[dict[str, Any]
     return rows
 
 
-def plot(result: GenicResult, loss_SxK: np.ndarray, path: Path, scale_label: str, loss_label: str, n_examples: int,
-         subtask_S: np.ndarray | None = None) -> None:
+def plot(result: GenicResult, loss_NxG: np.ndarray, path: Path, scale_label: str, loss_label: str, n_examples: int,
+         subtask_N: np.ndarray | None = None) -> None:
     """Example curves of each class (spread over the class) and the histogram of sharpness."""
     import matplotlib
 
@@ -210,15 +210,15 @@ def plot(result: GenicResult, loss_SxK: np.ndarray, path: Path, scale_label: str
         idx = np.flatnonzero(result.labels_S == label)
         # Examples evenly spread over the class: by sharpness, or for flat curves by mean loss (from
         # always learned to never learned).
-        key = loss_SxK[idx].mean(axis=1) if label == FLAT else result.sharpness_S[idx]
+        key = loss_NxG[idx].mean(axis=1) if label == FLAT else result.sharpness_S[idx]
         ranked = idx[np.argsort(key, kind="stable")]
         shown = ranked[np.unique(np.linspace(0, len(idx) - 1, min(n_examples, len(idx))).round().astype(int))]
         colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(shown), 1)))
         for c, s in zip(colors, shown):
-            tag = f"sample {s}" + (f", subtask {subtask_S[s] + 1}" if subtask_S is not None else "")
+            tag = f"sample {s}" + (f", subtask {subtask_N[s] + 1}" if subtask_N is not None else "")
             if label != FLAT:
                 tag += f", sharpness {result.sharpness_S[s]:.2f}"
-            ax.plot(scales, loss_SxK[s], "o-", color=c, ms=3, lw=1.2, label=tag if len(shown) <= 8 else None)
+            ax.plot(scales, loss_NxG[s], "o-", color=c, ms=3, lw=1.2, label=tag if len(shown) <= 8 else None)
         if not len(idx):
             ax.text(0.5, 0.5, f"no {label} samples", ha="center", va="center", transform=ax.transAxes)
         elif len(shown) <= 8:
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sources", type=Path, nargs="+", metavar="SOURCE",
                         help="a multirun sweep directory, job directories, or one .npy file (samples x scales)")
     parser.add_argument("--scales", type=Path, default=None,
-                        help="with a .npy SOURCE: a .npy of the K scales (default 1..K)")
+                        help="with a .npy SOURCE: a .npy of the G scales (default 1..G)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default SOURCE/genic, or <stem>_genic beside a .npy)")
     parser.add_argument("--n-samples", type=int, default=N_SAMPLES,
@@ -309,14 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         return _error(str(exc))
 
-    subtask_S, curves = None, None
+    subtask_N, curves = None, None
     try:
         if is_npy[0]:
             src = sources[0]
             loss = _load_npy(src)
             scales = None if args.scales is None else _load_npy(args.scales)
             try:
-                loss_SxK, scales_K = validate_curves(loss, scales)
+                loss_NxG, scales_G = validate_curves(loss, scales)
             except ValueError as exc:
                 raise ValueError(f"{src}: {exc}") from None
             kind, unit = ("given", "loss units") if args.scales is not None else ("index", "loss units")
@@ -325,13 +325,13 @@ def main(argv: list[str] | None = None) -> int:
             provenance: dict[str, Any] = {"source": str(src), "scales_file": str(args.scales) if args.scales else None}
         else:
             curves = sweep_curves(sources, n_samples=args.n_samples, seed=args.seed)
-            loss_SxK, scales_K, kind, unit = curves.loss_SxK, curves.scales_K, curves.scale_kind, "bits"
-            subtask_S = curves.subtask_S
+            loss_NxG, scales_G, kind, unit = curves.loss_SxK, curves.scales_K, curves.scale_kind, "bits"
+            subtask_N = curves.subtask_S
             scale_label = "model.width" if kind == "width" else "task.D (training samples)"
             out = args.out or sources[0] / "genic"
             provenance = {"sources": [str(s) for s in sources], "seed": curves.seed, "n_samples": args.n_samples,
                           "sample_key": SAMPLE_KEY, "models": curves.models, "skipped": curves.skipped}
-        result = classify(loss_SxK, scales_K, min_drop=args.min_drop, window=args.window, threshold=args.threshold,
+        result = classify(loss_NxG, scales_G, min_drop=args.min_drop, window=args.window, threshold=args.threshold,
                           learned_below=learned_below, unit=unit)
     except (OSError, ValueError) as exc:
         return _error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -341,13 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     if curves is not None:
         report["per_subtask"] = per_subtask(result, curves)
     write_json(out / "genic.json", json_safe(report))
-    arrays = {"loss_SxK": loss_SxK, "scales_K": result.scales_K, "labels_S": result.labels_S,
+    arrays = {"loss_SxK": loss_NxG, "scales_K": result.scales_K, "labels_S": result.labels_S,
               "sharpness_S": result.sharpness_S, "fall_S": result.fall_S}
-    if subtask_S is not None:
-        arrays["subtask_S"] = subtask_S
+    if subtask_N is not None:
+        arrays["subtask_S"] = subtask_N
     atomic_write(out / "curves.npz", lambda p: _savez(p, arrays))
-    plot(result, loss_SxK, out / "genic.png", scale_label, "loss (bits)" if unit == "bits" else "loss", args.examples,
-         subtask_S)
+    plot(result, loss_NxG, out / "genic.png", scale_label, "loss (bits)" if unit == "bits" else "loss", args.examples,
+         subtask_N)
 
     c, f = result.counts, result.fractions
     print(f"{len(result.labels_S)} samples x {len(result.scales_K)} scales ({kind}: "
@@ -357,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: with {len(result.scales_K)} scales a decline uniform across them has sharpness "
               f"{result.window / (len(result.scales_K) - 1):.2f} >= threshold: monogenic and polygenic are not "
               "resolvable")
-    if kind != "index" and scales_K.min() > 0:  # 1..K says nothing about the spacing
-        ratio = float(np.median(scales_K[1:] / scales_K[:-1]))
+    if kind != "index" and scales_G.min() > 0:  # 1..G says nothing about the spacing
+        ratio = float(np.median(scales_G[1:] / scales_G[:-1]))
         spans = ratio ** result.window
         if spans < 1.5:
             print(f"note: the window spans a factor {spans:.2f} in scale; a sharp fall may spread over several "

@@ -45,7 +45,7 @@ DRAW_BLOCK = 8192
 def select_samples(model: MLP, subsets_TxK: np.ndarray, alpha: float, n: int, cfg: QDGConfig):
     """Samples of the task distribution (every subtask equally often if cfg.balanced) whose loss is
     below the threshold, drawn in blocks until n_samples are found:
-    (task_S, bits_SxN, label_S, loss_bits_S, n_drawn)."""
+    (task_N, bits_NxI, label_N, loss_bits_N, n_drawn)."""
     alpha = -1.0 if cfg.balanced else alpha  # p_i ∝ i^-(alpha+1) = 1
     loss_fn = jax.jit(lambda t, b, y: optax.softmax_cross_entropy_with_integer_labels(model(t, b), y) / LN2)
     subsets = jnp.asarray(subsets_TxK)
@@ -63,21 +63,21 @@ def select_samples(model: MLP, subsets_TxK: np.ndarray, alpha: float, n: int, cf
     return task, bits, label, loss, drawn
 
 
-def relevant_pattern(task_S: np.ndarray, bits_SxN: np.ndarray, subsets_TxK: np.ndarray) -> np.ndarray:
+def relevant_pattern(task_N: np.ndarray, bits_NxI: np.ndarray, subsets_TxK: np.ndarray) -> np.ndarray:
     """The sample's bits at its subtask's subset, as a number in [0, 2^k): the piece of the
     subtask's input space a sample falls in (a finer partition than the subtask)."""
-    rel_SxK = np.take_along_axis(bits_SxN, subsets_TxK[task_S], axis=1).astype(np.int64)
-    return rel_SxK @ (1 << np.arange(rel_SxK.shape[1])[::-1])
+    rel_NxK = np.take_along_axis(bits_NxI, subsets_TxK[task_N], axis=1).astype(np.int64)
+    return rel_NxK @ (1 << np.arange(rel_NxK.shape[1])[::-1])
 
 
-def mean_similarity(cos_SxS: np.ndarray, truth_S: np.ndarray, max_rows: int = 2000, seed: int = 0) -> dict[str, float]:
+def mean_similarity(cos_NxN: np.ndarray, truth_N: np.ndarray, max_rows: int = 2000, seed: int = 0) -> dict[str, float]:
     """Mean cosine similarity between distinct samples of the same group and of different groups
     (over up to max_rows rows, to bound the cost)."""
-    rows = np.random.default_rng(seed).permutation(len(truth_S))[:max_rows]
-    block = cos_SxS[rows]
-    same = truth_S[rows, None] == truth_S[None, :]
+    rows = np.random.default_rng(seed).permutation(len(truth_N))[:max_rows]
+    block = cos_NxN[rows]
+    same = truth_N[rows, None] == truth_N[None, :]
     same[np.arange(len(rows)), rows] = False  # leave out each sample's similarity to itself
-    diff = truth_S[rows, None] != truth_S[None, :]
+    diff = truth_N[rows, None] != truth_N[None, :]
     return {"same": float(block[same].mean()) if same.any() else float("nan"),
             "different": float(block[diff].mean()) if diff.any() else float("nan")}
 
@@ -109,14 +109,14 @@ def run_qdg(cfg: QDGConfig, out_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     factors = qdg.layer_factors(model, jnp.asarray(task), jnp.asarray(bits), jnp.asarray(label), tuple(cfg.params),
                                 margin=cfg.gradient == "margin")
-    cos_SxS = qdg.cosine_similarity(factors, cfg.block)
+    cos_NxN = qdg.cosine_similarity(factors, cfg.block)
     del factors
     timings["similarity_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    aff_SxS = qdg.affinity(cos_SxS, cfg.affinity)
-    labels = clusters.cluster_many(aff_SxS, counts, cfg.n_init, cfg.seed)  # scales aff_SxS in place
-    del aff_SxS
+    aff_NxN = qdg.affinity(cos_NxN, cfg.affinity)
+    labels = clusters.cluster_many(aff_NxN, counts, cfg.n_init, cfg.seed)  # scales aff_NxN in place
+    del aff_NxN
     timings["clustering_s"] = time.perf_counter() - start
 
     pattern = relevant_pattern(task, bits, subsets_TxK)
@@ -133,15 +133,15 @@ def run_qdg(cfg: QDGConfig, out_dir: Path) -> dict[str, Any]:
     expected = 0.0 if cfg.balanced else -(alpha + 1.0)  # balanced samples: equal sizes
     true_sizes = clusters.rank_frequency(task)
     true_fit = clusters.fit_envelope(true_sizes, cfg.envelope_min_size)
-    similarity = {"subtask": mean_similarity(cos_SxS, task, seed=cfg.seed),
-                  "subtask_pattern": mean_similarity(cos_SxS, piece, seed=cfg.seed)}
+    similarity = {"subtask": mean_similarity(cos_NxN, task, seed=cfg.seed),
+                  "subtask_pattern": mean_similarity(cos_NxN, piece, seed=cfg.seed)}
 
     figures = {
         "rank_frequency": qdg_plots.plot_rank_frequency(out_dir / "rank_frequency.png", sizes, env, env_fit, true_sizes,
                                                         expected),
-        "similarity": qdg_plots.plot_similarity(out_dir / "similarity.png", cos_SxS, main, task, cfg.seed),
+        "similarity": qdg_plots.plot_similarity(out_dir / "similarity.png", cos_NxN, main, task, cfg.seed),
     }
-    del cos_SxS
+    del cos_NxN
 
     frame = pd.DataFrame({"sample": np.arange(len(task)), "subtask": task, "label": label, "loss_bits": loss_bits,
                           "pattern": pattern, "cluster": main, **{f"cluster_k{k}": labels[k] for k in counts}})

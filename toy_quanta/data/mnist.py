@@ -1,6 +1,6 @@
 """MNIST-format digits (and Fashion-MNIST), offline: IDX files from a directory, or an embedded subset.
 
-Two sources, one result (`MNISTData`, images flattened to (N, H*W) float32 in [0, 1], labels int32):
+Two sources, one result (`MNISTData`, images flattened to (N, I) float32 pixels in [0, 1], labels int32):
 
 - a directory holding the four standard IDX files (`train-images-idx3-ubyte[.gz]`,
   `train-labels-idx1-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]`, `t10k-labels-idx1-ubyte[.gz]`),
@@ -73,7 +73,7 @@ class MNISTData(NamedTuple):
     test_x_MxD: np.ndarray
     test_y_M: np.ndarray
     source: str  # "embedded", or the directory the IDX files came from
-    image_shape: tuple[int, int]  # (H, W) with H * W = D
+    image_shape: tuple[int, int]  # (height, width), height * width = I
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,8 +221,9 @@ def load_idx_dir(directory: str | os.PathLike, n_train: int | None = None, split
                      source=str(directory), image_shape=tuple(train_images.shape[1:]))
 
 
-def _flatten(images_NxHxW: np.ndarray) -> np.ndarray:
-    return (images_NxHxW.reshape(len(images_NxHxW), -1) / np.float32(255)).astype(np.float32, copy=False)
+def _flatten(images: np.ndarray) -> np.ndarray:
+    """(N, height, width) uint8 images -> (N, I) float32 pixels in [0, 1]."""
+    return (images.reshape(len(images), -1) / np.float32(255)).astype(np.float32, copy=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Multitask sparse parity (Michaud et al. 2023), generated on the device.
 
-A sample is (task_B, bits_BxN): the subtask index (the one-hot control code, kept as an index)
+A sample is (task_B, bits_BxI): the subtask index (the one-hot control code, kept as an index)
 and n uniform bits. Its label is the parity of the bits at that subtask's subset.
 Subtask i (0-based here, rank i+1) is drawn with probability ∝ (i+1)^-(alpha+1).
 """
@@ -57,19 +57,19 @@ def zipf_logits(n_tasks: int, alpha: jax.Array | float) -> jax.Array:
 def random_bits(key: jax.Array, batch: int, n: int) -> jax.Array:
     """Uniform bits (batch, n) as uint8, unpacked from 32-bit words: 32x fewer PRNG calls."""
     words = -(-n // 32)
-    w_BxW = prng.bits(key, (batch, words))
-    bits_BxWx32 = (w_BxW[:, :, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
-    return bits_BxWx32.reshape(batch, words * 32)[:, :n].astype(jnp.uint8)
+    w_BxU = prng.bits(key, (batch, words))
+    bits_BxUx32 = (w_BxU[:, :, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    return bits_BxUx32.reshape(batch, words * 32)[:, :n].astype(jnp.uint8)
 
 
-def parity(bits_BxN: jax.Array, subsets_TxK: jax.Array, task_B: jax.Array) -> jax.Array:
+def parity(bits_BxI: jax.Array, subsets_TxK: jax.Array, task_B: jax.Array) -> jax.Array:
     """Label: sum mod 2 of the bits at the sample's subtask subset, int32 (batch,)."""
     idx_BxK = subsets_TxK[task_B]
-    return (jnp.take_along_axis(bits_BxN, idx_BxK, axis=1).astype(jnp.int32).sum(-1) % 2).astype(jnp.int32)
+    return (jnp.take_along_axis(bits_BxI, idx_BxK, axis=1).astype(jnp.int32).sum(-1) % 2).astype(jnp.int32)
 
 
 def sample(key: jax.Array, subsets_TxK: jax.Array, alpha: jax.Array | float, batch: int, n: int):
-    """A batch from the task distribution: (task_B, bits_BxN, label_B)."""
+    """A batch from the task distribution: (task_B, bits_BxI, label_B)."""
     k_task, k_bits = jax.random.split(key)
     return with_tasks(k_bits, subsets_TxK, zipf_tasks(k_task, subsets_TxK.shape[0], alpha, batch), n)
 
@@ -88,9 +88,9 @@ def zipf_tasks(key: jax.Array, n_tasks: int, alpha: jax.Array | float, batch: in
 
 
 def with_tasks(key: jax.Array, subsets_TxK: jax.Array, task_B: jax.Array, n: int):
-    """A batch with the given subtask of each sample: (task_B, bits_BxN, label_B)."""
-    bits_BxN = random_bits(key, task_B.shape[0], n)
-    return task_B, bits_BxN, parity(bits_BxN, subsets_TxK, task_B)
+    """A batch with the given subtask of each sample: (task_B, bits_BxI, label_B)."""
+    bits_BxI = random_bits(key, task_B.shape[0], n)
+    return task_B, bits_BxI, parity(bits_BxI, subsets_TxK, task_B)
 
 
 def per_task_set(key: jax.Array, subsets_TxK: jax.Array, per_task: int, n: int):

@@ -33,7 +33,7 @@ def sequences(p: int) -> np.ndarray:
 
 
 def parallelogram_pairs(p: int) -> np.ndarray:
-    """(Q, 2) int32: the table rows (r, s) of every unordered pair of distinct rows with equal sums,
+    """(A, 2) int32: the table rows (r, s) of every unordered pair of distinct rows with equal sums,
     i.e. the parallelograms i + j = m + n."""
     _, _, sum_N = table(p)
     r, s = np.triu_indices(len(sum_N), k=1)

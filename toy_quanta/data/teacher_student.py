@@ -38,8 +38,8 @@ def teacher(d_in: int, d_out: int, width: int, depth: int, rng: np.random.Genera
     return [(rng.normal(0.0, 1.0 / np.sqrt(i), (i, o)), rng.normal(0.0, 0.1, o)) for i, o in zip(dims[:-1], dims[1:])]
 
 
-def forward(layers: list[tuple[np.ndarray, np.ndarray]], activation: str, x_NxD: np.ndarray) -> np.ndarray:
-    h = x_NxD
+def forward(layers: list[tuple[np.ndarray, np.ndarray]], activation: str, x_NxI: np.ndarray) -> np.ndarray:
+    h = x_NxI
     for w, b in layers[:-1]:
         h = _ACT[activation](h @ w + b)
     w, b = layers[-1]

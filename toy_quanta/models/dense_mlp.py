@@ -29,16 +29,16 @@ class DenseMLP(nnx.Module):
         self.out = _linear(dims[-1], n_out, rngs)
         scale_params(self, init_scale)
 
-    def __call__(self, x_BxD: jax.Array) -> jax.Array:
+    def __call__(self, x_BxI: jax.Array) -> jax.Array:
         """Outputs (B, n_out): logits for cross-entropy, or the predicted one-hot vector for MSE."""
-        h_BxW = x_BxD
+        h_BxW = x_BxI
         for layer in self.hidden:
             h_BxW = self.act(layer(h_BxW))
         return self.out(h_BxW)
 
-    def logits(self, x_BxD: jax.Array) -> jax.Array:
+    def logits(self, x_BxI: jax.Array) -> jax.Array:
         """The trainer's common entry point (same as __call__)."""
-        return self(x_BxD)
+        return self(x_BxI)
 
 
 @dataclass

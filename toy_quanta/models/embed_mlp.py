@@ -62,23 +62,23 @@ class EmbedMLP(nnx.Module):
 
     def __call__(self, a_B: jax.Array, b_B: jax.Array) -> jax.Array:
         """Logits (B, n_out) for the pairs (a, b)."""
-        ea_BxE, eb_BxE = self.embed(a_B), self.embed(b_B)
+        ea_BxD, eb_BxD = self.embed(a_B), self.embed(b_B)
         if self.combine == "sum":
-            h_BxI = ea_BxE + eb_BxE
+            h_BxI = ea_BxD + eb_BxD
         else:
-            h_BxI = jnp.concatenate([ea_BxE, eb_BxE], axis=1)
+            h_BxI = jnp.concatenate([ea_BxD, eb_BxD], axis=1)
         for layer in self.hidden:
             h_BxI = self.act(layer(h_BxI))
         return self.out(h_BxI)
 
     @staticmethod
-    def from_tokens(tokens_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def from_tokens(tokens_BxS: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The operands (a_B, b_B) of [a, OP, b, EQ] sequences."""
-        return tokens_BxT[:, 0], tokens_BxT[:, 2]
+        return tokens_BxS[:, 0], tokens_BxS[:, 2]
 
-    def logits(self, tokens_BxT: jax.Array) -> jax.Array:
+    def logits(self, tokens_BxS: jax.Array) -> jax.Array:
         """The trainer's common entry point: logits (B, n_out) from token sequences."""
-        return self(*self.from_tokens(tokens_BxT))
+        return self(*self.from_tokens(tokens_BxS))
 
 
 @dataclass

@@ -45,35 +45,35 @@ def _uniform_fan_in(fan_in: int):
 
 
 @jax.custom_vjp
-def control_linear(control_TxW: jax.Array, bits_kernel_NxW: jax.Array, bias_W: jax.Array, task_B: jax.Array,
-                   bits_BxN: jax.Array) -> jax.Array:
-    """[one_hot(task_B) | bits_BxN] @ [control_TxW; bits_kernel_NxW] + bias_W, with integer bits.
+def control_linear(control_TxW: jax.Array, bits_kernel_IxW: jax.Array, bias_W: jax.Array, task_B: jax.Array,
+                   bits_BxI: jax.Array) -> jax.Array:
+    """[one_hot(task_B) | bits_BxI] @ [control_TxW; bits_kernel_IxW] + bias_W, with integer bits.
 
     A hand-written backward pass: autodiff's would scatter-add the rows for the control gradient,
     then reduce the batch again for the bias. Here the bias gradient is the sum of the control
     rows' gradients (every sample has exactly one subtask), one pass over the batch fewer."""
-    return _control_linear_fwd(control_TxW, bits_kernel_NxW, bias_W, task_B, bits_BxN)[0]
+    return _control_linear_fwd(control_TxW, bits_kernel_IxW, bias_W, task_B, bits_BxI)[0]
 
 
-def _gathered_linear(control_TxW, bits_kernel_NxW, bias_W, task_B, x_BxN):
+def _gathered_linear(control_TxW, bits_kernel_IxW, bias_W, task_B, x_BxI):
     # The rows of the one-hot part. Subtask indices are < n_control by construction, so skip the
     # bounds handling that plain indexing adds to the gather (and to autodiff's scatter-add).
     control_BxW = control_TxW.at[task_B].get(mode="promise_in_bounds")
-    return control_BxW + x_BxN @ bits_kernel_NxW + bias_W
+    return control_BxW + x_BxI @ bits_kernel_IxW + bias_W
 
 
-def _control_linear_fwd(control_TxW, bits_kernel_NxW, bias_W, task_B, bits_BxN):
-    x_BxN = bits_BxN.astype(bits_kernel_NxW.dtype)
-    return (_gathered_linear(control_TxW, bits_kernel_NxW, bias_W, task_B, x_BxN),
-            (control_TxW.shape[0], task_B, x_BxN))
+def _control_linear_fwd(control_TxW, bits_kernel_IxW, bias_W, task_B, bits_BxI):
+    x_BxI = bits_BxI.astype(bits_kernel_IxW.dtype)
+    return (_gathered_linear(control_TxW, bits_kernel_IxW, bias_W, task_B, x_BxI),
+            (control_TxW.shape[0], task_B, x_BxI))
 
 
 def _control_linear_bwd(res, d_out_BxW):
-    n_tasks, task_B, x_BxN = res
+    n_tasks, task_B, x_BxI = res
     d_control_TxW = jax.ops.segment_sum(d_out_BxW, task_B, n_tasks)
-    d_bits_kernel_NxW = x_BxN.T @ d_out_BxW
+    d_bits_kernel_IxW = x_BxI.T @ d_out_BxW
     # Integer inputs: no cotangent (None), as autodiff gives them none either.
-    return d_control_TxW, d_bits_kernel_NxW, d_control_TxW.sum(0), None, None
+    return d_control_TxW, d_bits_kernel_IxW, d_control_TxW.sum(0), None, None
 
 
 control_linear.defvjp(_control_linear_fwd, _control_linear_bwd)
@@ -104,33 +104,33 @@ class MLP(nnx.Module):
         self.hidden = nnx.List([_linear(width, width, rngs) for _ in range(depth - 1)])
         self.out = _linear(width, n_out, rngs)
 
-    def first_layer(self, task_B: jax.Array, bits_BxN: jax.Array) -> jax.Array:
-        kernel_IxW, bias_W = self.inp.kernel[...], self.inp.bias[...]
-        control_TxW, bits_kernel_NxW = kernel_IxW[: self.n_control], kernel_IxW[self.n_control :]
+    def first_layer(self, task_B: jax.Array, bits_BxI: jax.Array) -> jax.Array:
+        kernel_JxW, bias_W = self.inp.kernel[...], self.inp.bias[...]
+        control_TxW, bits_kernel_IxW = kernel_JxW[: self.n_control], kernel_JxW[self.n_control :]
         if not self.control_gather:
-            x_BxN = bits_BxN.astype(kernel_IxW.dtype)
-            x_BxI = jnp.concatenate([jax.nn.one_hot(task_B, self.n_control, dtype=x_BxN.dtype), x_BxN], axis=1)
-            return x_BxI @ kernel_IxW + bias_W
-        if jnp.issubdtype(bits_BxN.dtype, jnp.floating):  # float bits may be differentiated: plain autodiff
-            return _gathered_linear(control_TxW, bits_kernel_NxW, bias_W, task_B, bits_BxN.astype(kernel_IxW.dtype))
-        return control_linear(control_TxW, bits_kernel_NxW, bias_W, task_B, bits_BxN)
+            x_BxI = bits_BxI.astype(kernel_JxW.dtype)
+            x_BxJ = jnp.concatenate([jax.nn.one_hot(task_B, self.n_control, dtype=x_BxI.dtype), x_BxI], axis=1)
+            return x_BxJ @ kernel_JxW + bias_W
+        if jnp.issubdtype(bits_BxI.dtype, jnp.floating):  # float bits may be differentiated: plain autodiff
+            return _gathered_linear(control_TxW, bits_kernel_IxW, bias_W, task_B, bits_BxI.astype(kernel_JxW.dtype))
+        return control_linear(control_TxW, bits_kernel_IxW, bias_W, task_B, bits_BxI)
 
-    def features(self, task_B: jax.Array, bits_BxN: jax.Array) -> jax.Array:
+    def features(self, task_B: jax.Array, bits_BxI: jax.Array) -> jax.Array:
         """The last hidden layer's activations (B, width)."""
-        h_BxW = self.act(self.first_layer(task_B, bits_BxN))
+        h_BxW = self.act(self.first_layer(task_B, bits_BxI))
         for layer in self.hidden:
             h_BxW = self.act(layer(h_BxW))
         return h_BxW
 
-    def __call__(self, task_B: jax.Array, bits_BxN: jax.Array) -> jax.Array:
-        return self.out(self.features(task_B, bits_BxN))
+    def __call__(self, task_B: jax.Array, bits_BxI: jax.Array) -> jax.Array:
+        return self.out(self.features(task_B, bits_BxI))
 
-    def margin(self, task_B: jax.Array, bits_BxN: jax.Array) -> jax.Array:
+    def margin(self, task_B: jax.Array, bits_BxI: jax.Array) -> jax.Array:
         """logits[:, 1] - logits[:, 0], (B,), of a two-output model."""
         kernel_Wx2, bias_2 = self.out.kernel[...], self.out.bias[...]
         if kernel_Wx2.shape[1] != 2:
             raise ValueError(f"margin needs 2 outputs, the model has {kernel_Wx2.shape[1]}")
-        return self.features(task_B, bits_BxN) @ (kernel_Wx2[:, 1] - kernel_Wx2[:, 0]) + (bias_2[1] - bias_2[0])
+        return self.features(task_B, bits_BxI) @ (kernel_Wx2[:, 1] - kernel_Wx2[:, 0]) + (bias_2[1] - bias_2[0])
 
 
 def binary_cross_entropy(margin_B: jax.Array, label_B: jax.Array) -> jax.Array:

@@ -74,31 +74,31 @@ def check_choice(name: str, value, allowed) -> None:
 def sinusoidal_positions(seq_len: int, d_model: int) -> np.ndarray:
     """Vaswani et al.'s fixed encoding, (seq_len, d_model): sin on even, cos on odd features.
     NumPy, so it is a constant under jit and never a parameter."""
-    pos_T1 = np.arange(seq_len, dtype=np.float64)[:, None]
+    pos_Sx1 = np.arange(seq_len, dtype=np.float64)[:, None]
     freq = np.exp(-math.log(10000.0) * np.arange(0, d_model, 2) / d_model)
-    pe_TxD = np.zeros((seq_len, d_model))
-    pe_TxD[:, 0::2] = np.sin(pos_T1 * freq)
-    pe_TxD[:, 1::2] = np.cos(pos_T1 * freq[: d_model // 2])
-    return pe_TxD.astype(np.float32)
+    pe_SxD = np.zeros((seq_len, d_model))
+    pe_SxD[:, 0::2] = np.sin(pos_Sx1 * freq)
+    pe_SxD[:, 1::2] = np.cos(pos_Sx1 * freq[: d_model // 2])
+    return pe_SxD.astype(np.float32)
 
 
-def causal_attention(q_BxQxHxK: jax.Array, k_BxTxHxK: jax.Array, v_BxTxHxK: jax.Array) -> jax.Array:
-    """Softmax attention of queries at the last Q of T positions, each on the keys at or before its
-    own position, every head at once: (B, Q, H, K).
+def causal_attention(q_BxQxHxE: jax.Array, k_BxSxHxE: jax.Array, v_BxSxHxE: jax.Array) -> jax.Array:
+    """Softmax attention of queries at the last Q of S positions, each on the keys at or before its
+    own position, every head at once: (B, Q, H, E).
 
     Written out one (query, key) position pair at a time, elementwise products summed over each
-    head's K features, because T is 4 here: as batched products the per-head blocks are 4 x 4 (and
+    head's E features, because S is 4 here: as batched products the per-head blocks are 4 x 4 (and
     4 x 32), which XLA's CPU backend runs, with their transposes in the backward pass, at a small
     fraction of its matrix-product speed, while these pairs fuse into a few passes over the batch.
     The causal mask is the loop bound: pairs past a query's position are never formed."""
-    Q, T = q_BxQxHxK.shape[1], k_BxTxHxK.shape[1]
-    scale = 1.0 / math.sqrt(q_BxQxHxK.shape[-1])
+    Q, S = q_BxQxHxE.shape[1], k_BxSxHxE.shape[1]
+    scale = 1.0 / math.sqrt(q_BxQxHxE.shape[-1])
     out = []
     for i in range(Q):
-        seen = T - Q + i + 1  # keys at positions 0 .. T - Q + i
-        scores_BxHxS = jnp.stack([jnp.sum(q_BxQxHxK[:, i] * k_BxTxHxK[:, t], -1) * scale for t in range(seen)], -1)
+        seen = S - Q + i + 1  # keys at positions 0 .. S - Q + i
+        scores_BxHxS = jnp.stack([jnp.sum(q_BxQxHxE[:, i] * k_BxSxHxE[:, t], -1) * scale for t in range(seen)], -1)
         attn_BxHxS = jax.nn.softmax(scores_BxHxS, axis=-1)
-        out.append(sum(attn_BxHxS[..., t, None] * v_BxTxHxK[:, t] for t in range(seen)))
+        out.append(sum(attn_BxHxS[..., t, None] * v_BxSxHxE[:, t] for t in range(seen)))
     return jnp.stack(out, 1)
 
 
@@ -118,23 +118,24 @@ class Block(nnx.Module):
         self.mlp_in = _linear(d_model, d_mlp, rngs)
         self.mlp_out = _linear(d_mlp, d_model, rngs)
 
-    def __call__(self, x_BxTxD: jax.Array, last_only: bool = False) -> jax.Array:
-        """Returns (B, T, D), or (B, 1, D) for the last position when last_only."""
-        B, T, D = x_BxTxD.shape
+    def __call__(self, x_BxSxD: jax.Array, last_only: bool = False) -> jax.Array:
+        """Returns (B, S, D), or (B, 1, D) for the last position when last_only."""
+        B, S, D = x_BxSxD.shape
         heads = lambda x_RxD, n: x_RxD.reshape(B, n, self.n_heads, self.d_head)  # noqa: E731
-        x_NxD = x_BxTxD.reshape(B * T, D)  # N = B * T rows: 2-D products (module docstring)
-        h_NxD = self.ln_attn(x_NxD) if self.ln_attn is not None else x_NxD
-        k_BxTxHxK, v_BxTxHxK = heads(self.k(h_NxD), T), heads(self.v(h_NxD), T)
-        # Queries only where outputs are wanted (R rows); keys and values always for every position.
+        x_RxD = x_BxSxD.reshape(B * S, D)  # R = B * S rows: 2-D products (module docstring)
+        h_RxD = self.ln_attn(x_RxD) if self.ln_attn is not None else x_RxD
+        k_BxSxHxE, v_BxSxHxE = heads(self.k(h_RxD), S), heads(self.v(h_RxD), S)
+        # Queries only where outputs are wanted (xq and hq: R = B * Q rows); keys and values always
+        # for every position.
         if last_only:
-            Q, x_RxD, hq_RxD = 1, x_BxTxD[:, -1], h_NxD.reshape(B, T, D)[:, -1]
+            Q, xq_RxD, hq_RxD = 1, x_BxSxD[:, -1], h_RxD.reshape(B, S, D)[:, -1]
         else:
-            Q, x_RxD, hq_RxD = T, x_NxD, h_NxD
-        z_BxQxHxK = causal_attention(heads(self.q(hq_RxD), Q), k_BxTxHxK, v_BxTxHxK)
-        x_RxD = x_RxD + self.o(z_BxQxHxK.reshape(B * Q, D))
-        h_RxD = self.ln_mlp(x_RxD) if self.ln_mlp is not None else x_RxD
-        x_RxD = x_RxD + self.mlp_out(self.act(self.mlp_in(h_RxD)))
-        return x_RxD.reshape(B, Q, D)
+            Q, xq_RxD, hq_RxD = S, x_RxD, h_RxD
+        z_BxQxHxE = causal_attention(heads(self.q(hq_RxD), Q), k_BxSxHxE, v_BxSxHxE)
+        xq_RxD = xq_RxD + self.o(z_BxQxHxE.reshape(B * Q, D))
+        hm_RxD = self.ln_mlp(xq_RxD) if self.ln_mlp is not None else xq_RxD
+        xq_RxD = xq_RxD + self.mlp_out(self.act(self.mlp_in(hm_RxD)))
+        return xq_RxD.reshape(B, Q, D)
 
 
 class Transformer(nnx.Module):
@@ -183,48 +184,48 @@ class Transformer(nnx.Module):
         """The token embedding, (vocab, d_model)."""
         return self.embed.embedding[...]
 
-    def _positions(self, T: int) -> jax.Array:
-        if T > self.seq_len:
-            raise ValueError(f"sequence length {T} exceeds seq_len={self.seq_len}")
+    def _positions(self, S: int) -> jax.Array:
+        if S > self.seq_len:
+            raise ValueError(f"sequence length {S} exceeds seq_len={self.seq_len}")
         if self.pos is None:
-            return jnp.asarray(sinusoidal_positions(self.seq_len, self.embed_matrix.shape[1])[:T])
-        return self.pos[...][:T]
+            return jnp.asarray(sinusoidal_positions(self.seq_len, self.embed_matrix.shape[1])[:S])
+        return self.pos[...][:S]
 
-    def _forward(self, tokens_BxT: jax.Array, last_only: bool) -> jax.Array:
-        x_BxTxD = self.embed(tokens_BxT) + self._positions(tokens_BxT.shape[1])
+    def _forward(self, tokens_BxS: jax.Array, last_only: bool) -> jax.Array:
+        x_BxSxD = self.embed(tokens_BxS) + self._positions(tokens_BxS.shape[1])
         n = len(self.blocks)
         for i, block in enumerate(self.blocks):
-            x_BxTxD = block(x_BxTxD, last_only=last_only and i == n - 1)
+            x_BxSxD = block(x_BxSxD, last_only=last_only and i == n - 1)
         if self.ln_final is not None:
-            x_BxTxD = self.ln_final(x_BxTxD)
+            x_BxSxD = self.ln_final(x_BxSxD)
         if self.tied:
-            return x_BxTxD @ self.embed_matrix[: self.n_out].T
-        return self.unembed(x_BxTxD)
+            return x_BxSxD @ self.embed_matrix[: self.n_out].T
+        return self.unembed(x_BxSxD)
 
-    def __call__(self, tokens_BxT: jax.Array) -> jax.Array:
+    def __call__(self, tokens_BxS: jax.Array) -> jax.Array:
         """Logits at the last position, (B, n_out)."""
-        return self._forward(tokens_BxT, last_only=True)[:, 0]
+        return self._forward(tokens_BxS, last_only=True)[:, 0]
 
-    def logits(self, tokens_BxT: jax.Array) -> jax.Array:
+    def logits(self, tokens_BxS: jax.Array) -> jax.Array:
         """The trainer's common entry point (same as __call__)."""
-        return self(tokens_BxT)
+        return self(tokens_BxS)
 
-    def all_logits(self, tokens_BxT: jax.Array) -> jax.Array:
-        """Logits at every position, (B, T, n_out)."""
-        return self._forward(tokens_BxT, last_only=False)
+    def all_logits(self, tokens_BxS: jax.Array) -> jax.Array:
+        """Logits at every position, (B, S, n_out)."""
+        return self._forward(tokens_BxS, last_only=False)
 
 
 def attention_flops_per_sequence(seq_len: int, n_layers: int, d_model: int, last_only: bool = True) -> int:
     """Forward FLOPs of the attention's score and value products (QK^T and AV, all heads), as
     `causal_attention` computes them: elementwise multiply-adds over the causal (query, key) pairs
     only, d_model of each per pair, 2 FLOPs per multiply-add."""
-    T = seq_len
+    S = seq_len
 
     def pairs(n_query: int) -> int:
-        return sum(T - n_query + i + 1 for i in range(n_query))
+        return sum(S - n_query + i + 1 for i in range(n_query))
 
-    last = 1 if last_only else T
-    return 2 * 2 * d_model * ((n_layers - 1) * pairs(T) + pairs(last))
+    last = 1 if last_only else S
+    return 2 * 2 * d_model * ((n_layers - 1) * pairs(S) + pairs(last))
 
 
 def train_flops_per_sequence(seq_len: int, n_layers: int, d_model: int, d_mlp: int, n_out: int,
@@ -242,17 +243,17 @@ def train_flops_per_sequence(seq_len: int, n_layers: int, d_model: int, d_mlp: i
     for the products. The backward pass is 2x the forward (a gradient for each operand of each
     product), so the total is 3x the forward. The head count does not change the count.
     """
-    T, D = seq_len, d_model
+    S, D = seq_len, d_model
 
     def projections(n_query: int) -> int:
-        qkv_out = 2 * D * D * (n_query + 2 * T)  # Q for the queries, K and V for every position
+        qkv_out = 2 * D * D * (n_query + 2 * S)  # Q for the queries, K and V for every position
         out_proj = 2 * n_query * D * D
         mlp = 2 * n_query * 2 * D * d_mlp
         return qkv_out + out_proj + mlp
 
-    last = 1 if last_only else T
-    forward = ((n_layers - 1) * projections(T) + projections(last) + 2 * last * D * n_out
-               + attention_flops_per_sequence(T, n_layers, D, last_only))
+    last = 1 if last_only else S
+    forward = ((n_layers - 1) * projections(S) + projections(last) + 2 * last * D * n_out
+               + attention_flops_per_sequence(S, n_layers, D, last_only))
     return 3 * forward
 
 

@@ -25,10 +25,10 @@ def _errorbars(ax, table: pd.DataFrame, metric: str, log_y: bool) -> None:
     """Mean over seeds with std error bars, for train and test; on a log axis the lower bar stops
     short of zero (a bar below zero has no place there)."""
     for split in ("train", "test"):
-        mean_W = table[f"{split}_{metric}_mean"].to_numpy()
-        std_W = np.nan_to_num(table[f"{split}_{metric}_std"].to_numpy())  # one seed: no bar
-        lower_W = np.minimum(std_W, 0.9 * mean_W) if log_y else std_W
-        ax.errorbar(table["w"], mean_W, yerr=[lower_W, std_W], color=COLORS[split], marker="o", ms=4, lw=1.6,
+        mean_G = table[f"{split}_{metric}_mean"].to_numpy()
+        std_G = np.nan_to_num(table[f"{split}_{metric}_std"].to_numpy())  # one seed: no bar
+        lower_G = np.minimum(std_G, 0.9 * mean_G) if log_y else std_G
+        ax.errorbar(table["w"], mean_G, yerr=[lower_G, std_G], color=COLORS[split], marker="o", ms=4, lw=1.6,
                     capsize=3, label=f"fixed norm w, final {NAMES[split]} (mean ± std over seeds)")
 
 

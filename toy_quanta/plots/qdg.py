@@ -41,20 +41,20 @@ def plot_rank_frequency(path: Path, sizes: dict[int, np.ndarray], env: np.ndarra
     return save_figure(fig, path, dpi=120)
 
 
-def _order(primary_S: np.ndarray, secondary_S: np.ndarray) -> np.ndarray:
+def _order(primary_N: np.ndarray, secondary_N: np.ndarray) -> np.ndarray:
     """Samples grouped by primary label (largest group first), then by secondary label."""
-    counts = np.bincount(primary_S)
+    counts = np.bincount(primary_N)
     rank = np.argsort(np.argsort(-counts, kind="stable"), kind="stable")
-    return np.lexsort((secondary_S, rank[primary_S]))
+    return np.lexsort((secondary_N, rank[primary_N]))
 
 
-def plot_similarity(path: Path, cos_SxS: np.ndarray, cluster_S: np.ndarray, task_S: np.ndarray, seed: int = 0) -> str:
-    shown = np.sort(np.random.default_rng(seed).permutation(len(task_S))[:MAX_SHOWN])
-    c, t = cluster_S[shown], task_S[shown]
+def plot_similarity(path: Path, cos_NxN: np.ndarray, cluster_N: np.ndarray, task_N: np.ndarray, seed: int = 0) -> str:
+    shown = np.sort(np.random.default_rng(seed).permutation(len(task_N))[:MAX_SHOWN])
+    c, t = cluster_N[shown], task_N[shown]
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
     for ax, order, title in [(axes[0], _order(c, t), "sorted by cluster"), (axes[1], _order(t, c), "sorted by true subtask")]:
         idx = shown[order]
-        im = ax.imshow(cos_SxS[np.ix_(idx, idx)], cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+        im = ax.imshow(cos_NxN[np.ix_(idx, idx)], cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
         groups = (c if "cluster" in title else t)[order]
         edges = np.flatnonzero(np.diff(groups)) + 0.5
         for e in edges[:60]:  # boundaries of the first groups only; more would hide the matrix
@@ -62,5 +62,5 @@ def plot_similarity(path: Path, cos_SxS: np.ndarray, cluster_S: np.ndarray, task
             ax.axvline(e, color="black", lw=0.3)
         ax.set(title=title, xticks=[], yticks=[])
     fig.colorbar(im, ax=axes, shrink=0.8, label="cosine similarity")
-    fig.suptitle(f"Per-sample gradient cosine similarity ({len(shown)} of {len(task_S)} samples; lines: group boundaries)")
+    fig.suptitle(f"Per-sample gradient cosine similarity ({len(shown)} of {len(task_N)} samples; lines: group boundaries)")
     return save_figure(fig, path, dpi=120)

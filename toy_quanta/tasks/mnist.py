@@ -35,15 +35,15 @@ class MNISTConfig:
     full_batch: bool = False  # every step on the whole training set; else train.batch_size images drawn from it
 
 
-def per_example_loss(kind: str, out_BxC: jax.Array, y_B: jax.Array) -> jax.Array:
+def per_example_loss(kind: str, out_BxO: jax.Array, y_B: jax.Array) -> jax.Array:
     """(B,) mse: mean over classes of (output - one-hot)^2 (PyTorch's MSELoss, as Omnigrok used
     it, averages over batch and classes); cross_entropy: softmax cross-entropy in nats;
-    regression: mean over outputs of (output - target)^2, y_BxC real targets."""
+    regression: mean over outputs of (output - target)^2, y_BxO real targets."""
     if kind == "regression":
-        return jnp.mean(jnp.square(out_BxC - y_B), axis=-1)
+        return jnp.mean(jnp.square(out_BxO - y_B), axis=-1)
     if kind == "mse":
-        return jnp.mean(jnp.square(out_BxC - jax.nn.one_hot(y_B, out_BxC.shape[-1])), axis=-1)
-    return optax.softmax_cross_entropy_with_integer_labels(out_BxC, y_B)
+        return jnp.mean(jnp.square(out_BxO - jax.nn.one_hot(y_B, out_BxO.shape[-1])), axis=-1)
+    return optax.softmax_cross_entropy_with_integer_labels(out_BxO, y_B)
 
 
 class DatasetTask(Task):
@@ -60,9 +60,9 @@ class DatasetTask(Task):
     def loss_kind(self, cfg: Any) -> str:
         raise NotImplementedError
 
-    def correct(self, cfg: Any, out_BxC: jax.Array, y_B: jax.Array) -> jax.Array:
+    def correct(self, cfg: Any, out_BxO: jax.Array, y_B: jax.Array) -> jax.Array:
         """(B,) bool: classification counts argmax hits."""
-        return jnp.argmax(out_BxC, -1) == y_B
+        return jnp.argmax(out_BxO, -1) == y_B
 
     def program(self, cfg: Any) -> Program:
         t, tr = cfg.task, cfg.train
@@ -71,9 +71,9 @@ class DatasetTask(Task):
         kind = self.loss_kind(cfg)
 
         def loss(model, batch):
-            x_BxD, y_B = batch
-            out_BxC = model(x_BxD)
-            return per_example_loss(kind, out_BxC, y_B), self.correct(cfg, out_BxC, y_B).astype(jnp.float32)
+            x_BxI, y_B = batch
+            out_BxO = model(x_BxI)
+            return per_example_loss(kind, out_BxO, y_B), self.correct(cfg, out_BxO, y_B).astype(jnp.float32)
 
         def init(hyper, member, key):
             return ()

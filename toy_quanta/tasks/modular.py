@@ -46,10 +46,10 @@ class Data(NamedTuple):
 
 
 def token_loss(model: Any, batch: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    tokens_BxT, labels_B = batch
-    logits_BxP = model.logits(tokens_BxT)
-    loss_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxP, labels_B)
-    return loss_B, (jnp.argmax(logits_BxP, -1) == labels_B).astype(jnp.float32)
+    tokens_BxS, labels_B = batch
+    logits_BxO = model.logits(tokens_BxS)
+    loss_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxO, labels_B)
+    return loss_B, (jnp.argmax(logits_BxO, -1) == labels_B).astype(jnp.float32)
 
 
 class TableTask(Task):
@@ -65,7 +65,7 @@ class TableTask(Task):
         """(tokens (N, 4), answers (N,))."""
         raise NotImplementedError
 
-    def extra_metrics(self, cfg: Any, tokens_NxT: np.ndarray) -> Any:
+    def extra_metrics(self, cfg: Any, tokens_NxS: np.ndarray) -> Any:
         """(model, train_mask_N) -> metrics of the representation, or None."""
         return None
 
@@ -84,13 +84,13 @@ class TableTask(Task):
         """A member's training fraction must be at most the largest of ensemble.train_fraction (or
         task.train_fraction): full batch runs on that many pairs."""
         t, tr = cfg.task, cfg.train
-        tokens_NxT, c_N = self.table(t)
+        tokens_NxS, c_N = self.table(t)
         n_pairs = len(c_N)
-        tokens, labels = jnp.asarray(tokens_NxT), jnp.asarray(c_N)
+        tokens, labels = jnp.asarray(tokens_NxS), jnp.asarray(c_N)
         # Full batch runs on the first n_max pairs in split order (the largest member's training
         # set), each member weighting its own n_train of them: not the whole table.
         n_max = modular.n_train(n_pairs, max(cfg.ensemble.train_fraction or [t.train_fraction]))
-        extra = self.extra_metrics(cfg, tokens_NxT)
+        extra = self.extra_metrics(cfg, tokens_NxS)
 
         def init(hyper, rank_N, key) -> Data:
             mask_N = modular.train_mask(rank_N, hyper["task.train_fraction"])

@@ -62,24 +62,24 @@ class SymbolAdd(TableTask):
         return {"vocab": modular.vocab_size(p), "n_out": symbol_add.n_classes(p), "seq_len": modular.SEQ_LEN,
                 "n_symbols": p}
 
-    def extra_metrics(self, cfg: Any, tokens_NxT: np.ndarray) -> Any:
-        quads_Qx2 = jnp.asarray(symbol_add.parallelogram_pairs(cfg.task.p))
-        a_N, b_N = jnp.asarray(tokens_NxT[:, 0]), jnp.asarray(tokens_NxT[:, 2])
+    def extra_metrics(self, cfg: Any, tokens_NxS: np.ndarray) -> Any:
+        quads_Ax2 = jnp.asarray(symbol_add.parallelogram_pairs(cfg.task.p))
+        a_N, b_N = jnp.asarray(tokens_NxS[:, 0]), jnp.asarray(tokens_NxS[:, 2])
 
         def representation(model: Any, train_N: jax.Array) -> dict[str, jax.Array]:
             """Liu et al.'s measures of the embedding: RQI (the fraction of parallelograms that the
             normalised embeddings satisfy within 0.01 on the squared distance) and the effective
             loss (over the parallelograms whose two pairs both train, divided by sum_k |E_k|^2)."""
-            embed_PxE = model.embed_matrix
-            r_Q, s_Q = quads_Qx2[:, 0], quads_Qx2[:, 1]
-            centred_PxE = embed_PxE - embed_PxE.mean(0)
-            unit_PxE = centred_PxE / jnp.sqrt(jnp.mean(jnp.sum(centred_PxE**2, -1)))
-            pair_NxE = unit_PxE[a_N] + unit_PxE[b_N]
-            rqi = jnp.mean(jnp.sum((pair_NxE[r_Q] - pair_NxE[s_Q]) ** 2, -1) <= RQI_TOL)
-            raw_NxE = embed_PxE[a_N] + embed_PxE[b_N]
-            in_train_Q = train_N[r_Q] & train_N[s_Q]
-            dist_Q = jnp.sum((raw_NxE[r_Q] - raw_NxE[s_Q]) ** 2, -1)
-            eff = jnp.sum(jnp.where(in_train_Q, dist_Q, 0.0)) / jnp.sum(embed_PxE**2)
+            embed_PxD = model.embed_matrix
+            r_A, s_A = quads_Ax2[:, 0], quads_Ax2[:, 1]
+            centred_PxD = embed_PxD - embed_PxD.mean(0)
+            unit_PxD = centred_PxD / jnp.sqrt(jnp.mean(jnp.sum(centred_PxD**2, -1)))
+            pair_NxD = unit_PxD[a_N] + unit_PxD[b_N]
+            rqi = jnp.mean(jnp.sum((pair_NxD[r_A] - pair_NxD[s_A]) ** 2, -1) <= RQI_TOL)
+            raw_NxD = embed_PxD[a_N] + embed_PxD[b_N]
+            in_train_A = train_N[r_A] & train_N[s_A]
+            dist_A = jnp.sum((raw_NxD[r_A] - raw_NxD[s_A]) ** 2, -1)
+            eff = jnp.sum(jnp.where(in_train_A, dist_A, 0.0)) / jnp.sum(embed_PxD**2)
             return {"rqi": rqi.astype(jnp.float32), "eff_loss": eff}
 
         return representation

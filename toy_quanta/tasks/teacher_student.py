@@ -58,9 +58,9 @@ class TeacherStudent(DatasetTask):
     def loss_kind(self, cfg: Any) -> str:
         return "regression"
 
-    def correct(self, cfg: Any, out_BxC: jax.Array, y_B: jax.Array) -> jax.Array:
+    def correct(self, cfg: Any, out_BxO: jax.Array, y_B: jax.Array) -> jax.Array:
         """Every output within task.tolerance of its target."""
-        return jnp.all(jnp.abs(out_BxC - y_B) <= cfg.task.tolerance, axis=-1)
+        return jnp.all(jnp.abs(out_BxO - y_B) <= cfg.task.tolerance, axis=-1)
 
     def describe(self, cfg: Any) -> str:
         t, m = cfg.task, cfg.model

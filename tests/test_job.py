@@ -1,0 +1,249 @@
+"""One job (toy_quanta.job): run_job in-process (validation before any compilation, the files it
+writes, a failure during training, train.checkpoint=false, a divergent member) and its helpers
+(override_columns, to_config)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import toy_quanta.job as app
+from conftest import read_summary, tiny_config
+from toy_quanta import results
+from toy_quanta.config import Config, EnsembleConfig, OptimConfig, PhaseConfig, TrainConfig
+from toy_quanta.engine.loop import FitResult
+from toy_quanta.errors import ConfigError
+from toy_quanta.models.dense_mlp import DenseMLPConfig
+from toy_quanta.models.embed_mlp import EmbedMLPConfig
+from toy_quanta.models.mlp import n_params
+from toy_quanta.tasks.symbol_add import SymbolAddConfig
+from toy_quanta.tasks.teacher_student import TeacherStudentConfig
+
+JOB_FILES = ("summary.json", "metrics.parquet", "curves.png", "config.yaml", "checkpoint.msgpack")
+
+
+SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc", "param_norm", "alive")
+
+def _no_fit(*args, **kwargs):
+    pytest.fail("fit was called: training started although the config is invalid")
+
+
+# --- helpers of the job ----------------------------------------------------------------------
+
+def test_override_columns_parse_swept_values():
+    """Swept values become typed columns; hydra.*, ensemble.*, per-member keys and settings that are
+    not science values (name, train.progress, train.checkpoint) are left out."""
+    cols = app.override_columns(["model.width=16", "optim.lr=0.01", "seed=3", "optim=sgd",
+                                 "name=abc", "hydra.sweep.dir=/x", "hydra/launcher=vmap", "ensemble.lr=[0.1,0.2]",
+                                 "+model.activation=tanh", "train.progress=false", "train.checkpoint=false",
+                                 "task.alpha=0.5", "model.control_gather=false"])
+    assert cols == {"model.width": 16, "optim": "sgd", "model.activation": "tanh", "model.control_gather": False}
+    assert isinstance(cols["model.width"], int) and cols["model.control_gather"] is False
+
+
+def test_to_config_drops_the_hydra_node_and_types_the_config():
+    from omegaconf import OmegaConf
+
+    cfg = tiny_config()
+    dcfg = OmegaConf.structured(cfg)
+    from omegaconf import open_dict
+    with open_dict(dcfg):
+        dcfg["hydra"] = {"run": {"dir": "x"}}
+    typed = app.to_config(dcfg)
+    assert typed == cfg
+    assert app.to_config(cfg) is cfg
+
+
+# --- run_job in-process ------------------------------------------------------------------------
+
+def test_invalid_config_fails_before_any_compilation(tmp_path, monkeypatch):
+    """run_job on a bad value raises ConfigError without calling fit, and summary.json says failed,
+    naming the key and the value."""
+    monkeypatch.setattr(app, "fit", _no_fit)
+    cfg = tiny_config(task={"k": 99})
+    with pytest.raises(ConfigError, match=r"task\.k=99"):
+        app.run_job(cfg, tmp_path / "job")
+    summary = read_summary(tmp_path / "job")
+    assert summary["status"] == "failed"
+    assert "ConfigError" in summary["error"] and "task.k=99" in summary["error"]
+    assert summary["steps"] == 0
+    assert (tmp_path / "job" / "config.yaml").exists()
+    assert not (tmp_path / "job" / "metrics.parquet").exists()
+
+
+def test_failure_during_training_keeps_partial_metrics(tmp_path, monkeypatch):
+    """If training raises after some log steps, summary.json says failed (with the error) and the
+    metrics logged so far stay in metrics.parquet."""
+    def fit_then_crash(cfg, members, on_log=None):
+        r = FitResult(members=list(members), task=cfg.task.name)
+        for step in (0, 20):
+            r.steps.append(step)
+            r.steps_done = step
+            for name in SCALARS:
+                r.logs.setdefault(name, []).append(np.full(len(members), 0.5, np.float32))
+            on_log(r)
+        raise RuntimeError("out of memory at step 21")
+
+    monkeypatch.setattr(app, "fit", fit_then_crash)
+    with pytest.raises(RuntimeError):
+        app.run_job(tiny_config(), tmp_path)
+    summary = read_summary(tmp_path)
+    assert summary["status"] == "failed" and "out of memory at step 21" in summary["error"]
+    assert summary["steps"] == 20
+    frame = pd.read_parquet(tmp_path / "metrics.parquet")
+    assert sorted(frame["step"].unique().tolist()) == [0, 20]
+
+
+def test_checkpoint_false_writes_no_checkpoint(tmp_path, monkeypatch):
+    """train.checkpoint=false: every other file is written, checkpoint.msgpack is not (a stand-in fit
+    returns a finished two-step result, so nothing compiles)."""
+    def fake_fit(cfg, members, on_log=None):
+        r = FitResult(members=list(members), task=cfg.task.name, steps=[0, 60], steps_done=60, alive=np.ones(len(members), bool),
+                      diverged_step=-np.ones(len(members), np.int32))
+        for name in SCALARS:
+            r.logs[name] = [np.full(len(members), v, np.float32) for v in (0.7, 0.3)]
+        r.logs["subtask_loss"] = [np.full((len(members), cfg.task.n_tasks), v, np.float32) for v in (0.7, 0.01)]
+        return r
+
+    monkeypatch.setattr(app, "fit", fake_fit)
+    summary = app.run_job(tiny_config(train={"checkpoint": False}), tmp_path)
+    assert not (tmp_path / "checkpoint.msgpack").exists()
+    for name in JOB_FILES:
+        if name != "checkpoint.msgpack":
+            assert (tmp_path / name).is_file(), name
+    assert summary["members"][0]["final"]["subtasks_learned"] == tiny_config().task.n_tasks
+    assert summary["n_diverged"] == 0
+
+
+@pytest.fixture(scope="module")
+def divergent_job(tmp_path_factory):
+    """A real job: an sgd ensemble whose second member has an absurd lr."""
+    out = tmp_path_factory.mktemp("divergent_job")
+    cfg = tiny_config(optim={"name": "sgd", "lr": 0.5}, ensemble={"lr": [0.5, 1e30]})
+    summary = app.run_job(cfg, out, ["model.width=16"])
+    return cfg, out, summary
+
+
+def test_run_job_writes_every_file(divergent_job):
+    cfg, out, summary = divergent_job
+    for name in JOB_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_summary(out) == json.loads(json.dumps(summary))
+    assert summary["status"] == "completed" and summary["steps"] == cfg.train.steps
+    assert summary["n_members"] == 2
+    assert summary["n_params"] == n_params(cfg.task.n_tasks, cfg.task.n, cfg.model.width, cfg.model.depth)
+    assert summary["swept"] == {"model.width": 16}
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["optim"]["name"] == "sgd" and written["ensemble"]["lr"] == [0.5, 1e30]
+
+
+def test_summary_flags_the_divergent_member(divergent_job):
+    """summary.json: the absurd-lr member has diverged True and an integer diverged_step; the other
+    trained normally."""
+    cfg, out, summary = divergent_job
+    good, bad = summary["members"]
+    assert summary["n_diverged"] == 1
+    assert bad["optim.lr"] == 1e30 and bad["diverged"] is True
+    assert isinstance(bad["diverged_step"], int) and 0 <= bad["diverged_step"] < cfg.train.steps
+    assert good["diverged"] is False and good["diverged_step"] is None
+    assert math.isfinite(good["final"]["test_loss"]) and good["final"]["test_loss"] < math.log(2)
+
+
+def test_metrics_and_checkpoint_agree_with_the_summary(divergent_job):
+    """metrics.parquet's last test loss is the summary's; the checkpoint holds both members' params
+    (finite for the divergent one too) with the model's shapes."""
+    cfg, out, summary = divergent_job
+    frame = pd.read_parquet(out / "metrics.parquet")
+    last = frame[(frame["metric"] == "test_loss") & (frame["step"] == cfg.train.steps)].sort_values("member")
+    np.testing.assert_allclose(last["value"].to_numpy()[0], summary["members"][0]["final"]["test_loss"], rtol=1e-6)
+    assert sorted(frame["optim.lr"].unique().tolist()) == [0.5, 1e30]
+    alive = frame[(frame["metric"] == "alive") & (frame["member"] == 1)].sort_values("step")
+    d = summary["members"][1]["diverged_step"]
+    np.testing.assert_array_equal(alive["value"].to_numpy(), [1.0 if s <= d else 0.0 for s in alive["step"]])
+    ck = results.load_checkpoint(out / "checkpoint.msgpack")
+    assert np.asarray(ck["inp"]["kernel"]).shape == (2, cfg.task.n_tasks + cfg.task.n, cfg.model.width)
+    for leaf in (ck["inp"]["kernel"], ck["inp"]["bias"], ck["out"]["kernel"], ck["out"]["bias"]):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+
+
+# --- a bad value of a task, model, optimiser or phase setting stops the job before training ------
+
+def symbol_add() -> Config:
+    return Config(task=SymbolAddConfig(p=10), model=EmbedMLPConfig(d_embed=1, width=16, depth=2, activation="tanh"),
+                  optim=OptimConfig(name="adamw", lr=1e-4, embed_lr=1e-3, embed_weight_decay=0.0),
+                  train=TrainConfig(steps=10, log_every=5, progress=False), ensemble=EnsembleConfig())
+
+
+def teacher() -> Config:
+    return Config(task=TeacherStudentConfig(), model=DenseMLPConfig(width=16), optim=OptimConfig(name="adamw"),
+                  train=TrainConfig(steps=10, log_every=5, progress=False), ensemble=EnsembleConfig())
+
+
+def grid() -> Config:
+    """symbol_add over a 2 x 2 grid of lr x weight decay, with a phase diagram."""
+    cfg = symbol_add()
+    cfg.ensemble = EnsembleConfig(lr=[1e-4, 1e-3], weight_decay=[0.0, 1.0])
+    cfg.phase = PhaseConfig(x="optim.lr", y="optim.weight_decay")
+    return cfg
+
+
+def sparse_parity() -> Config:
+    return tiny_config()
+
+
+def _with(cfg: Config, **values) -> Config:
+    """A copy of cfg with dotted keys (given with "__" for ".") set."""
+    nodes = [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
+    cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name)) for name in nodes})
+    for dotted, value in values.items():
+        *parents, leaf = dotted.split("__")
+        node = cfg
+        for p in parents:
+            node = getattr(node, p)
+        setattr(node, leaf, value)
+    return cfg
+
+
+def _bad_config(make, values) -> Config:
+    return _with(make(), **{k.replace(".", "__"): v for k, v in values.items()})
+
+
+def _id(case) -> str:
+    return ",".join(f"{k}={v}" for k, v in case[1].items())
+
+
+# (base config, {key: value}, the key the error names, text of what is allowed): some of
+# tests/test_config.py's BAD_SETTINGS, one per kind of setting
+STOPS = [
+    (teacher, {"optim.fixed_norm": 0.0}, "optim.fixed_norm", "positive"),
+    (teacher, {"optim.embed_lr": 1e-3}, "optim.embed_lr", "model=dense_mlp"),
+    (sparse_parity, {"optim.embed_lr": 1e-3}, "optim.embed_lr", "model=mlp"),
+    (symbol_add, {"task.train_fraction": 0.0}, "task.train_fraction", "(0, 1)"),
+    (symbol_add, {"task.p": 2, "task.train_fraction": 0.9}, "task.train_fraction", "3 pairs"),
+    (teacher, {"task.tolerance": 0.0}, "task.tolerance", "positive"),
+    (grid, {"phase.threshold": 0.0}, "phase.threshold", "positive"),
+    (grid, {"phase.gap_steps": -1}, "phase.gap_steps", ">= 0"),
+]
+
+
+@pytest.mark.parametrize("make,values,key,allowed", STOPS, ids=[_id(c) for c in STOPS])
+def test_the_job_stops_before_training(tmp_path, monkeypatch, make, values, key, allowed):
+    """In-process through the app's job function: the error comes before fit is called, and the
+    job directory says why it failed (and holds no metrics)."""
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(app, "fit", no_training)
+    with pytest.raises(ConfigError) as info:
+        app.run_job(_bad_config(make, values), tmp_path)
+    assert info.value.key == key
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"].startswith(f"ConfigError: {key}=")
+    assert not (tmp_path / "metrics.parquet").exists()

@@ -1,0 +1,108 @@
+"""Tasks and models by name (toy_quanta.registry): lookups of an unknown name fail naming the key, the
+value and the allowed names; import_tasks_module registers the tasks of a user's .py file, and a
+missing file or module is a ConfigError."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from toy_quanta import registry
+from toy_quanta.errors import ConfigError
+
+BUILTIN_TASKS = {"sparse_parity", "modular", "symbol_add", "mnist", "teacher_student"}
+BUILTIN_MODELS = {"mlp", "dense_mlp", "embed_mlp", "transformer"}
+
+USER_TASK = '''
+from dataclasses import dataclass
+
+from toy_quanta.registry import register_task
+from toy_quanta.tasks.base import Task
+
+
+@dataclass
+class {cls}Config:
+    name: str = "{name}"
+
+
+class {cls}(Task):
+    name = "{name}"
+    config = {cls}Config
+    models = ("dense_mlp",)
+
+
+register_task({cls}())
+'''
+
+
+@pytest.fixture
+def own_registry(monkeypatch):
+    """The registry as it is now, restored after the test (a user's task registered in a test stays
+    out of the others, e.g. the contract test's list of tasks)."""
+    monkeypatch.setattr(registry, "_TASKS", dict(registry.tasks()))
+    monkeypatch.setattr(registry, "_MODELS", dict(registry.models()))
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if name.startswith("toy_quanta_user_tasks."):
+            del sys.modules[name]
+
+
+def test_the_builtin_tasks_and_models_are_registered():
+    assert BUILTIN_TASKS <= set(registry.tasks())
+    assert BUILTIN_MODELS <= set(registry.models())
+    for name, task in registry.tasks().items():
+        assert task.name == name and task.config().name == name
+        assert task.models and set(task.models) <= set(registry.models()), name
+    for name, model in registry.models().items():
+        assert model.name == name
+
+
+def test_an_unknown_task_names_the_key_the_value_and_every_task():
+    with pytest.raises(ConfigError) as info:
+        registry.task("nope")
+    exc = info.value
+    assert exc.key == "task.name" and exc.value == "nope"
+    assert str(exc).startswith("task.name='nope' is not allowed")
+    for name in registry.tasks():
+        assert name in exc.allowed
+    assert "tasks_module=" in exc.allowed
+
+
+def test_an_unknown_model_names_the_key_the_value_and_every_model():
+    with pytest.raises(ConfigError) as info:
+        registry.model("cnn")
+    exc = info.value
+    assert exc.key == "model.name" and exc.value == "cnn"
+    assert str(exc).startswith("model.name='cnn' is not allowed")
+    for name in registry.models():
+        assert name in exc.allowed
+
+
+def test_import_tasks_module_of_a_file_registers_its_task(tmp_path, own_registry):
+    path = tmp_path / "my_registry_test_tasks.py"
+    path.write_text(USER_TASK.format(cls="RegistryTestTask", name="registry_test_task"))
+    with pytest.raises(ConfigError):
+        registry.task("registry_test_task")
+    module = registry.import_tasks_module(str(path))
+    assert module.__name__ == "toy_quanta_user_tasks.my_registry_test_tasks"
+    task = registry.task("registry_test_task")
+    assert type(task).__name__ == "RegistryTestTask" and task.models == ("dense_mlp",)
+    assert BUILTIN_TASKS <= set(registry.tasks())  # the built-in ones stay
+    assert registry.import_tasks_module(str(path)) is module  # a second import is the same module
+
+
+def test_a_missing_file_is_a_config_error(tmp_path):
+    missing = str(tmp_path / "nowhere.py")
+    with pytest.raises(ConfigError) as info:
+        registry.import_tasks_module(missing)
+    assert info.value.key == "tasks_module" and info.value.value == missing
+    assert "exists" in info.value.allowed
+
+
+def test_a_missing_module_is_a_config_error():
+    with pytest.raises(ConfigError) as info:
+        registry.import_tasks_module("no_such_module_of_tasks")
+    assert info.value.key == "tasks_module" and info.value.value == "no_such_module_of_tasks"
+    assert "importable module" in info.value.allowed
