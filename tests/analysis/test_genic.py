@@ -42,10 +42,10 @@ def power_law_curves(rng, n: int, scales: np.ndarray, noise: float = 0.005) -> n
 def test_sharp_curves_are_monogenic_and_power_laws_polygenic(scales):
     rng = np.random.default_rng(0)
     sharp = classify(sharp_curves(rng, 400, scales), scales)
-    assert (sharp.labels_S == MONOGENIC).all(), np.sort(sharp.sharpness_S)[:5]
-    assert sharp.sharpness_S.min() >= 0.45  # a sigmoid splits at worst in two halves
+    assert (sharp.labels_N == MONOGENIC).all(), np.sort(sharp.sharpness_N)[:5]
+    assert sharp.sharpness_N.min() >= 0.45  # a sigmoid splits at worst in two halves
     smooth = classify(power_law_curves(rng, 400, scales), scales)
-    assert (smooth.labels_S == POLYGENIC).all(), np.sort(smooth.sharpness_S)[-5:]
+    assert (smooth.labels_N == POLYGENIC).all(), np.sort(smooth.sharpness_N)[-5:]
     assert smooth.fractions == {MONOGENIC: 0.0, POLYGENIC: 1.0, FLAT: 0.0, "monogenic_of_nonflat": 0.0}
     assert sharp.resolvable and smooth.resolvable
 
@@ -56,14 +56,14 @@ def test_flat_curves_and_the_learned_level():
     unlearned = 1 + rng.normal(0, 0.01, (50, 6))  # never learned, quietly
     worse = np.linspace(0.1, 1.0, 6) + np.zeros((50, 1))  # got worse with scale
     result = classify(np.concatenate([learned, unlearned, worse]), WIDTHS)
-    assert (result.labels_S == FLAT).all() and np.isnan(result.sharpness_S).all() and (result.emerge_S == -1).all()
+    assert (result.labels_N == FLAT).all() and np.isnan(result.sharpness_N).all() and (result.emerge_N == -1).all()
     assert result.fractions["flat"] == 1.0 and result.fractions["monogenic_of_nonflat"] is None
     # Never learned but noisy (sparse parity's unlearned samples): single noisy jumps look like sharp
     # falls, unless a learned level is asked for.
     noisy = np.clip(1 + rng.normal(0, 0.3, (200, 6)), 0.2, None)
-    assert (classify(noisy, WIDTHS).labels_S != FLAT).mean() > 0.9
+    assert (classify(noisy, WIDTHS).labels_N != FLAT).mean() > 0.9
     with_level = classify(noisy, WIDTHS, learned_below=0.1)
-    assert (with_level.labels_S == FLAT).all() and "below 0.1 bits at no scale" in with_level.criterion
+    assert (with_level.labels_N == FLAT).all() and "below 0.1 bits at no scale" in with_level.criterion
 
 
 def test_fall_survives_a_larger_model_that_missed_it():
@@ -72,14 +72,14 @@ def test_fall_survives_a_larger_model_that_missed_it():
                        [1.0, 1.0, 0.0, 1.0, 0.0, 0.0],
                        [1.0, 0.7, 0.5, 0.3, 0.15, 0.0]])
     result = classify(curves, WIDTHS, learned_below=0.1)
-    assert result.labels_S.tolist() == [MONOGENIC, MONOGENIC, POLYGENIC]
-    np.testing.assert_allclose(result.fall_S, [1.0, 1.0, 1.0])
-    np.testing.assert_allclose(result.sharpness_S, [1.0, 1.0, 0.3])
-    assert result.emerge_S.tolist() == [2, 2, 1]
+    assert result.labels_N.tolist() == [MONOGENIC, MONOGENIC, POLYGENIC]
+    np.testing.assert_allclose(result.fall_N, [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(result.sharpness_N, [1.0, 1.0, 0.3])
+    assert result.emerge_N.tolist() == [2, 2, 1]
     rows = by_group(result, np.array([0, 0, 1]))
     assert rows[0]["monogenic"] == 2 and rows[1]["polygenic"] == 1 and rows[1]["monogenic_of_nonflat"] == 0.0
     # Two intervals hold half of the gradual fall: monogenic with a wider window.
-    assert classify(curves, WIDTHS, window=2, threshold=0.4).labels_S[2] == MONOGENIC
+    assert classify(curves, WIDTHS, window=2, threshold=0.4).labels_N[2] == MONOGENIC
     assert not classify(curves[:, :3], WIDTHS[:3]).resolvable
 
 
@@ -213,5 +213,5 @@ def test_data_sweep_in_one_job(sweeps):
     """ensemble.D=[...] in one job: the scale axis is the members' task.D."""
     sweep = sweeps["data"].result()  # ensemble.D=[64,256,1024], train.steps=100
     curves = cli.sweep_curves([sweep], n_samples=500)
-    assert curves.scale_kind == "D" and curves.scales_K.tolist() == [64, 256, 1024]
-    assert curves.loss_SxK.shape == (500, 3) and [m["member"] for m in curves.models] == [0, 1, 2]
+    assert curves.scale_kind == "D" and curves.scales_G.tolist() == [64, 256, 1024]
+    assert curves.loss_NxG.shape == (500, 3) and [m["member"] for m in curves.models] == [0, 1, 2]

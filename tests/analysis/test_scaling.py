@@ -50,8 +50,8 @@ def test_recovers_the_planted_exponents(quantity):
 
 def test_learned_scale_matches_planted_onsets_and_heatmap_is_in_bits():
     a = analyse(quanta_model_points("N", 0.4, n_tasks=400), n_boot=100)
-    T = a.subtask_bits_TxX.shape[0]
-    assert T == 400 and a.subtask_bits_TxX.max() == pytest.approx(1.0)
+    T = a.subtask_bits_TxG.shape[0]
+    assert T == 400 and a.subtask_bits_TxG.max() == pytest.approx(1.0)
     learned = np.isfinite(a.learned_scale)
     onsets = 100.0 * np.arange(1, T + 1)
     # each learned subtask is first seen learned at the first sampled scale at or past its onset

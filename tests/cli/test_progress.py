@@ -70,7 +70,7 @@ def test_recomputed_losses_and_accuracies_match_the_engines_metrics(run_dir, mem
     np.testing.assert_allclose(pr.train_loss_L, wide["train_loss"], rtol=2e-4, atol=1e-6)
     np.testing.assert_allclose(pr.test_loss_L, wide["test_loss"], rtol=2e-4)
     np.testing.assert_allclose(pr.weight_norm_L, wide["param_norm"], rtol=1e-5)
-    assert pr.norms_LxK.shape == (len(steps), 5) and 0 <= pr.gini_L.min() and pr.gini_L.max() < 1
+    assert pr.norms_LxF.shape == (len(steps), 5) and 0 <= pr.gini_L.min() and pr.gini_L.max() < 1
     assert all(0 <= x <= 1 for x in (*pr.rqi_L, *pr.ring_rqi_L))
     # the restricted logits are a projection of the logits: with no key frequencies at step 0
     # (random init) they keep only each output's mean, so their loss is about ln p

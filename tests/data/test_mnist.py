@@ -88,14 +88,14 @@ def test_load_idx_dir(tmp_path, gz):
     written = write_dir(tmp_path, gz=gz)
     data = mnist.load(str(tmp_path))
     assert data.source == str(tmp_path) and data.image_shape == (28, 28)
-    assert data.train_x_NxD.shape == (12, 784) and data.test_x_MxD.shape == (5, 784)
-    assert data.train_x_NxD.dtype == data.test_x_MxD.dtype == np.float32
-    assert data.train_y_N.dtype == data.test_y_M.dtype == np.int32
-    assert data.train_x_NxD.min() == 0.0 and data.train_x_NxD.max() == 1.0
-    np.testing.assert_array_equal(data.train_x_NxD * 255, written[TRAIN_IMAGES].reshape(12, 784))
-    np.testing.assert_array_equal(data.test_x_MxD.reshape(5, 28, 28) * 255, written[TEST_IMAGES])
+    assert data.train_x_NxI.shape == (12, 784) and data.test_x_NxI.shape == (5, 784)
+    assert data.train_x_NxI.dtype == data.test_x_NxI.dtype == np.float32
+    assert data.train_y_N.dtype == data.test_y_N.dtype == np.int32
+    assert data.train_x_NxI.min() == 0.0 and data.train_x_NxI.max() == 1.0
+    np.testing.assert_array_equal(data.train_x_NxI * 255, written[TRAIN_IMAGES].reshape(12, 784))
+    np.testing.assert_array_equal(data.test_x_NxI.reshape(5, 28, 28) * 255, written[TEST_IMAGES])
     np.testing.assert_array_equal(data.train_y_N, written[TRAIN_LABELS])
-    np.testing.assert_array_equal(data.test_y_M, written[TEST_LABELS])
+    np.testing.assert_array_equal(data.test_y_N, written[TEST_LABELS])
 
 
 def test_load_idx_dir_other_image_shape_and_subsample(tmp_path):
@@ -105,13 +105,13 @@ def test_load_idx_dir_other_image_shape_and_subsample(tmp_path):
         mnist.write_idx(tmp_path / f"{split}-images-idx3-ubyte", images)
         mnist.write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
     full = mnist.load_idx_dir(tmp_path)
-    assert full.image_shape == (6, 5) and full.train_x_NxD.shape == (20, 30)
+    assert full.image_shape == (6, 5) and full.train_x_NxI.shape == (20, 30)
     sub = mnist.load(tmp_path, n_train=7, split_seed=4)
-    assert sub.train_x_NxD.shape == (7, 30) and sub.test_x_MxD.shape == (4, 30)
-    rows = [np.flatnonzero((full.train_x_NxD == x).all(axis=1))[0] for x in sub.train_x_NxD]
+    assert sub.train_x_NxI.shape == (7, 30) and sub.test_x_NxI.shape == (4, 30)
+    rows = [np.flatnonzero((full.train_x_NxI == x).all(axis=1))[0] for x in sub.train_x_NxI]
     assert len(set(rows)) == 7
     np.testing.assert_array_equal(full.train_y_N[rows], sub.train_y_N)
-    np.testing.assert_array_equal(mnist.load(tmp_path, n_train=7, split_seed=4).train_x_NxD, sub.train_x_NxD)
+    np.testing.assert_array_equal(mnist.load(tmp_path, n_train=7, split_seed=4).train_x_NxI, sub.train_x_NxI)
     with pytest.raises(ValueError, match="n_train=21"):
         mnist.load(tmp_path, n_train=21)
 
@@ -246,30 +246,30 @@ def test_embedded_csv_layout():
 def test_embedded_default():
     data = mnist.load()
     assert data.source == "embedded" and data.image_shape == (28, 28)
-    assert data.train_x_NxD.shape == (1000, 784) and data.test_x_MxD.shape == (4000, 784)
-    assert data.train_y_N.shape == (1000,) and data.test_y_M.shape == (4000,)
-    assert data.train_x_NxD.dtype == data.test_x_MxD.dtype == np.float32
-    assert data.train_y_N.dtype == data.test_y_M.dtype == np.int32
-    for x in (data.train_x_NxD, data.test_x_MxD):
+    assert data.train_x_NxI.shape == (1000, 784) and data.test_x_NxI.shape == (4000, 784)
+    assert data.train_y_N.shape == (1000,) and data.test_y_N.shape == (4000,)
+    assert data.train_x_NxI.dtype == data.test_x_NxI.dtype == np.float32
+    assert data.train_y_N.dtype == data.test_y_N.dtype == np.int32
+    for x in (data.train_x_NxI, data.test_x_NxI):
         assert x.min() == 0.0 and x.max() == 1.0
-    assert set(data.train_y_N.tolist()) == set(range(10)) == set(data.test_y_M.tolist())
+    assert set(data.train_y_N.tolist()) == set(range(10)) == set(data.test_y_N.tolist())
     # Together the two sets are the whole file: 500 of each digit.
-    assert (np.bincount(data.train_y_N) + np.bincount(data.test_y_M)).tolist() == [500] * 10
+    assert (np.bincount(data.train_y_N) + np.bincount(data.test_y_N)).tolist() == [500] * 10
 
 
 def test_embedded_split_is_seeded_and_disjoint():
     a, b, c = mnist.load(split_seed=0), mnist.load_embedded(1000, split_seed=0), mnist.load(split_seed=1)
     for x, y in zip(a[:4], b[:4]):
         np.testing.assert_array_equal(x, y)
-    assert not np.array_equal(a.train_x_NxD, c.train_x_NxD)
+    assert not np.array_equal(a.train_x_NxI, c.train_x_NxI)
 
     train, test = mnist._split(5000, 1000, split_seed=0)
     assert len(np.union1d(train, test)) == 5000 and len(np.intersect1d(train, test)) == 0
     pixels, labels = mnist._read_embedded(mnist.embedded_path())
-    np.testing.assert_array_equal(a.train_x_NxD, pixels[train] / np.float32(255))
-    np.testing.assert_array_equal(a.test_y_M, labels[test])
+    np.testing.assert_array_equal(a.train_x_NxI, pixels[train] / np.float32(255))
+    np.testing.assert_array_equal(a.test_y_N, labels[test])
 
 
 def test_embedded_n_train():
     data = mnist.load("embedded", n_train=250, split_seed=3)
-    assert data.train_x_NxD.shape == (250, 784) and data.test_x_MxD.shape == (4750, 784)
+    assert data.train_x_NxI.shape == (250, 784) and data.test_x_NxI.shape == (4750, 784)

@@ -43,9 +43,9 @@ def test_the_data_are_deterministic_in_the_teacher_seed():
     assert [x.shape for x in a] == [(40, 5), (40, 2), (60, 5), (60, 2)]
     assert all(x.dtype == np.float32 for x in a)
     other = ts.make(dataclasses.replace(TASK, teacher_seed=4))
-    assert not np.allclose(other.train_x_NxD, a.train_x_NxD) and not np.allclose(other.train_y_NxO, a.train_y_NxO)
+    assert not np.allclose(other.train_x_NxI, a.train_x_NxI) and not np.allclose(other.train_y_NxO, a.train_y_NxO)
     # train and test inputs are different samples
-    assert not np.isin(a.test_x_MxD[:, 0], a.train_x_NxD[:, 0]).any()
+    assert not np.isin(a.test_x_NxI[:, 0], a.train_x_NxI[:, 0]).any()
 
 
 def test_targets_are_standardised_on_the_training_set():
@@ -53,7 +53,7 @@ def test_targets_are_standardised_on_the_training_set():
     np.testing.assert_allclose(data.train_y_NxO.mean(0), 0.0, atol=1e-5)
     np.testing.assert_allclose(data.train_y_NxO.std(0), 1.0, rtol=1e-5)
     # the test targets use the training set's mean and std, so they are not standardised themselves
-    assert np.abs(data.test_y_MxO.mean(0)).max() > 1e-3
+    assert np.abs(data.test_y_NxO.mean(0)).max() > 1e-3
 
 
 @pytest.mark.parametrize("activation", sorted(_NP_ACT))
@@ -79,9 +79,9 @@ def test_the_targets_are_the_standardised_teacher_outputs():
     rng = np.random.default_rng([TASK.teacher_seed, 0x7EAC])
     layers = ts.teacher(TASK.d_in, TASK.d_out, TASK.teacher_width, TASK.teacher_depth, rng)
     x = rng.normal(size=(TASK.n_train + TASK.n_test, TASK.d_in))
-    np.testing.assert_allclose(data.train_x_NxD, x[: TASK.n_train], rtol=1e-6)
-    np.testing.assert_allclose(data.test_x_MxD, x[TASK.n_train:], rtol=1e-6)
+    np.testing.assert_allclose(data.train_x_NxI, x[: TASK.n_train], rtol=1e-6)
+    np.testing.assert_allclose(data.test_x_NxI, x[TASK.n_train:], rtol=1e-6)
     raw = _numpy_mlp(layers, TASK.teacher_activation, x)
     mean, std = raw[: TASK.n_train].mean(0), raw[: TASK.n_train].std(0)
     np.testing.assert_allclose(data.train_y_NxO, (raw[: TASK.n_train] - mean) / std, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(data.test_y_MxO, (raw[TASK.n_train:] - mean) / std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(data.test_y_NxO, (raw[TASK.n_train:] - mean) / std, rtol=1e-5, atol=1e-5)

@@ -58,7 +58,7 @@ def test_step_zero_metrics_equal_numpy_from_the_initial_parameters():
     data = ts.make(TASK)  # the trainer must see these very data, whatever the students' seed
     for m in range(len(members)):
         pure = jax.tree.map(lambda a: np.asarray(a[m]), nnx.to_pure_dict(state.params))
-        for split, x, y in (("train", data.train_x_NxD, data.train_y_NxO), ("test", data.test_x_MxD, data.test_y_MxO)):
+        for split, x, y in (("train", data.train_x_NxI, data.train_y_NxO), ("test", data.test_x_NxI, data.test_y_NxO)):
             out = _numpy_student(pure, x)
             loss = np.mean((out - y) ** 2)
             within = np.abs(out - y) <= TASK.tolerance

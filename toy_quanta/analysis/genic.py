@@ -55,11 +55,11 @@ MIN_DROP, WINDOW, THRESHOLD = 0.1, 1, 0.4
 class GenicResult:
     """Each sample's label, with the numbers that decided it."""
 
-    labels_S: np.ndarray  # str: monogenic, polygenic or flat
-    sharpness_S: np.ndarray  # NaN where flat
-    fall_S: np.ndarray  # F, the largest fall going up in scale
-    emerge_S: np.ndarray  # index of the scale at the end of the sharpest window (-1 where flat)
-    scales_K: np.ndarray
+    labels_N: np.ndarray  # str: monogenic, polygenic or flat
+    sharpness_N: np.ndarray  # NaN where flat
+    fall_N: np.ndarray  # F, the largest fall going up in scale
+    emerge_N: np.ndarray  # index of the scale at the end of the sharpest window (-1 where flat)
+    scales_G: np.ndarray
     min_drop: float
     window: int
     threshold: float
@@ -68,12 +68,12 @@ class GenicResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        return {label: int(np.sum(self.labels_S == label)) for label in LABELS}
+        return {label: int(np.sum(self.labels_N == label)) for label in LABELS}
 
     @property
     def fractions(self) -> dict[str, float | None]:
         """Share of all samples per label, and monogenic among the non-flat (None if all flat)."""
-        c, n = self.counts, len(self.labels_S)
+        c, n = self.counts, len(self.labels_N)
         nonflat = c[MONOGENIC] + c[POLYGENIC]
         return {**{label: c[label] / n for label in LABELS},
                 "monogenic_of_nonflat": c[MONOGENIC] / nonflat if nonflat else None}
@@ -81,12 +81,12 @@ class GenicResult:
     @property
     def resolvable(self) -> bool:
         """Whether a decline uniform across the scales would come out polygenic."""
-        return self.window / (len(self.scales_K) - 1) < self.threshold
+        return self.window / (len(self.scales_G) - 1) < self.threshold
 
     def summary(self) -> dict[str, Any]:
         return {"criterion": self.criterion, "min_drop": self.min_drop, "window": self.window,
                 "threshold": self.threshold, "learned_below": self.learned_below, "resolvable": self.resolvable,
-                "n_samples": len(self.labels_S), "n_scales": len(self.scales_K), "counts": self.counts,
+                "n_samples": len(self.labels_N), "n_scales": len(self.scales_G), "counts": self.counts,
                 "fractions": self.fractions}
 
 
@@ -173,8 +173,8 @@ def classify(loss_NxG: Any, scales_G: Any = None, min_drop: float = MIN_DROP, wi
         flat_N |= ~below_NxG.any(axis=1) | below_NxG.all(axis=1)
     sharpness_N = np.where(flat_N, np.nan, best_N / np.where(flat_N, 1.0, fall_N))
     labels_N = np.where(flat_N, FLAT, np.where(sharpness_N >= threshold, MONOGENIC, POLYGENIC)).astype("<U9")
-    return GenicResult(labels_S=labels_N, sharpness_S=sharpness_N, fall_S=fall_N,
-                       emerge_S=np.where(flat_N, -1, end_N), scales_K=scales_G, min_drop=float(min_drop),
+    return GenicResult(labels_N=labels_N, sharpness_N=sharpness_N, fall_N=fall_N,
+                       emerge_N=np.where(flat_N, -1, end_N), scales_G=scales_G, min_drop=float(min_drop),
                        window=int(window), threshold=float(threshold),
                        learned_below=None if learned_below is None else float(learned_below),
                        criterion=criterion_text(min_drop, window, threshold, learned_below, unit))
@@ -186,7 +186,7 @@ def by_group(result: GenicResult, group_N: np.ndarray, n_groups: int | None = No
     n_groups = int(group_N.max()) + 1 if n_groups is None else n_groups
     rows = []
     for g in range(n_groups):
-        labels = result.labels_S[group_N == g]
+        labels = result.labels_N[group_N == g]
         c = {label: int(np.sum(labels == label)) for label in LABELS}
         nonflat = c[MONOGENIC] + c[POLYGENIC]
         rows.append({"group": g, "n": int(len(labels)), **c,

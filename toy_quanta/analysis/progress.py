@@ -37,7 +37,7 @@ DEFAULT_KEY_FACTOR = 4.0  # key: squared norm >= 4 x the median's (norm >= 2 x)
 
 @dataclass
 class Progress:
-    """One member's progress measures at each of L saved steps (K = p // 2 frequencies)."""
+    """One member's progress measures at each of L saved steps (F = p // 2 frequencies)."""
 
     name: str
     op: str
@@ -49,7 +49,7 @@ class Progress:
     train_acc_L: np.ndarray
     test_acc_L: np.ndarray
     weight_norm_L: np.ndarray
-    norms_LxK: np.ndarray  # Fourier norm of the residue embeddings per frequency k = 1 .. K
+    norms_LxF: np.ndarray  # Fourier norm of the residue embeddings per frequency k = 1 .. F
     gini_L: np.ndarray
     keys: np.ndarray  # key frequencies of the final embedding, largest first
     embed_PxD: np.ndarray  # the final residue embeddings
@@ -68,8 +68,8 @@ class Progress:
                 "gini": self.gini_L, "restricted_loss": self.restricted_loss_L, "excluded_loss": self.excluded_loss_L,
                 "rqi": self.rqi_L, "ring_rqi": self.ring_rqi_L}
         frame = pd.DataFrame({k: v for k, v in cols.items() if v is not None})
-        for k in range(self.norms_LxK.shape[1]):
-            frame[f"fourier_norm_{k + 1}"] = self.norms_LxK[:, k]
+        for k in range(self.norms_LxF.shape[1]):
+            frame[f"fourier_norm_{k + 1}"] = self.norms_LxF[:, k]
         return frame
 
     def headline(self) -> dict[str, Any]:
@@ -80,7 +80,7 @@ class Progress:
             "name": self.name, "op": self.op, "p": self.p, "member": self.member,
             "steps": int(self.steps_L[-1]), "n_snapshots": len(self.steps_L),
             "key_frequencies": [int(k) for k in self.keys],
-            "key_share": float(np.sum(self.norms_LxK[-1, self.keys - 1] ** 2) / np.sum(self.norms_LxK[-1] ** 2)),
+            "key_share": float(np.sum(self.norms_LxF[-1, self.keys - 1] ** 2) / np.sum(self.norms_LxF[-1] ** 2)),
             "gini": last(self.gini_L), "gini_90pct_step": int(self.steps_L[near[0]]),
             "rqi": last(self.rqi_L), "ring_rqi": last(self.ring_rqi_L), "tol": self.tol,
             "train_loss": last(self.train_loss_L), "test_loss": last(self.test_loss_L),
@@ -149,7 +149,7 @@ def measure(cfg: Config, steps_L: np.ndarray, params: dict, member: int, tol: fl
     return Progress(
         name=cfg.name, op=t.op, p=t.p, member=members[member], steps_L=np.asarray(steps_L)[: len(snaps)],
         train_loss_L=arr["train_loss"], test_loss_L=arr["test_loss"], train_acc_L=arr["train_acc"],
-        test_acc_L=arr["test_acc"], weight_norm_L=arr["weight_norm"], norms_LxK=norms_LxF,
+        test_acc_L=arr["test_acc"], weight_norm_L=arr["weight_norm"], norms_LxF=norms_LxF,
         gini_L=np.array([fourier.gini(n) for n in norms_LxF]), keys=keys, embed_PxD=embeds[-1], tol=tol,
         key_factor=key_factor, restricted_loss_L=arr.get("restricted_loss"), excluded_loss_L=arr.get("excluded_loss"),
         rqi_L=arr.get("rqi"), ring_rqi_L=arr.get("ring_rqi"), notes=notes)

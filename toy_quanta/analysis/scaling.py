@@ -49,7 +49,7 @@ class ScaleAnalysis:
     xs: np.ndarray  # distinct scales
     mean_loss: np.ndarray  # (G,) nats, mean over seeds
     std_loss: np.ndarray  # (G,)
-    subtask_bits_TxX: np.ndarray  # per-subtask loss in bits, mean over seeds
+    subtask_bits_TxG: np.ndarray  # per-subtask loss in bits, mean over seeds
     learned_scale: np.ndarray  # (T,) scale from which each subtask stays learned, NaN if never
     spearman: float  # learning order against frequency rank
     n_learned: np.ndarray  # (G,) subtasks learned, mean over seeds
@@ -149,7 +149,7 @@ def analyse(points: ScalePoints, n_boot: int = 2000) -> ScaleAnalysis:
     if inside.sum() >= 2 and np.all(finite_size[inside] > 0):
         finite_size_slope = float(-np.polyfit(np.log(xs[inside]), np.log(finite_size[inside]), 1)[0])
     return ScaleAnalysis(points=p, fit=fit, predicted=predicted, xs=xs, mean_loss=mean_loss, std_loss=std_loss,
-                         subtask_bits_TxX=sub_GxT.T, learned_scale=learned_scale,
+                         subtask_bits_TxG=sub_GxT.T, learned_scale=learned_scale,
                          spearman=order_correlation(learned_scale), n_learned=n_learned,
                          finite_size=finite_size, finite_size_slope=finite_size_slope, learned_fit=learned_fit,
                          growth_predicted=growth_predicted, notes=notes)

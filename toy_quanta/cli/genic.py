@@ -44,10 +44,10 @@ SWEEP_LEARNED_BELOW = 0.1
 class SweepCurves:
     """Per-sample losses (bits) of one seed's models on one sample set, columns sorted by scale."""
 
-    loss_SxK: np.ndarray
-    scales_K: np.ndarray
+    loss_NxG: np.ndarray
+    scales_G: np.ndarray
     scale_kind: str  # "width" (a params sweep) or "D" (a data sweep)
-    subtask_S: np.ndarray  # 0-based subtask (frequency rank - 1) of each sample
+    subtask_N: np.ndarray  # 0-based subtask (frequency rank - 1) of each sample
     probs_T: np.ndarray  # each subtask's frequency
     seed: int
     models: list[dict[str, Any]]  # job directory and member of each column
@@ -178,8 +178,8 @@ def sweep_curves(sources: list[Path], n_samples: int = N_SAMPLES, seed: int | No
             nats_B = optax.softmax_cross_entropy_with_integer_labels(logits_Bx2.astype(jnp.float32), label_B[rows])
             loss_NxG[rows, k] = np.asarray(nats_B, np.float64) / LN2
     models = [{"scale": s, "job": str(by_scale[s][0]), "member": by_scale[s][1]} for s in scales]
-    return SweepCurves(loss_SxK=loss_NxG, scales_K=np.asarray(scales, np.float64), scale_kind=kind,
-                       subtask_S=np.asarray(task_B, np.int64), probs_T=zipf_probs(task.n_tasks, alpha), seed=seed,
+    return SweepCurves(loss_NxG=loss_NxG, scales_G=np.asarray(scales, np.float64), scale_kind=kind,
+                       subtask_N=np.asarray(task_B, np.int64), probs_T=zipf_probs(task.n_tasks, alpha), seed=seed,
                        models=models, skipped=skipped)
 
 
@@ -187,12 +187,12 @@ def per_subtask(result: GenicResult, curves: SweepCurves) -> list[dict[str, Any]
     """Per subtask: counts, the monogenic share of non-flat samples, and the scale where most of its
     monogenic samples drop (the subtask's emergence, if the quantization model holds)."""
     rows = []
-    for row in by_group(result, curves.subtask_S, len(curves.probs_T)):
+    for row in by_group(result, curves.subtask_N, len(curves.probs_T)):
         g = row.pop("group")
-        mono = (curves.subtask_S == g) & (result.labels_S == MONOGENIC)
-        at = np.bincount(result.emerge_S[mono], minlength=len(result.scales_K))
+        mono = (curves.subtask_N == g) & (result.labels_N == MONOGENIC)
+        at = np.bincount(result.emerge_N[mono], minlength=len(result.scales_G))
         rows.append({"subtask": g, "p": float(curves.probs_T[g]), **row,
-                     "emerge_scale": float(result.scales_K[np.argmax(at)]) if mono.any() else None})
+                     "emerge_scale": float(result.scales_G[np.argmax(at)]) if mono.any() else None})
     return rows
 
 
@@ -204,33 +204,33 @@ def plot(result: GenicResult, loss_NxG: np.ndarray, path: Path, scale_label: str
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
-    scales = result.scales_K
+    scales = result.scales_G
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
     for ax, label in zip(axes.ravel()[:3], LABELS):
-        idx = np.flatnonzero(result.labels_S == label)
+        idx = np.flatnonzero(result.labels_N == label)
         # Examples evenly spread over the class: by sharpness, or for flat curves by mean loss (from
         # always learned to never learned).
-        key = loss_NxG[idx].mean(axis=1) if label == FLAT else result.sharpness_S[idx]
+        key = loss_NxG[idx].mean(axis=1) if label == FLAT else result.sharpness_N[idx]
         ranked = idx[np.argsort(key, kind="stable")]
         shown = ranked[np.unique(np.linspace(0, len(idx) - 1, min(n_examples, len(idx))).round().astype(int))]
         colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(shown), 1)))
         for c, s in zip(colors, shown):
             tag = f"sample {s}" + (f", subtask {subtask_N[s] + 1}" if subtask_N is not None else "")
             if label != FLAT:
-                tag += f", sharpness {result.sharpness_S[s]:.2f}"
+                tag += f", sharpness {result.sharpness_N[s]:.2f}"
             ax.plot(scales, loss_NxG[s], "o-", color=c, ms=3, lw=1.2, label=tag if len(shown) <= 8 else None)
         if not len(idx):
             ax.text(0.5, 0.5, f"no {label} samples", ha="center", va="center", transform=ax.transAxes)
         elif len(shown) <= 8:
             ax.legend(fontsize=7)
-        share = len(idx) / len(result.labels_S)
+        share = len(idx) / len(result.labels_N)
         ax.set(title=f"{label}: {len(idx)} samples ({share:.1%}), {len(shown)} shown", xlabel=scale_label,
                ylabel=loss_label)
         if scales.min() > 0:
             ax.set_xscale("log")
         ax.set_xlim(scales[0], scales[-1])
     ax = axes[1, 1]
-    sharp = result.sharpness_S[result.labels_S != FLAT]
+    sharp = result.sharpness_N[result.labels_N != FLAT]
     ax.hist(sharp, bins=np.linspace(0, 1, 41), color="0.5")
     ax.axvline(result.threshold, color="r", ls="--", label=f"threshold {result.threshold:g}")
     uniform = result.window / (len(scales) - 1)
@@ -325,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             provenance: dict[str, Any] = {"source": str(src), "scales_file": str(args.scales) if args.scales else None}
         else:
             curves = sweep_curves(sources, n_samples=args.n_samples, seed=args.seed)
-            loss_NxG, scales_G, kind, unit = curves.loss_SxK, curves.scales_K, curves.scale_kind, "bits"
-            subtask_N = curves.subtask_S
+            loss_NxG, scales_G, kind, unit = curves.loss_NxG, curves.scales_G, curves.scale_kind, "bits"
+            subtask_N = curves.subtask_N
             scale_label = "model.width" if kind == "width" else "task.D (training samples)"
             out = args.out or sources[0] / "genic"
             provenance = {"sources": [str(s) for s in sources], "seed": curves.seed, "n_samples": args.n_samples,
@@ -337,12 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         return _error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
     out.mkdir(parents=True, exist_ok=True)
-    report = {**result.summary(), "scale_kind": kind, "scales": result.scales_K, **provenance}
+    report = {**result.summary(), "scale_kind": kind, "scales": result.scales_G, **provenance}
     if curves is not None:
         report["per_subtask"] = per_subtask(result, curves)
     write_json(out / "genic.json", json_safe(report))
-    arrays = {"loss_SxK": loss_NxG, "scales_K": result.scales_K, "labels_S": result.labels_S,
-              "sharpness_S": result.sharpness_S, "fall_S": result.fall_S}
+    arrays = {"loss_SxK": loss_NxG, "scales_K": result.scales_G, "labels_S": result.labels_N,
+              "sharpness_S": result.sharpness_N, "fall_S": result.fall_N}
     if subtask_N is not None:
         arrays["subtask_S"] = subtask_N
     atomic_write(out / "curves.npz", lambda p: _savez(p, arrays))
@@ -350,12 +350,12 @@ def main(argv: list[str] | None = None) -> int:
          subtask_N)
 
     c, f = result.counts, result.fractions
-    print(f"{len(result.labels_S)} samples x {len(result.scales_K)} scales ({kind}: "
-          + ", ".join(f"{s:g}" for s in result.scales_K) + ")")
+    print(f"{len(result.labels_N)} samples x {len(result.scales_G)} scales ({kind}: "
+          + ", ".join(f"{s:g}" for s in result.scales_G) + ")")
     print(f"criterion: {result.criterion}")
     if not result.resolvable:
-        print(f"note: with {len(result.scales_K)} scales a decline uniform across them has sharpness "
-              f"{result.window / (len(result.scales_K) - 1):.2f} >= threshold: monogenic and polygenic are not "
+        print(f"note: with {len(result.scales_G)} scales a decline uniform across them has sharpness "
+              f"{result.window / (len(result.scales_G) - 1):.2f} >= threshold: monogenic and polygenic are not "
               "resolvable")
     if kind != "index" and scales_G.min() > 0:  # 1..G says nothing about the spacing
         ratio = float(np.median(scales_G[1:] / scales_G[:-1]))
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['subtask'] + 1:>7}  {row['p']:.4f} {row['n']:>5} {row[MONOGENIC]:>6} {row[POLYGENIC]:>5} "
                   f"{row[FLAT]:>5}  {share:>13}  {emerge}")
     print(f"output directory: {out}")
-    print(json.dumps(json_safe({"fractions": f, "counts": c, "scale_kind": kind, "n_scales": len(result.scales_K),
+    print(json.dumps(json_safe({"fractions": f, "counts": c, "scale_kind": kind, "n_scales": len(result.scales_G),
                               "resolvable": result.resolvable, "out": str(out)}), allow_nan=False))
     return 0
 

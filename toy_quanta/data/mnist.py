@@ -68,10 +68,10 @@ class MNISTFormatError(ValueError):
 class MNISTData(NamedTuple):
     """Train and test sets: flattened images (float32 in [0, 1]) and labels (int32 in 0..9)."""
 
-    train_x_NxD: np.ndarray
+    train_x_NxI: np.ndarray
     train_y_N: np.ndarray
-    test_x_MxD: np.ndarray
-    test_y_M: np.ndarray
+    test_x_NxI: np.ndarray
+    test_y_N: np.ndarray
     source: str  # "embedded", or the directory the IDX files came from
     image_shape: tuple[int, int]  # (height, width), height * width = I
 

@@ -25,10 +25,10 @@ _ACT = {"relu": lambda x: np.maximum(x, 0.0), "tanh": np.tanh, "gelu": _gelu, "s
 class RegressionData(NamedTuple):
     """Train and test inputs (float32) and targets (float32, standardised on the training set)."""
 
-    train_x_NxD: np.ndarray
+    train_x_NxI: np.ndarray
     train_y_NxO: np.ndarray
-    test_x_MxD: np.ndarray
-    test_y_MxO: np.ndarray
+    test_x_NxI: np.ndarray
+    test_y_NxO: np.ndarray
 
 
 def teacher(d_in: int, d_out: int, width: int, depth: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -183,20 +183,20 @@ def plot_progress(pr: "Progress", path: Path, title: str = "") -> str:
 def plot_fourier(pr: "Progress", path: Path, title: str = "") -> str:
     """The residue embeddings' norm per frequency at the end (key frequencies marked) and, if
     there are snapshots, over training."""
-    k_F = np.arange(1, pr.norms_LxK.shape[1] + 1)
+    k_F = np.arange(1, pr.norms_LxF.shape[1] + 1)
     over_time = len(pr.steps_L) > 1
     fig, axes = plt.subplots(1, 2 if over_time else 1, figsize=(14 if over_time else 7, 4.6),
                              constrained_layout=True, squeeze=False)
     ax = axes[0, 0]
     is_key = np.isin(k_F, pr.keys)
-    ax.bar(k_F, pr.norms_LxK[-1], color=np.where(is_key, "tab:red", "tab:gray"))
+    ax.bar(k_F, pr.norms_LxF[-1], color=np.where(is_key, "tab:red", "tab:gray"))
     for k in pr.keys:
-        ax.annotate(str(k), (k, pr.norms_LxK[-1, k - 1]), ha="center", va="bottom", fontsize=8)
+        ax.annotate(str(k), (k, pr.norms_LxF[-1, k - 1]), ha="center", va="bottom", fontsize=8)
     ax.set(xlabel="frequency k (cos/sin of 2 pi k a / p)", ylabel="norm of the embedding's component",
            title=f"step {pr.steps_L[-1]}: Gini {pr.gini_L[-1]:.2f}; key frequencies in red")
     if over_time:
         ax = axes[0, 1]
-        image = ax.imshow(pr.norms_LxK.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
+        image = ax.imshow(pr.norms_LxF.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
                           extent=(-0.5, len(pr.steps_L) - 0.5, 0.5, len(k_F) + 0.5))
         ticks = np.unique(np.linspace(0, len(pr.steps_L) - 1, 7).astype(int))
         ax.set_xticks(ticks, [str(int(pr.steps_L[i])) for i in ticks])

@@ -57,11 +57,11 @@ def plot_emergence(a: ScaleAnalysis, path: Path) -> None:
     p = a.points
     fig, (ax_h, ax_n) = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True,
                                      gridspec_kw={"width_ratios": [1.4, 1]})
-    T = a.subtask_bits_TxX.shape[0]
+    T = a.subtask_bits_TxG.shape[0]
     edges = np.sqrt(a.xs[1:] * a.xs[:-1])
     x_edges = np.concatenate([[a.xs[0] ** 2 / edges[0]], edges, [a.xs[-1] ** 2 / edges[-1]]]) if len(a.xs) > 1 else \
         np.array([a.xs[0] / 1.2, a.xs[0] * 1.2])
-    mesh = ax_h.pcolormesh(x_edges, np.arange(T + 1) + 0.5, a.subtask_bits_TxX, cmap="viridis", vmin=0, vmax=1.05)
+    mesh = ax_h.pcolormesh(x_edges, np.arange(T + 1) + 0.5, a.subtask_bits_TxG, cmap="viridis", vmin=0, vmax=1.05)
     fig.colorbar(mesh, ax=ax_h, label="subtask test loss (bits)")
     learned = np.isfinite(a.learned_scale)
     ax_h.plot(a.learned_scale[learned], np.arange(1, T + 1)[learned], "rx", ms=5,
