@@ -48,3 +48,6 @@ class Program:
     batch_rows: int  # rows of a training batch (micro-batches split it)
     model_io: dict[str, int] = field(default_factory=dict)  # the sizes the model is built for
     cpu_microbatch: bool = False  # split large batches into micro-batches on the CPU by default
+    # whether evaluate reads ctx.train_acc (the running accuracy of the minibatches); if not, the
+    # step skips computing it (an argmax over the outputs every step: 8-17% of a table task's step)
+    train_accuracy: bool = True

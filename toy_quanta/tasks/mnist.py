@@ -93,7 +93,8 @@ class DatasetTask(Task):
 
         io = {**self.model_io(cfg), "d_in": int(train_x.shape[1])}
         return Program(init=init, batch=batch, loss=loss, evaluate=evaluate,
-                       batch_rows=n_train if t.full_batch else tr.batch_size, model_io=io)
+                       batch_rows=n_train if t.full_batch else tr.batch_size, model_io=io,
+                       train_accuracy=False)
 
     def summarize(self, steps_L: np.ndarray, logs: dict[str, np.ndarray]) -> dict[str, Any]:
         out = final_milestones(steps_L, logs["train_acc"], logs["test_acc"])

@@ -118,7 +118,8 @@ class TableTask(Task):
             }
 
         return Program(init=init, batch=batch, loss=token_loss, evaluate=evaluate,
-                       batch_rows=n_max if t.full_batch else tr.batch_size, model_io=self.model_io(cfg))
+                       batch_rows=n_max if t.full_batch else tr.batch_size, model_io=self.model_io(cfg),
+                       train_accuracy=False)
 
     def summarize(self, steps_L: np.ndarray, logs: dict[str, np.ndarray]) -> dict[str, Any]:
         return {"test_loss_bits": float(logs["test_loss"][-1]) / LN2,
