@@ -54,8 +54,9 @@ class TrainConfig:
     log_count: Optional[int] = None  # if set: log at this many log-spaced steps instead
     eval_batch_size: int = 8_192  # evaluation runs in blocks of this size to bound memory
     # Most samples in one forward/backward pass; larger batches accumulate gradients over equal
-    # micro-batches (same update up to float rounding). null: 4096 on CPU (5-10% faster at the
-    # paper's batch, and bounded activation memory); the whole batch on GPU.
+    # micro-batches (same update up to float rounding), for every task. null: the task's default:
+    # sparse parity 4096 on CPU (5-10% faster at the paper's batch, and bounded activation memory)
+    # and the whole batch on GPU; the other tasks the whole batch.
     microbatch: Optional[int] = None
     progress: bool = True  # progress bar on stderr
     checkpoint: bool = True  # save final parameters to checkpoint.msgpack
