@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,9 +12,13 @@ from pathlib import Path
 import pytest
 
 import toy_quanta.cli.app  # noqa: F401  (registers the tasks, the models and the Hydra configs)
-from toy_quanta.config import Config, EnsembleConfig, OptimConfig, TrainConfig
+from toy_quanta.config import Config, EnsembleConfig, OptimConfig, PhaseConfig, TrainConfig
+from toy_quanta.models.dense_mlp import DenseMLPConfig
+from toy_quanta.models.embed_mlp import EmbedMLPConfig
 from toy_quanta.models.mlp import MLPConfig
 from toy_quanta.tasks.sparse_parity import SparseParityConfig
+from toy_quanta.tasks.symbol_add import SymbolAddConfig
+from toy_quanta.tasks.teacher_student import TeacherStudentConfig
 
 # Everything small enough that one compile + run takes a few seconds on 2 CPU cores.
 TINY_TASK = dict(n_tasks=4, n=8, k=3, alpha=0.4, test_size=256, per_task_test=16)
@@ -191,3 +196,42 @@ def background(request, _background_runs) -> dict:
 def selected_tests(request) -> list:
     """The requesting module's selected test items, in run order."""
     return [item for item in request.session.items if getattr(item, "module", None) is request.module]
+
+
+# ---------------------------------------------------------------------------------------------
+# Small valid configs of the other tasks, for the checks of every setting (test_config, test_job).
+
+def symbol_add() -> Config:
+    return Config(task=SymbolAddConfig(p=10), model=EmbedMLPConfig(d_embed=1, width=16, depth=2, activation="tanh"),
+                  optim=OptimConfig(name="adamw", lr=1e-4, embed_lr=1e-3, embed_weight_decay=0.0),
+                  train=TrainConfig(steps=10, log_every=5, progress=False), ensemble=EnsembleConfig())
+
+
+def teacher() -> Config:
+    return Config(task=TeacherStudentConfig(), model=DenseMLPConfig(width=16), optim=OptimConfig(name="adamw"),
+                  train=TrainConfig(steps=10, log_every=5, progress=False), ensemble=EnsembleConfig())
+
+
+def grid() -> Config:
+    """symbol_add over a 2 x 2 grid of lr x weight decay, with a phase diagram."""
+    cfg = symbol_add()
+    cfg.ensemble = EnsembleConfig(lr=[1e-4, 1e-3], weight_decay=[0.0, 1.0])
+    cfg.phase = PhaseConfig(x="optim.lr", y="optim.weight_decay")
+    return cfg
+
+
+def sparse_parity() -> Config:
+    return tiny_config()
+
+
+def with_values(cfg: Config, **values) -> Config:
+    """A copy of cfg with dotted keys (given with "__" for ".") set."""
+    nodes = [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
+    cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name)) for name in nodes})
+    for dotted, value in values.items():
+        *parents, leaf = dotted.split("__")
+        node = cfg
+        for p in parents:
+            node = getattr(node, p)
+        setattr(node, leaf, value)
+    return cfg

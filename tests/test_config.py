@@ -12,19 +12,15 @@ import yaml
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from conftest import tiny_config
+from conftest import grid, sparse_parity, symbol_add, teacher, tiny_config, with_values
 from toy_quanta.job import to_config
-from toy_quanta.config import (Config, EnsembleConfig, OptimConfig, PhaseConfig, QDGConfig, TrainConfig, validate,
-                               validate_qdg)
+from toy_quanta.config import Config, OptimConfig, QDGConfig, validate, validate_qdg
 from toy_quanta.errors import ConfigError
 from toy_quanta.models.dense_mlp import DenseMLPConfig
-from toy_quanta.models.embed_mlp import EmbedMLPConfig
 from toy_quanta.models.mlp import n_params
 from toy_quanta.models.transformer import TransformerConfig
 from toy_quanta.tasks.mnist import MNISTConfig
 from toy_quanta.tasks.modular import ModularConfig
-from toy_quanta.tasks.symbol_add import SymbolAddConfig
-from toy_quanta.tasks.teacher_student import TeacherStudentConfig
 
 
 def _with(cfg: Config, key: str, value) -> Config:
@@ -403,40 +399,6 @@ def test_a_directory_without_the_idx_files_is_named(hydra_compose, tmp_path):
 # --- the settings of fixed norms, the embedding's own optimiser, task=symbol_add,
 # task=teacher_student and the phase diagram: every error names the key, the value and what is allowed
 
-def symbol_add() -> Config:
-    return Config(task=SymbolAddConfig(p=10), model=EmbedMLPConfig(d_embed=1, width=16, depth=2, activation="tanh"),
-                  optim=OptimConfig(name="adamw", lr=1e-4, embed_lr=1e-3, embed_weight_decay=0.0),
-                  train=TrainConfig(steps=10, log_every=5, progress=False), ensemble=EnsembleConfig())
-
-
-def teacher() -> Config:
-    return Config(task=TeacherStudentConfig(), model=DenseMLPConfig(width=16), optim=OptimConfig(name="adamw"),
-                  train=TrainConfig(steps=10, log_every=5, progress=False), ensemble=EnsembleConfig())
-
-
-def grid() -> Config:
-    """symbol_add over a 2 x 2 grid of lr x weight decay, with a phase diagram."""
-    cfg = symbol_add()
-    cfg.ensemble = EnsembleConfig(lr=[1e-4, 1e-3], weight_decay=[0.0, 1.0])
-    cfg.phase = PhaseConfig(x="optim.lr", y="optim.weight_decay")
-    return cfg
-
-
-def sparse_parity() -> Config:
-    return tiny_config()
-
-
-def _with_values(cfg: Config, **values) -> Config:
-    """A copy of cfg with dotted keys (given with "__" for ".") set."""
-    nodes = [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
-    cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name)) for name in nodes})
-    for dotted, value in values.items():
-        *parents, leaf = dotted.split("__")
-        node = cfg
-        for p in parents:
-            node = getattr(node, p)
-        setattr(node, leaf, value)
-    return cfg
 
 
 @pytest.mark.parametrize("make", [symbol_add, teacher, grid, sparse_parity])
@@ -445,16 +407,16 @@ def test_the_base_configs_are_valid(make):
 
 
 @pytest.mark.parametrize("cfg", [
-    _with_values(teacher(), optim__fixed_norm=12.5),
-    _with_values(teacher(), ensemble__fixed_norm=[1.0, 2.0, 3.0]),
-    _with_values(symbol_add(), ensemble__fixed_norm=[0.5, 8.0]),
+    with_values(teacher(), optim__fixed_norm=12.5),
+    with_values(teacher(), ensemble__fixed_norm=[1.0, 2.0, 3.0]),
+    with_values(symbol_add(), ensemble__fixed_norm=[0.5, 8.0]),
     Config(task=MNISTConfig(), model=DenseMLPConfig(), optim=OptimConfig(fixed_norm=30.0)),
     Config(task=ModularConfig(p=11, op="add"), model=TransformerConfig(), optim=OptimConfig(embed_lr=1e-2,
                                                                                           fixed_norm=4.0)),
-    _with_values(symbol_add(), task__p=2, task__train_fraction=0.5),  # 3 pairs: 2 train, 1 validates
-    _with_values(symbol_add(), task__train_fraction=0.99),  # round(54.45) = 54 of 55: one validates
-    _with_values(teacher(), task__teacher_depth=0, task__teacher_activation="gelu"),
-    _with_values(grid(), phase__x="optim.weight_decay", phase__y="optim.lr", phase__threshold=1.0, phase__gap_steps=0),
+    with_values(symbol_add(), task__p=2, task__train_fraction=0.5),  # 3 pairs: 2 train, 1 validates
+    with_values(symbol_add(), task__train_fraction=0.99),  # round(54.45) = 54 of 55: one validates
+    with_values(teacher(), task__teacher_depth=0, task__teacher_activation="gelu"),
+    with_values(grid(), phase__x="optim.weight_decay", phase__y="optim.lr", phase__threshold=1.0, phase__gap_steps=0),
 ], ids=lambda c: c.task.name)
 def test_new_settings_that_are_allowed(cfg):
     validate(cfg)
@@ -495,7 +457,7 @@ BAD_SETTINGS = [
 
 
 def _bad_config(make, values) -> Config:
-    return _with_values(make(), **{k.replace(".", "__"): v for k, v in values.items()})
+    return with_values(make(), **{k.replace(".", "__"): v for k, v in values.items()})
 
 
 def _id(case) -> str:

@@ -4,7 +4,6 @@ writes, a failure during training, train.checkpoint=false, a divergent member) a
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
@@ -14,16 +13,12 @@ import pytest
 import yaml
 
 import toy_quanta.job as app
-from conftest import read_summary, tiny_config
+from conftest import grid, read_summary, sparse_parity, symbol_add, teacher, tiny_config, with_values
 from toy_quanta import results
-from toy_quanta.config import Config, EnsembleConfig, OptimConfig, PhaseConfig, TrainConfig
+from toy_quanta.config import Config
 from toy_quanta.engine.loop import FitResult
 from toy_quanta.errors import ConfigError
-from toy_quanta.models.dense_mlp import DenseMLPConfig
-from toy_quanta.models.embed_mlp import EmbedMLPConfig
 from toy_quanta.models.mlp import n_params
-from toy_quanta.tasks.symbol_add import SymbolAddConfig
-from toy_quanta.tasks.teacher_student import TeacherStudentConfig
 
 JOB_FILES = ("summary.json", "metrics.parquet", "curves.png", "config.yaml", "checkpoint.msgpack")
 
@@ -175,44 +170,10 @@ def test_metrics_and_checkpoint_agree_with_the_summary(divergent_job):
 
 # --- a bad value of a task, model, optimiser or phase setting stops the job before training ------
 
-def symbol_add() -> Config:
-    return Config(task=SymbolAddConfig(p=10), model=EmbedMLPConfig(d_embed=1, width=16, depth=2, activation="tanh"),
-                  optim=OptimConfig(name="adamw", lr=1e-4, embed_lr=1e-3, embed_weight_decay=0.0),
-                  train=TrainConfig(steps=10, log_every=5, progress=False), ensemble=EnsembleConfig())
-
-
-def teacher() -> Config:
-    return Config(task=TeacherStudentConfig(), model=DenseMLPConfig(width=16), optim=OptimConfig(name="adamw"),
-                  train=TrainConfig(steps=10, log_every=5, progress=False), ensemble=EnsembleConfig())
-
-
-def grid() -> Config:
-    """symbol_add over a 2 x 2 grid of lr x weight decay, with a phase diagram."""
-    cfg = symbol_add()
-    cfg.ensemble = EnsembleConfig(lr=[1e-4, 1e-3], weight_decay=[0.0, 1.0])
-    cfg.phase = PhaseConfig(x="optim.lr", y="optim.weight_decay")
-    return cfg
-
-
-def sparse_parity() -> Config:
-    return tiny_config()
-
-
-def _with(cfg: Config, **values) -> Config:
-    """A copy of cfg with dotted keys (given with "__" for ".") set."""
-    nodes = [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
-    cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name)) for name in nodes})
-    for dotted, value in values.items():
-        *parents, leaf = dotted.split("__")
-        node = cfg
-        for p in parents:
-            node = getattr(node, p)
-        setattr(node, leaf, value)
-    return cfg
 
 
 def _bad_config(make, values) -> Config:
-    return _with(make(), **{k.replace(".", "__"): v for k, v in values.items()})
+    return with_values(make(), **{k.replace(".", "__"): v for k, v in values.items()})
 
 
 def _id(case) -> str:

@@ -14,7 +14,6 @@ from omegaconf import OmegaConf
 
 from toy_quanta.analysis import phase
 from toy_quanta.cli import phase as phase_cli
-from toy_quanta.errors import ConfigError
 from toy_quanta.plots import phase as phase_plots
 
 STEPS_L = np.arange(0, 5001, 100)
