@@ -460,3 +460,18 @@ def test_data_sizes_vectorize_each_member_equals_its_D_trained_alone():
     # and D changes the run: the three members differ
     final = r.log_array("train_loss")[-1]
     assert len(np.unique(np.round(final, 5))) == 3
+
+
+def test_every_task_accumulates_micro_batches():
+    """One engine for every task: teacher-student's full batch of 24 samples split into 3
+    micro-batches of 8 (train.microbatch=8) gives the metrics of the unsplit batch, up to float
+    rounding; sparse parity is checked above."""
+    from conftest import teacher
+
+    cfg = teacher()
+    cfg.task.n_train, cfg.task.n_test, cfg.train.steps = 24, 40, 20
+    whole = fit(cfg, expand(cfg))
+    cfg.train.microbatch = 8
+    split = fit(cfg, expand(cfg))
+    for name in ("train_loss", "test_loss", "param_norm"):
+        np.testing.assert_allclose(split.log_array(name), whole.log_array(name), rtol=1e-4, atol=1e-6, err_msg=name)
