@@ -195,9 +195,7 @@ def run_job(dcfg: DictConfig | Config, out_dir: Path | str, overrides: list[str]
 def _report(summary: dict[str, Any], task: Any) -> None:
     for member in summary["members"][:8]:
         flag = f"  DIVERGED at step {member['diverged_step']}" if member["diverged"] else ""
-        line = task.report_line(member)
-        log.info("member %d seed %d%s%s%s", member["member"], member["seed"], " " if line.startswith("(") else ": ",
-                 line, flag)
+        log.info("member %d seed %d: %s%s", member["member"], member["seed"], task.report_line(member), flag)
     log.info("%d steps in %.1f s (+%.1f s compile), %.0f steps/s", summary["steps"], summary["train_s"],
              summary["compile_s"], summary["steps_per_s"])
     print(f"output directory: {summary['output_dir']}", flush=True)

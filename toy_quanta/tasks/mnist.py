@@ -109,7 +109,7 @@ class DatasetTask(Task):
         f = member["final"]
         what = (f"fixed norm {member['optim.fixed_norm']:g}" if member.get("optim.fixed_norm") is not None
                 else f"init scale {member['model.init_scale']:g}")
-        return (f"({what}): train acc {f['train_acc']:.4f}, test acc {f['test_acc']:.4f}; 100% train: "
+        return (f"{what}; train acc {f['train_acc']:.4f}, test acc {f['test_acc']:.4f}; 100% train: "
                 f"{step_or_never(f, 'steps_to_train_100')}, 60% test: {step_or_never(f, 'steps_to_val_60')}, "
                 f"80% test: {step_or_never(f, 'steps_to_val_80')}")
 
