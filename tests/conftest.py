@@ -198,6 +198,15 @@ def selected_tests(request) -> list:
     return [item for item in request.session.items if getattr(item, "module", None) is request.module]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _compilation_cache(tmp_path_factory):
+    """In-process runs share one persistent compilation cache for the session (as a sweep's jobs
+    do): a program compiled once (the same shapes in another test) loads in a fraction of the time."""
+    from toy_quanta import compilation_cache
+
+    compilation_cache.enable(str(tmp_path_factory.mktemp("xla_cache")))
+
+
 # ---------------------------------------------------------------------------------------------
 # Small valid configs of the other tasks, for the checks of every setting (test_config, test_job).
 

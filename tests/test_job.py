@@ -75,7 +75,7 @@ def test_invalid_config_fails_before_any_compilation(tmp_path, monkeypatch):
 def test_failure_during_training_keeps_partial_metrics(tmp_path, monkeypatch):
     """If training raises after some log steps, summary.json says failed (with the error) and the
     metrics logged so far stay in metrics.parquet."""
-    def fit_then_crash(cfg, members, on_log=None):
+    def fit_then_crash(cfg, members, on_log=None, **_):
         r = FitResult(members=list(members), task=cfg.task.name)
         for step in (0, 20):
             r.steps.append(step)
@@ -98,7 +98,7 @@ def test_failure_during_training_keeps_partial_metrics(tmp_path, monkeypatch):
 def test_checkpoint_false_writes_no_checkpoint(tmp_path, monkeypatch):
     """train.checkpoint=false: every other file is written, checkpoint.msgpack is not (a stand-in fit
     returns a finished two-step result, so nothing compiles)."""
-    def fake_fit(cfg, members, on_log=None):
+    def fake_fit(cfg, members, on_log=None, **_):
         r = FitResult(members=list(members), task=cfg.task.name, steps=[0, 60], steps_done=60, alive=np.ones(len(members), bool),
                       diverged_step=-np.ones(len(members), np.int32))
         for name in SCALARS:
@@ -208,3 +208,74 @@ def test_the_job_stops_before_training(tmp_path, monkeypatch, make, values, key,
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["error"].startswith(f"ConfigError: {key}=")
     assert not (tmp_path / "metrics.parquet").exists()
+
+
+# --- the output directory: resume, completed, another config; unknown keys ---------------------
+
+def test_an_unknown_key_is_refused_naming_it(tmp_path):
+    """`toy-quanta +no_such_key=1` and a misspelt nested key: ConfigError naming the key (with the
+    nearest real key), before anything is written."""
+    from omegaconf import OmegaConf, open_dict
+
+    for key, value, hint in (("no_such_key", 1, "no such key"), ("train.stepz", 5, "did you mean train.steps")):
+        dcfg = OmegaConf.structured(tiny_config())
+        with open_dict(dcfg):
+            OmegaConf.update(dcfg, key, value, force_add=True)
+        with pytest.raises(ConfigError, match=rf"{key}={value}.*{hint}"):
+            app.run_job(dcfg, tmp_path / "job")
+        assert not (tmp_path / "job").exists()
+
+
+def test_a_completed_run_is_not_trained_again(tmp_path, monkeypatch):
+    cfg = tiny_config()
+    first = app.run_job(cfg, tmp_path)
+    stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    monkeypatch.setattr(app, "fit", _no_fit)
+    again = app.run_job(cfg, tmp_path)
+    assert again == json.loads(json.dumps(first, default=float)) or again["members"] == read_summary(tmp_path)["members"]
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps
+
+
+def test_a_directory_of_another_config_is_refused_and_left_alone(tmp_path, monkeypatch):
+    cfg = tiny_config()
+    app.run_job(cfg, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    monkeypatch.setattr(app, "fit", _no_fit)
+    other = tiny_config(model={"width": 12}, train={"steps": 30})
+    with pytest.raises(ConfigError, match=r"hydra\.run\.dir=.*another config \(model\.width: 16 there, 12 here, "
+                                          r"train\.steps: .* there, 30 here\)"):
+        app.run_job(other, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    # settings that do not change the science (progress bar, checkpoint interval) do not count
+    assert app.run_job(tiny_config(train={"progress": False, "checkpoint_every_s": 1.0}), tmp_path)["status"] == "completed"
+
+
+def test_a_corrupt_checkpoint_stops_the_job_naming_the_file_and_keeps_it(tmp_path):
+    from toy_quanta.errors import RunFileError
+
+    cfg = tiny_config()
+    (tmp_path / "train_state.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(RunFileError, match=r"train_state\.npz: not a readable checkpoint"):
+        app.run_job(cfg, tmp_path)
+    assert (tmp_path / "train_state.npz").read_bytes() == b"PK\x03\x04 not a zip"
+    assert read_summary(tmp_path)["status"] == "failed"
+
+
+def test_every_reader_names_a_truncated_file(tmp_path):
+    """qdg/genic (load_run), progress (load_snapshots), lu (read_metrics), config.yaml: a clear
+    RunFileError naming the file, not a msgpack, Arrow or YAML traceback."""
+    from toy_quanta.errors import RunFileError
+
+    app.run_job(tiny_config(train={"snapshots": True}), tmp_path)
+    for name in ("checkpoint.msgpack", "snapshots.msgpack", "metrics.parquet"):
+        path = tmp_path / name
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(RunFileError, match=r"checkpoint\.msgpack: not a readable parameter checkpoint"):
+        results.load_run(tmp_path)
+    with pytest.raises(RunFileError, match=r"snapshots\.msgpack: not a readable snapshots file"):
+        results.load_snapshots(tmp_path)
+    with pytest.raises(RunFileError, match=r"metrics\.parquet: not a readable metrics table"):
+        results.read_metrics(tmp_path / "metrics.parquet")
+    (tmp_path / "config.yaml").write_text("task: [unclosed\n")
+    with pytest.raises(RunFileError, match=r"config\.yaml: not a readable config\.yaml"):
+        results.load_config(tmp_path)

@@ -4,9 +4,15 @@ what is allowed. `cfg` is a config object or its dict; keys are dotted paths int
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from toy_quanta.errors import ConfigError
+
+# The engine holds steps, sizes and seeds as int32 (the step counter, the members' seeds and
+# training-set sizes, optax's schedule boundaries): from 2^31 on they overflow (an OverflowError
+# inside NumPy or JAX, or a counter that wraps). One rule for every integer key: below 2^31.
+INT_END = 2**31
 
 
 def get(cfg: Any, key: str) -> Any:
@@ -16,21 +22,36 @@ def get(cfg: Any, key: str) -> Any:
     return node
 
 
+def finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is finite as a float: an int beyond the float range (10**400)
+    counts as infinite (math.isfinite would raise OverflowError on it, and so would float32)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def positive_int(cfg: Any, key: str) -> None:
     value = get(cfg, key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(key, value, "an integer >= 1")
+    if value >= INT_END:
+        raise ConfigError(key, value, "an integer >= 1 and < 2^31 (the engine counts in 32-bit integers)")
 
 
 def nonneg_int(cfg: Any, key: str) -> None:
     value = get(cfg, key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(key, value, "an integer >= 0")
+    if value >= INT_END:
+        raise ConfigError(key, value, "an integer >= 0 and < 2^31 (the engine counts in 32-bit integers)")
 
 
 def finite(cfg: Any, key: str, *, positive: bool = False, nonneg: bool = False) -> None:
     value = get(cfg, key)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = finite_number(value)
     if ok and positive:
         ok = value > 0
     if ok and nonneg:
@@ -50,11 +71,15 @@ def list_of(cfg: Any, key: str, *, positive: bool = False, nonneg: bool = False,
     values = get(cfg, key)
     if values is None:
         return
+    what = "positive finite numbers" if positive else "finite numbers >= 0" if nonneg else "finite numbers"
+    what = "integers >= 1 and < 2^31" if integer else what
+    # a scalar or a string is not a list (a string would otherwise pass as a list of its characters)
+    if isinstance(values, (str, bytes, Mapping)) or not (hasattr(values, "__len__") and hasattr(values, "__iter__")):
+        raise ConfigError(key, values, f"a non-empty list of {what}, or null")
     if len(values) == 0:
         raise ConfigError(key, list(values), "a non-empty list, or null")
     for v in values:
-        ok = isinstance(v, int if integer else (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        ok = ok and (v > 0 if positive else v >= 0 if nonneg else True)
+        ok = finite_number(v) and (isinstance(v, int) or not integer)
+        ok = ok and (v > 0 if positive else v >= 0 if nonneg else True) and not (integer and v >= INT_END)
         if not ok:
-            what = "positive finite numbers" if positive else "finite numbers >= 0"
-            raise ConfigError(key, list(values), f"a list of {'integers >= 1' if integer else what}")
+            raise ConfigError(key, list(values), f"a list of {what}")

@@ -60,6 +60,14 @@ class TrainConfig:
     microbatch: Optional[int] = None
     progress: bool = True  # progress bar on stderr
     checkpoint: bool = True  # save final parameters to checkpoint.msgpack
+    # Save the whole training state to train_state.npz this often (seconds, at a chunk boundary),
+    # at the end, and on SIGTERM/SIGINT; the same command with the same output directory resumes
+    # from it. null: never (a killed run starts again from step 0); 0: after every call.
+    checkpoint_every_s: Optional[float] = 300.0
+    # Shard the members over this many devices (null: every visible one); see docs/scaling-out.md.
+    devices: Optional[int] = None
+    # JAX's persistent compilation cache: a sweep's jobs of one shape compile once. null: off.
+    compilation_cache: Optional[str] = "~/.cache/toy_quanta/jax"
     # Also every member's parameters at every log step, to snapshots.msgpack (progress measures
     # over training: toy-quanta-progress). Costs log steps x parameters x members x 4 bytes.
     snapshots: bool = False
@@ -139,6 +147,57 @@ class VmapLauncherConf:
     max_group_members: Optional[int] = None  # split larger groups into several programs (memory)
 
 
+# The `cluster` extra's launchers (docs/scaling-out.md). Their configs come from Hydra's plugins,
+# imported only if installed; ours extend them. Several JAX processes sharing one GPU must not each
+# preallocate 75% of its memory: the local multi-process launchers set SHARED_GPU_ENV in every
+# worker before JAX starts there (submitit: shell lines its controller runs before starting the
+# job; joblib: the environment its workers start with).
+SHARED_GPU_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+SHARED_GPU_SETUP = [f"export {key}={value}" for key, value in SHARED_GPU_ENV.items()]
+try:
+    from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+except ImportError:  # no cluster extra: no submitit launchers
+    LocalQueueConf = SlurmQueueConf = None
+try:
+    from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+except ImportError:
+    JobLibLauncherConf = None
+
+if LocalQueueConf is not None:
+    @dataclass
+    class SubmititLocalConf(LocalQueueConf):
+        """`hydra/launcher=submitit_local`: Hydra's, plus `setup`, shell lines run before the jobs start
+        (submitit's local executor; default: no GPU preallocation). Like Hydra's, the jobs see no GPU
+        unless gpus_per_node is set (submitit sets CUDA_VISIBLE_DEVICES to the first gpus_per_node)."""
+
+        setup: Optional[list[str]] = field(default_factory=lambda: list(SHARED_GPU_SETUP))
+
+    @dataclass
+    class VmapSubmititLocalConf(SubmititLocalConf):
+        """`hydra/launcher=vmap_submitit_local`: each vmap group one local submitit job (a process)."""
+
+        _target_: str = "hydra_plugins.toy_quanta_vmap_launcher._vmap_submitit.VmapSubmititLocalLauncher"
+        max_group_members: Optional[int] = None  # split larger groups into several jobs (memory)
+        gpus_per_node: Optional[int] = 1  # every job sees GPU 0 (none on a machine without one)
+        max_num_timeout: int = 3  # requeues after a timeout (submitit's local default)
+
+    @dataclass
+    class VmapSubmititSlurmConf(SlurmQueueConf):
+        """`hydra/launcher=vmap_submitit_slurm`: each vmap group one SLURM (array) job; every setting of
+        Hydra's submitit_slurm. Requeue on timeout needs max_num_timeout > 0 (docs/scaling-out.md)."""
+
+        _target_: str = "hydra_plugins.toy_quanta_vmap_launcher._vmap_submitit.VmapSubmititSlurmLauncher"
+        max_group_members: Optional[int] = None  # split larger groups into several jobs (memory)
+
+if JobLibLauncherConf is not None:
+    @dataclass
+    class JoblibConf(JobLibLauncherConf):
+        """`hydra/launcher=joblib`: Hydra's, plus `env`, variables its worker processes start with."""
+
+        _target_: str = "hydra_plugins.toy_quanta_vmap_launcher._joblib.JoblibLauncher"
+        env: dict[str, str] = field(default_factory=lambda: dict(SHARED_GPU_ENV))
+
+
 def register_configs() -> None:
     """Store the schema in Hydra's ConfigStore: the core configs, and a task/ and model/ group
     option for every registered task and model."""
@@ -152,6 +211,12 @@ def register_configs() -> None:
     for name in OPTIMIZERS:
         cs.store(group="optim", name=name, node=OptimConfig(name=name))
     cs.store(group="hydra/launcher", name="vmap", node=VmapLauncherConf, provider="toy_quanta")
+    if LocalQueueConf is not None:  # after Hydra's own (see cli.app._register_launcher): same names, our variants
+        cs.store(group="hydra/launcher", name="submitit_local", node=SubmititLocalConf, provider="submitit_launcher")
+        cs.store(group="hydra/launcher", name="vmap_submitit_local", node=VmapSubmititLocalConf, provider="toy_quanta")
+        cs.store(group="hydra/launcher", name="vmap_submitit_slurm", node=VmapSubmititSlurmConf, provider="toy_quanta")
+    if JobLibLauncherConf is not None:
+        cs.store(group="hydra/launcher", name="joblib", node=JoblibConf, provider="joblib_launcher")
 
 
 def validate(cfg: Any) -> None:
@@ -185,7 +250,9 @@ def validate(cfg: Any) -> None:
 
     for key in ("train.steps", "train.batch_size", "train.log_every", "train.eval_batch_size"):
         checks.positive_int(cfg, key)
-    for key in ("train.log_count", "train.microbatch"):
+    if get(cfg, "train.checkpoint_every_s") is not None:
+        checks.finite(cfg, "train.checkpoint_every_s", nonneg=True)
+    for key in ("train.log_count", "train.microbatch", "train.devices"):
         if get(cfg, key) is not None:
             checks.positive_int(cfg, key)
 
@@ -206,7 +273,8 @@ def _validate_ensemble_lists(cfg: Any, task: Any) -> None:
         if f.name == "seeds" or value is None or f.name in mine:
             continue
         owners = [t.name for t in registry.tasks().values() if f.name in {n for n, _ in t.member_keys.values()}]
-        raise ConfigError(f"ensemble.{f.name}", list(value), f"null for task={task.name} (it belongs to "
+        shown = list(value) if isinstance(value, (list, tuple)) else value  # a scalar or a string as given
+        raise ConfigError(f"ensemble.{f.name}", shown, f"null for task={task.name} (it belongs to "
                                                              f"{' and '.join(o.replace('_', ' ') for o in owners)})")
 
 

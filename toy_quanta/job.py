@@ -4,6 +4,8 @@ vmap launcher call `run_job`; what a job writes and reads is in results.py."""
 
 from __future__ import annotations
 
+import difflib
+import json
 import logging
 import time
 import traceback
@@ -16,28 +18,77 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from toy_quanta import registry, results
+from toy_quanta import compilation_cache, registry, results, stopping
 from toy_quanta.analysis import lu, phase
 from toy_quanta.config import Config, validate
+from toy_quanta.engine.checkpoint import STATE_FILE
 from toy_quanta.engine.loop import FitResult, fit
 from toy_quanta.engine.members import expand, vector_keys
+from toy_quanta.engine.train import DIVERGENCE_RULE
+from toy_quanta.errors import ConfigError, Interrupted, RunFileError
 
 log = logging.getLogger("toy_quanta")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices on every run
 
-_NOT_SWEPT = ("train.progress", "train.checkpoint", "name", "tasks_module")  # settings, not values a sweep varies
+# Settings, not values a sweep varies; the first four may also change when a run resumes.
+_SETTINGS = ("train.progress", "train.checkpoint_every_s", "train.devices", "train.compilation_cache")
+_NOT_SWEPT = (*_SETTINGS, "train.checkpoint", "name", "tasks_module")
 FLUSH_EVERY_S = 10.0  # rewrite metrics.parquet at most this often while training
 
 
 def to_config(cfg: DictConfig | Config) -> Config:
-    """The typed Config of a composed Hydra config (the `hydra` node, if present, is left out)."""
+    """The typed Config of a composed Hydra config (the `hydra` node, if present, is left out).
+    A key the schema does not have (`+no_such_key=1`) is a ConfigError."""
     if isinstance(cfg, Config):
         return cfg
     cfg = cfg.copy()
     if "hydra" in cfg:
         with open_dict(cfg):
             del cfg["hydra"]
-    return OmegaConf.to_object(cfg)
+    typed = OmegaConf.to_object(cfg)
+    given = _flatten(OmegaConf.to_container(cfg, resolve=False))
+    known = _flatten(OmegaConf.to_container(OmegaConf.structured(typed), resolve=False))
+    for key in given:
+        if key not in known and not any(key.startswith(k + ".") for k in known if known[k] in (None, {})):
+            near = difflib.get_close_matches(key, list(known), n=1)
+            raise ConfigError(key, given[key], "no such key in the config" + (f" (did you mean {near[0]}?)" if near else
+                                                                              "; see `toy-quanta --cfg job` for every key"))
+    return typed
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested dict; lists and scalars are leaves."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix[:-1]: tree} if prefix else {}
+    out = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+
+
+def check_run_dir(out_dir: Path, config_text: str) -> dict[str, Any] | None:
+    """What an output directory already holds: None if no run (or a stopped run of this config,
+    which then resumes from its checkpoint), the summary of a completed run of this config, or a
+    ConfigError for a run of another config, naming the keys that differ (nothing is touched)."""
+    old_path = out_dir / "config.yaml"
+    if not old_path.is_file():
+        return None
+    try:
+        old = _flatten(yaml.safe_load(old_path.read_text()) or {})
+    except yaml.YAMLError as exc:
+        raise RunFileError(old_path, f"not readable YAML ({exc})", "the directory is left as it is") from None
+    new = _flatten(yaml.safe_load(config_text))
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in _SETTINGS)
+    if differ:
+        shown = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} here" for k in differ[:6])
+        more = f" and {len(differ) - 6} more" if len(differ) > 6 else ""
+        raise ConfigError("hydra.run.dir", str(out_dir), f"a new directory or one holding a run of this same config; "
+                                                         f"it holds a run of another config ({shown}{more})")
+    try:
+        summary = json.loads((out_dir / results.SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("status") == "completed" else None
 
 
 def override_columns(overrides: list[str]) -> dict[str, Any]:
@@ -64,8 +115,7 @@ class JobWriter:
         self.last_flush = 0.0
         self.latest: FitResult | None = None  # the run as far as it got, for fail()
 
-    def write_config(self, dcfg: DictConfig | Config) -> None:
-        text = OmegaConf.to_yaml(OmegaConf.structured(dcfg) if isinstance(dcfg, Config) else dcfg, resolve=True)
+    def write_config(self, text: str) -> None:
         results.atomic_write(self.out_dir / "config.yaml", lambda p: p.write_text(text))
 
     def on_log(self, result: FitResult) -> None:
@@ -97,7 +147,9 @@ class JobWriter:
             "train_s": result.train_s,
             "steps_per_s": result.steps_per_s,
             "model_steps_per_s": result.steps_per_s * (group or {}).get("group_members", n_members),
-            "device": results.device_info(),
+            "device": {**results.device_info(), "devices_used": result.devices_used},
+            "resumed_from": result.resumed_from,
+            "divergence_rule": DIVERGENCE_RULE,
             "group": group,
             "members": results.member_summaries(result),
         }
@@ -106,6 +158,9 @@ class JobWriter:
         self._grid_analyses(result, frame, summary, title)
         results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
         task.figures(result, cfg, self.out_dir, title)
+        state = self.out_dir / STATE_FILE
+        if state.is_file():  # completed and saved: the final parameters are in checkpoint.msgpack
+            state.unlink()
         return summary
 
     def _after_run(self, task: Any, result: FitResult, snapshots: Any, summary: dict[str, Any]) -> None:
@@ -139,19 +194,24 @@ class JobWriter:
                 summary[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
 
     def fail(self, exc: BaseException, result: FitResult | None) -> None:
-        """Keep what the run produced so far and say why it stopped."""
+        """Keep what the run produced so far and say why it stopped: status interrupted (a signal;
+        the checkpoint resumes it) or failed."""
         result = result or self.latest
         if result is not None and result.steps:
             results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
         if result is not None and result.snapshots:
             results.save_snapshots(self.out_dir / results.SNAPSHOTS_FILE, result.steps, result.snapshots)
+        stopped = isinstance(exc, Interrupted)
+        state = self.out_dir / STATE_FILE
         results.write_json(self.out_dir / results.SUMMARY_FILE, {
-            "status": "failed",
+            "status": "interrupted" if stopped else "failed",
             "name": self.cfg.name if self.cfg is not None else None,
             "output_dir": str(self.out_dir),
             "swept": self.columns,
             "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
+            **({"checkpoint": str(state) if state.is_file() else None,
+                "resume": "run the same command with the same output directory (hydra.run.dir)"} if stopped
+               else {"traceback": traceback.format_exc()}),
             "steps": result.steps_done if result is not None else 0,
             "wall_time_s": time.time() - self.started,
         })
@@ -175,18 +235,29 @@ def run_job(dcfg: DictConfig | Config, out_dir: Path | str, overrides: list[str]
     columns = override_columns(overrides or [])
     writer = JobWriter(out_dir, columns)
     result = trained if isinstance(trained, FitResult) else None
+    stopping.install()
+    cfg = to_config(dcfg)  # an unknown key: nothing is written
+    text = OmegaConf.to_yaml(OmegaConf.structured(dcfg) if isinstance(dcfg, Config) else dcfg, resolve=True)
+    done = check_run_dir(out_dir, text)  # another config's run: refused before anything is written
+    if done is not None:
+        log.info("%s holds a completed run of this config: nothing to do", out_dir)
+        print(f"output directory: {out_dir} (completed earlier)", flush=True)
+        return done
     try:
-        cfg = to_config(dcfg)
         writer.cfg = cfg
-        writer.write_config(dcfg)
+        writer.write_config(text)
         validate(cfg)
         if isinstance(trained, BaseException):
             raise trained
+        if stopping.requested():  # a sweep that was asked to stop starts no new job
+            raise Interrupted(stopping.requested(), 0)
         if result is None:
-            result = fit(cfg, expand(cfg), on_log=writer.on_log)
+            compilation_cache.enable(cfg.train.compilation_cache)
+            state = out_dir / STATE_FILE if cfg.train.checkpoint_every_s is not None else None
+            result = fit(cfg, expand(cfg), on_log=writer.on_log, checkpoint=state, should_stop=stopping.requested)
         summary = writer.finish(result, group)
     except BaseException as exc:
-        writer.fail(exc, result)
+        writer.fail(exc, getattr(exc, "result", None) or result)
         raise
     _report(summary, registry.task(writer.cfg.task.name))
     return summary

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,30 +22,13 @@ from toy_quanta.config import Config, OptimConfig
 from toy_quanta.engine.loop import FitResult
 from toy_quanta.engine.members import expand, vector_keys
 from toy_quanta.engine.train import make_model
-from toy_quanta.errors import ConfigError
+from toy_quanta.errors import ConfigError, RunFileError
+from toy_quanta.files import atomic_write  # noqa: F401  (re-exported: the writers of every layer use it)
 
 METRICS_FILE = "metrics.parquet"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.msgpack"
 SNAPSHOTS_FILE = "snapshots.msgpack"
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """write(tmp) then rename over `path`: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are shared like any other file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -155,9 +137,28 @@ def save_checkpoint(path: Path, params: Any) -> None:
     atomic_write(path, lambda p: p.write_bytes(blob))
 
 
+def read(path: Path, load: Callable[[Path], Any], what: str) -> Any:
+    """load(path), with any failure to parse the file (truncated, corrupt, another format) as a
+    RunFileError naming it. A missing file stays a FileNotFoundError."""
+    path = Path(path)
+    try:
+        return load(path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (msgpack, Parquet, YAML, zip: each has its own errors)
+        raise RunFileError(path, f"not a readable {what} ({type(exc).__name__}: {exc})",
+                           "the file may be truncated (a run killed while writing it with an older version, or a "
+                           "copy cut short); re-run the job to write it again") from None
+
+
 def load_checkpoint(path: Path) -> dict:
     """The pure dict saved by save_checkpoint: nested dicts of (M, ...) arrays."""
-    return serialization.msgpack_restore(Path(path).read_bytes())
+    return read(path, lambda p: serialization.msgpack_restore(p.read_bytes()), "parameter checkpoint")
+
+
+def read_metrics(path: Path) -> pd.DataFrame:
+    """A job's metrics table (metrics.parquet)."""
+    return read(path, pd.read_parquet, "metrics table")
 
 
 def save_snapshots(path: Path, steps: list[int], snapshots: list[Any]) -> dict:
@@ -175,7 +176,7 @@ def load_snapshots(job_dir: Path) -> tuple[np.ndarray, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the job saved no parameters over training; re-run it with "
                                 "train.snapshots=true")
-    blob = serialization.msgpack_restore(path.read_bytes())
+    blob = read(path, lambda p: serialization.msgpack_restore(p.read_bytes()), "snapshots file")
     return np.asarray(blob["steps"]), blob["params"]
 
 
@@ -185,7 +186,7 @@ def load_config(job_dir: Path) -> Config:
     path = Path(job_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {job_dir} is not the output directory of a toy-quanta job")
-    raw = OmegaConf.load(path)
+    raw = read(path, OmegaConf.load, "config.yaml")
     if raw.get("tasks_module"):
         registry.import_tasks_module(str(raw.tasks_module))
     try:

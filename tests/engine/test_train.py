@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -475,3 +476,51 @@ def test_every_task_accumulates_micro_batches():
     split = fit(cfg, expand(cfg))
     for name in ("train_loss", "test_loss", "param_norm"):
         np.testing.assert_allclose(split.log_array(name), whole.log_array(name), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_a_blow_up_without_inf_or_nan_is_flagged_and_its_norm_stays_finite():
+    """sgd at lr 1e9 (the issue's `optim=sgd ensemble.lr=[0.1,1e9]`): member 1's loss jumps to a
+    huge finite value; the divergence rule (loss above 1e4 x max(first loss, 1)) flags it at that
+    step, it stops there, and its logged parameter norm stays finite; member 0 trains on."""
+    from toy_quanta.engine.train import DIVERGENCE_FACTOR
+
+    cfg = tiny_config(optim={"name": "sgd"})
+    r = fit(cfg, [member(seed=0, lr=0.1), member(seed=0, lr=1e9)])
+    assert r.alive.tolist() == [True, False]
+    assert 0 <= int(r.diverged_step[1]) < cfg.train.steps
+    assert np.all(np.isfinite(r.log_array("param_norm")))
+    final_loss = float(r.log_array("test_loss")[-1, 1])
+    assert np.isfinite(final_loss) and final_loss > DIVERGENCE_FACTOR  # a blow-up, not an inf or NaN
+    assert r.log_array("test_loss")[-1, 0] < r.log_array("test_loss")[0, 0]
+
+
+def test_global_norm_does_not_overflow_and_equals_numpy():
+    from toy_quanta.engine.train import global_norm
+
+    for scale in (1e-30, 1.0, 1e20, 1e30):
+        tree = {"a": jnp.full((3, 4), 2.0 * scale, jnp.float32), "b": jnp.array([-scale, 0.0, 3 * scale], jnp.float32)}
+        want = np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree.leaves(tree)))
+        got = float(global_norm(tree))
+        assert np.isfinite(got) and got == pytest.approx(want, rel=1e-6), scale
+    assert float(global_norm({"z": jnp.zeros(3)})) == 0.0
+
+
+def test_guarded_update_stops_a_member_whose_loss_passes_the_limit():
+    """divergence_limit(first_loss): inf before the first step, 1e4 x max(first, 1) after; an update
+    at a loss above it is not taken and the member is marked diverged at that step."""
+    import optax
+
+    from toy_quanta.engine.train import divergence_limit, guarded_update
+
+    assert float(divergence_limit(jnp.float32(jnp.nan))) == np.inf
+    assert float(divergence_limit(jnp.float32(0.5))) == 1e4 and float(divergence_limit(jnp.float32(3.0))) == 3e4
+    tx = optax.sgd(0.1)
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    grads = {"w": jnp.ones(3)}
+    alive, step, never = jnp.bool_(True), jnp.int32(7), jnp.int32(-1)
+    for loss, ok in ((9.9e3, True), (1.1e4, False)):
+        new, _, alive_out, diverged = guarded_update(tx, params, state, grads, jnp.float32(loss), alive, step, never,
+                                                     limit=divergence_limit(jnp.float32(0.5)))
+        assert bool(alive_out) is ok and int(diverged) == (-1 if ok else 7)
+        np.testing.assert_array_equal(new["w"], np.full(3, 0.9, np.float32) if ok else np.ones(3))

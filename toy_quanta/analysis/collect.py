@@ -13,7 +13,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from toy_quanta.results import METRICS_FILE, SUMMARY_FILE
+from toy_quanta.errors import RunFileError
+from toy_quanta.results import METRICS_FILE, SUMMARY_FILE, read_metrics
 
 COLLECTED_FILE = "collected.parquet"  # the table toy-quanta-collect writes into the sweep directory
 
@@ -42,7 +43,7 @@ def collect(sweep_dir: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: no such directory (give a multirun sweep directory)")
-    frames, completed, failed = [], [], []
+    frames, completed, failed, diverged = [], [], [], []
     for job in job_dirs(sweep_dir):
         name = str(job.relative_to(sweep_dir))
         summary_path, metrics_path = job / SUMMARY_FILE, job / METRICS_FILE
@@ -52,8 +53,18 @@ def collect(sweep_dir: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
             failed.append({"job": name, "reason": reason})
         else:
             completed.append(name)
+            bad = [m for m in summary.get("members", []) if m.get("diverged")]
+            if bad:  # completed, but some members blew up (engine.train.DIVERGENCE_RULE)
+                diverged.append({"job": name, "members": [m["member"] for m in bad],
+                                 "steps": [m["diverged_step"] for m in bad]})
         if metrics_path.exists():  # a failed job's partial metrics are kept, marked by `status`
-            frame = pd.read_parquet(metrics_path)
+            try:
+                frame = read_metrics(metrics_path)
+            except RunFileError as exc:  # one unreadable table does not hide the sweep's others
+                if name in completed:
+                    completed.remove(name)
+                failed.append({"job": name, "reason": str(exc)})
+                continue
             frame.insert(0, "job", name)
             frame["status"] = "completed" if name in completed else "failed"
             frames.append(frame)
@@ -75,6 +86,8 @@ def collect(sweep_dir: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
         "jobs_missing": len(missing),
         "failed": failed,
         "missing": missing,
+        "jobs_with_diverged_members": len(diverged),
+        "diverged": diverged,
         "rows": len(table),
     }
     return table, report

@@ -225,7 +225,7 @@ def load_job(run_dir: Path, what: str = "RUN_DIR") -> tuple[DictConfig, pd.DataF
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir / name} not found: {run_dir} is not the output directory of a "
                                     "finished toy-quanta job")
-    return OmegaConf.load(run_dir / "config.yaml"), pd.read_parquet(run_dir / results.METRICS_FILE)
+    return results.read(run_dir / "config.yaml", OmegaConf.load, "config.yaml"), results.read_metrics(run_dir / results.METRICS_FILE)
 
 
 def task_of(cfg: DictConfig) -> tuple[str, str | None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -18,9 +19,9 @@ from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from toy_quanta import config, registry
+from toy_quanta import config, registry, stopping
 from toy_quanta.data.mnist import MNISTFormatError
-from toy_quanta.errors import ConfigError
+from toy_quanta.errors import ConfigError, Interrupted, RunFileError
 from toy_quanta.job import run_job
 
 _TASKS_MODULE = re.compile(r"^\+{0,2}tasks_module=(.+)$")
@@ -38,10 +39,28 @@ def import_tasks_modules(argv: list[str]) -> None:
 
 def _register_launcher() -> None:
     """Hydra finds plugins by walking the hydra_plugins namespace, which editable installs hide;
-    registering the class by hand makes `hydra/launcher=vmap` work in every kind of install."""
+    registering the classes by hand makes `hydra/launcher=vmap` (and, with the `cluster` extra,
+    vmap_submitit_local, vmap_submitit_slurm and our joblib) work in every kind of install.
+    Third-party plugins (submitit_*, joblib, ray) live in site-packages, where Hydra's scan finds them.
+    The scan runs first (Plugins.instance()); it re-runs the config modules of the plugins it finds,
+    so the configs are stored again after it: our submitit_local and joblib replace Hydra's."""
+    from importlib.util import find_spec
+
+    plugins = Plugins.instance()
     from hydra_plugins.toy_quanta_vmap_launcher.vmap_launcher import VmapLauncher
 
-    Plugins.instance().register(VmapLauncher)
+    plugins.register(VmapLauncher)
+    if find_spec("hydra_plugins.hydra_submitit_launcher") is not None:  # the cluster extra
+        from hydra_plugins.toy_quanta_vmap_launcher._vmap_submitit import (VmapSubmititLocalLauncher,
+                                                                            VmapSubmititSlurmLauncher)
+
+        plugins.register(VmapSubmititLocalLauncher)
+        plugins.register(VmapSubmititSlurmLauncher)
+    if find_spec("hydra_plugins.hydra_joblib_launcher") is not None:  # the cluster extra
+        from hydra_plugins.toy_quanta_vmap_launcher._joblib import JoblibLauncher
+
+        plugins.register(JoblibLauncher)
+    config.register_configs()
 
 
 registry.load_builtins()
@@ -54,11 +73,37 @@ def _main(cfg: DictConfig) -> dict[str, Any]:
     hc = HydraConfig.get()
     try:
         return run_job(cfg, hc.runtime.output_dir, list(hc.overrides.task))
-    except (ConfigError, MNISTFormatError) as exc:  # bad settings, or a corrupt data file: one line, no traceback
+    except (ConfigError, MNISTFormatError, RunFileError) as exc:  # bad settings, a corrupt file: one line, no traceback
+        if isinstance(exc, ConfigError) and exc.key == "hydra.run.dir":
+            _restore_hydra_files()  # the refused directory keeps the .hydra/ files of its own run
         if hc.mode == RunMode.MULTIRUN:
             raise  # Hydra records the job as failed; the other jobs of the sweep still ran
         print(f"toy-quanta: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as exc:  # summary.json says interrupted; the checkpoint resumes it
+        print(f"toy-quanta: {exc}; the same command with the same output directory ({hc.runtime.output_dir}) "
+              "resumes it", file=sys.stderr, flush=True)
+        if hc.mode == RunMode.MULTIRUN:
+            return {"status": "interrupted"}  # the sweep's remaining jobs return at once; main() exits
+        sys.exit(128 + exc.signum)
+
+
+_hydra_files: dict[Path, bytes] = {}
+
+
+def _keep_hydra_files(argv: list[str]) -> None:
+    """Hydra writes .hydra/*.yaml into the run directory before the job starts; when the job then
+    refuses the directory (a run of another config is there), those files are put back."""
+    for arg in argv:
+        if arg.startswith("hydra.run.dir="):
+            folder = Path(arg.partition("=")[2].strip("'\"")) / ".hydra"
+            if folder.is_dir():
+                _hydra_files.update({f: f.read_bytes() for f in folder.iterdir() if f.is_file()})
+
+
+def _restore_hydra_files() -> None:
+    for path, blob in _hydra_files.items():
+        path.write_bytes(blob)
 
 
 def main() -> Any:
@@ -68,7 +113,12 @@ def main() -> Any:
         print(f"toy-quanta: error: {exc}", file=sys.stderr)
         sys.exit(2)
     config.register_configs()  # again: the user's module may have registered tasks and models
-    return _main()
+    stopping.install()
+    _keep_hydra_files(sys.argv[1:])
+    out = _main()
+    if stopping.requested():  # a multirun that was asked to stop
+        sys.exit(128 + stopping.requested())
+    return out
 
 
 if __name__ == "__main__":

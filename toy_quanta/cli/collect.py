@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from toy_quanta.analysis.collect import COLLECTED_FILE, collect
+from toy_quanta.errors import RunFileError
 from toy_quanta.results import atomic_write
 
 
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         table, report = collect(args.sweep_dir)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, RunFileError) as exc:
         print(f"toy-quanta-collect: {exc}", file=sys.stderr)
         return 2
     out = args.out or args.sweep_dir / COLLECTED_FILE
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  failed  job {f['job']}: {f['reason']}")
     for m in report["missing"]:
         print(f"  missing job {m}")
+    for d in report["diverged"]:
+        print(f"  diverged members {d['members']} of job {d['job']} (at steps {d['steps']})")
     if len(table) and "test_loss" in set(table["metric"]):
         final = table[(table["metric"] == "test_loss")]
         final = final[final["step"] == final.groupby("job")["step"].transform("max")]

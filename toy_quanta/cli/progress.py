@@ -22,7 +22,7 @@ from pathlib import Path
 
 from toy_quanta import results
 from toy_quanta.analysis.progress import DEFAULT_KEY_FACTOR, DEFAULT_TOL, load, measure, write
-from toy_quanta.errors import ConfigError
+from toy_quanta.errors import ConfigError, RunFileError
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
             raise FileNotFoundError(f"RUN_DIR {args.run_dir} is not a directory")
         cfg, steps, params, over_training = load(args.run_dir)
         progress = measure(cfg, steps, params, args.member, args.tol, args.key_factor)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, RunFileError) as exc:
         print(f"toy-quanta-progress: error: {exc}", file=sys.stderr)
         sys.exit(2)
     if not over_training:

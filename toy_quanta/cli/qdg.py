@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from toy_quanta.analysis import clusters, qdg
 from toy_quanta.config import QDGConfig, register_configs, validate_qdg
 from toy_quanta.data.sparse_parity import LN2, sample
-from toy_quanta.errors import ConfigError
+from toy_quanta.errors import ConfigError, RunFileError
 from toy_quanta.models.mlp import MLP
 from toy_quanta.plots import qdg as qdg_plots
 from toy_quanta.results import atomic_write, json_safe, load_run, write_json
@@ -220,7 +220,7 @@ def _hydra_main(dcfg: DictConfig) -> None:
     try:
         cfg: QDGConfig = OmegaConf.to_object(dcfg)
         report = run_qdg(cfg, out_dir)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, RunFileError) as exc:
         print(f"toy-quanta-qdg: error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(f"ARI {report['ari']:.3f}  NMI {report['nmi']:.3f}  purity {report['purity']:.3f} at {report['n_clusters']} "

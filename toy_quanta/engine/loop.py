@@ -3,8 +3,10 @@ It knows no task: the registry gives the task of cfg.task.name, the task its Pro
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
@@ -14,8 +16,13 @@ from tqdm.auto import tqdm
 
 from toy_quanta import registry
 from toy_quanta.config import Config
+from toy_quanta.engine import checkpoint as ckpt
+from toy_quanta.engine import devices
 from toy_quanta.engine.members import stack
 from toy_quanta.engine.train import Trainer, make_train
+from toy_quanta.errors import Interrupted
+
+log = logging.getLogger("toy_quanta")
 
 
 @dataclass
@@ -32,6 +39,8 @@ class FitResult:
     compile_s: float = 0.0
     train_s: float = 0.0
     steps_done: int = 0
+    devices_used: int = 1
+    resumed_from: int | None = None  # the step a resumed run started from
 
     def log_array(self, name: str) -> np.ndarray:
         """(L, M) or (L, M, T): metric `name` at every log step."""
@@ -88,48 +97,118 @@ def over_members(fn: Callable, in_axes: int | tuple[int | None, ...] = 0) -> Cal
     return call
 
 
+SUBCHUNK_S = 5.0  # seconds of training per call at most: the host checkpoints and sees signals between calls
+FIRST_SUBCHUNK = 16  # steps of the first call of a run, before its speed is known
+
+
 def fit(
     cfg: Config,
     members: Sequence[dict[str, float | int]],
     on_log: Callable[[FitResult], None] | None = None,
+    *,
+    checkpoint: Path | None = None,
+    should_stop: Callable[[], int | None] | None = None,
 ) -> FitResult:
-    """Train `members` (see members.expand) as one vmapped program. `on_log` runs after each chunk."""
+    """Train `members` (see members.expand) as one vmapped program, sharded over the devices.
+    `on_log` runs after each log step. With `checkpoint` (a file), a run resumes from it if it
+    exists and saves to it every cfg.train.checkpoint_every_s seconds and at the end;
+    `should_stop()` returning a signal number ends the run at the next call boundary with a
+    checkpoint, raising errors.Interrupted."""
     cfg, trainer = make_trainer(cfg, members)
     hyper, task_data = trainer_inputs(cfg, trainer, members)
-    result = FitResult(members=list(members), task=cfg.task.name, graphdef=trainer.graphdef)
+    n_members = len(members)
+    sharding, n_padded = devices.plan(n_members, cfg.train.devices)
+    hyper, task_data = devices.place(devices.pad((hyper, task_data), n_padded), sharding)
+    result = FitResult(members=list(members), task=cfg.task.name, graphdef=trainer.graphdef,
+                       devices_used=devices.devices_used(sharding))
 
     t0 = time.perf_counter()
-    init = jax.jit(over_members(trainer.init))
-    chunk = jax.jit(over_members(trainer.chunk, in_axes=(0, 0, None)), donate_argnums=0)
+    placed = {} if sharding is None else {"out_shardings": sharding}  # every output has the member axis first
+    init = jax.jit(over_members(trainer.init), **placed)
+    chunk = jax.jit(over_members(trainer.chunk, in_axes=(0, 0, None, None)), donate_argnums=0, **placed)
     state, data = init(hyper, task_data)
-    n0 = np.int32(0)
-    chunk = chunk.lower(state, data, n0).compile()
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = _resume(Path(checkpoint), state, result, cfg)
+    chunk = chunk.lower(state, data, np.int32(0), np.bool_(True)).compile()
     jax.block_until_ready(state)
     result.compile_s = time.perf_counter() - t0
 
-    bar = tqdm(total=cfg.train.steps, desc=cfg.name, unit="step", disable=not cfg.train.progress,
+    def save() -> None:
+        ckpt.save(checkpoint, jax.tree.map(lambda x: x[:n_members], jax.device_get(state)), result.steps,
+                  result.logs, result.snapshots, result.members, result.train_s)
+
+    every = cfg.train.checkpoint_every_s
+    last_save = time.monotonic()
+    done = result.steps_done
+    span = FIRST_SUBCHUNK
+    pending = [int(t) for t in trainer.log_steps if not result.steps or t > result.steps[-1]]
+    bar = tqdm(total=cfg.train.steps, initial=done, desc=cfg.name, unit="step", disable=not cfg.train.progress,
                dynamic_ncols=True, leave=True)
-    done = 0
     try:
-        for target in trainer.log_steps:
-            t1 = time.perf_counter()
-            state, logs = chunk(state, data, np.int32(target - done))
-            logs = jax.device_get(logs)
-            result.train_s += time.perf_counter() - t1
-            bar.update(int(target) - done)
-            done = int(target)
-            result.steps_done = done
-            result.steps.append(done)
-            for name, value in logs.items():
-                result.logs.setdefault(name, []).append(np.asarray(value))
-            if cfg.train.snapshots:
-                result.snapshots.append(jax.device_get(nnx.to_pure_dict(state.params)))
-            bar.set_postfix(train_loss=f"{np.nanmean(logs['train_loss']):.4f}", test_acc=f"{np.nanmean(logs['test_acc']):.3f}")
-            if on_log is not None:
-                on_log(result)
+        for target in pending:
+            while True:
+                n = min(target - done, span)
+                is_log = done + n == target
+                t1 = time.perf_counter()
+                state, logs = chunk(state, data, np.int32(n), np.bool_(is_log))
+                logs = jax.device_get(logs) if is_log else jax.block_until_ready(state.step)
+                elapsed = time.perf_counter() - t1
+                result.train_s += elapsed
+                if n == span:  # a full call: aim the next one at SUBCHUNK_S
+                    span = max(1, min(8 * span, int(span * SUBCHUNK_S / max(elapsed, 1e-6))))
+                bar.update(n)
+                done += n
+                result.steps_done = done
+                if is_log:
+                    _record(result, logs, state, cfg, n_members)
+                    bar.set_postfix(train_loss=f"{np.nanmean(logs['train_loss'][:n_members]):.4f}",
+                                    test_acc=f"{np.nanmean(logs['test_acc'][:n_members]):.3f}")
+                    if on_log is not None:
+                        on_log(result)
+                stop = should_stop() if should_stop is not None else None
+                if checkpoint is not None and (stop or (every is not None and time.monotonic() - last_save >= every)):
+                    save()
+                    last_save = time.monotonic()
+                if stop:
+                    _finish(result, state, n_members)
+                    raise Interrupted(stop, done, result)
+                if is_log:
+                    break
+        if checkpoint is not None:
+            save()  # a failure after training (figures, analyses) then costs no training
     finally:
         bar.close()
-    host = jax.device_get(state)
-    result.alive, result.diverged_step = np.asarray(host.alive), np.asarray(host.diverged_step)
-    result.params = host.params
+    _finish(result, state, n_members)
     return result
+
+
+def _record(result: FitResult, logs: dict, state: Any, cfg: Config, n_members: int) -> None:
+    result.steps.append(result.steps_done)
+    for name, value in logs.items():
+        result.logs.setdefault(name, []).append(np.asarray(value)[:n_members])
+    if cfg.train.snapshots:
+        result.snapshots.append(jax.tree.map(lambda x: np.asarray(x)[:n_members],
+                                             jax.device_get(nnx.to_pure_dict(state.params))))
+
+
+def _resume(path: Path, state: Any, result: FitResult, cfg: Config) -> Any:
+    """The run's state from its checkpoint (padded and placed like `state`); fills `result` with
+    the metric rows and snapshots saved with it."""
+    n_members = len(result.members)
+    host = jax.tree.map(lambda x: np.asarray(x)[:n_members], jax.device_get(state))
+    params_template = nnx.to_pure_dict(host.params) if cfg.train.snapshots else None
+    saved = ckpt.load(path, host, result.members, params_template)
+    result.steps, result.logs, result.snapshots = saved.steps, saved.logs, saved.snapshots
+    result.train_s = saved.train_s
+    result.steps_done = int(np.max(saved.state.step))
+    result.resumed_from = result.steps_done
+    log.info("resuming from step %d (%s)", result.steps_done, path)
+    padded = devices.pad(saved.state, jax.tree.leaves(state)[0].shape[0])
+    return jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), padded, state)
+
+
+def _finish(result: FitResult, state: Any, n_members: int) -> None:
+    host = jax.device_get(state)
+    result.alive = np.asarray(host.alive)[:n_members]
+    result.diverged_step = np.asarray(host.diverged_step)[:n_members]
+    result.params = jax.tree.map(lambda x: x[:n_members], host.params)

@@ -30,8 +30,9 @@ class TrainState(NamedTuple):
     params: Any
     opt_state: Any
     step: jax.Array
-    alive: jax.Array  # False once loss or parameters became non-finite; the member then stops updating
+    alive: jax.Array  # False once the member diverged (divergence_limit); it then stops updating
     diverged_step: jax.Array  # step at which it diverged, -1 if never
+    first_loss: jax.Array  # the training loss of the first step (NaN before it): divergence is measured from it
     loss_sum: jax.Array  # running sums of minibatch loss and accuracy since the last log
     acc_sum: jax.Array
     count: jax.Array
@@ -86,6 +87,29 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+# The divergence rule: a member diverges at the first step whose training loss or updated
+# parameters are not finite, or whose training loss exceeds DIVERGENCE_FACTOR times
+# max(its first step's loss, 1). A member that blows up to a loss of 1e8 without reaching inf is
+# caught by the second clause; a healthy run never comes near it (losses fall, or rise a little).
+DIVERGENCE_FACTOR = 1e4
+DIVERGENCE_RULE = (f"a non-finite training loss or parameters, or a training loss above {DIVERGENCE_FACTOR:g} x "
+                   "max(the first step's training loss, 1)")
+
+
+def divergence_limit(first_loss: jax.Array) -> jax.Array:
+    """The training loss above which a member counts as diverged (inf until the first step)."""
+    return jnp.where(jnp.isfinite(first_loss), DIVERGENCE_FACTOR * jnp.maximum(first_loss, 1.0), jnp.inf)
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """The L2 norm of all leaves, without the float32 overflow of sum(x^2) (parameters near 1e19
+    have a finite norm): each leaf is scaled by the largest magnitude first."""
+    leaves = [jnp.asarray(x, jnp.float32) for x in jax.tree.leaves(tree)]
+    peak = jnp.max(jnp.array([jnp.max(jnp.abs(x)) for x in leaves]))
+    scale = jnp.where((peak > 0) & jnp.isfinite(peak), peak, 1.0)
+    return scale * jnp.sqrt(sum(jnp.sum(jnp.square(x / scale)) for x in leaves))
+
+
 def fix_norm(params: Any, norm: jax.Array | float | None) -> Any:
     """params rescaled to total L2 norm `norm` (Omnigrok's fixed-norm training); unchanged where
     norm is None or 0 (a free member)."""
@@ -97,13 +121,14 @@ def fix_norm(params: Any, norm: jax.Array | float | None) -> Any:
 
 def guarded_update(tx: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any, loss: jax.Array,
                    alive: jax.Array, step: jax.Array, diverged_step: jax.Array,
-                   norm: jax.Array | None = None) -> tuple[Any, Any, jax.Array, jax.Array]:
+                   norm: jax.Array | None = None, limit: jax.Array | float = jnp.inf) -> tuple[Any, Any, jax.Array, jax.Array]:
     """One optimiser update (then, if `norm` > 0, the projection back to that norm), taken only
-    while the member's loss and parameters stay finite: (params, opt_state, alive, diverged_step).
-    A member that diverges keeps its last finite parameters and stops; the others go on."""
+    while the member has not diverged (DIVERGENCE_RULE; `limit` is its loss bound):
+    (params, opt_state, alive, diverged_step). A member that diverges keeps its last parameters
+    before the bad step and stops; the others go on."""
     updates, new_opt_state = tx.update(grads, opt_state, params)
     new_params = fix_norm(optax.apply_updates(params, updates), norm)
-    ok = alive & jnp.isfinite(loss) & _all_finite(new_params)
+    ok = alive & jnp.isfinite(loss) & (loss <= limit) & _all_finite(new_params)
     return (_tree_where(ok, new_params, params), _tree_where(ok, new_opt_state, opt_state), ok,
             jnp.where(alive & ~ok, step, diverged_step))
 
@@ -183,8 +208,9 @@ def make_train(cfg: Any, program: Program) -> Trainer:
         params = fix_norm(jax.tree.map(lambda p: p * hyper["model.init_scale"], params), hyper["optim.fixed_norm"])
         data = RunData(hyper=hyper, data_key=jax.random.fold_in(key, 1), task=program.init(hyper, member_input, key))
         zero = jnp.zeros((), jnp.float32)
-        state = TrainState(params, optimizer(hyper).init(params), jnp.zeros((), jnp.int32),
-                           jnp.ones((), bool), -jnp.ones((), jnp.int32), zero, zero, jnp.zeros((), jnp.int32))
+        state = TrainState(params, optimizer(hyper).init(params), jnp.zeros((), jnp.int32), jnp.ones((), bool),
+                           -jnp.ones((), jnp.int32), jnp.full((), jnp.nan, jnp.float32), zero, zero,
+                           jnp.zeros((), jnp.int32))
         return state, data
 
     def train_step(state: TrainState, data: RunData) -> TrainState:
@@ -193,13 +219,15 @@ def make_train(cfg: Any, program: Program) -> Trainer:
         (loss, acc), grads = loss_and_grads(state.params, batch, weight_B)
         params, opt_state, ok, diverged_step = guarded_update(
             optimizer(data.hyper), state.params, state.opt_state, grads, loss, state.alive, state.step,
-            state.diverged_step, data.hyper["optim.fixed_norm"] if project else None)
+            state.diverged_step, data.hyper["optim.fixed_norm"] if project else None,
+            divergence_limit(state.first_loss))
         return TrainState(
             params=params,
             opt_state=opt_state,
             step=state.step + 1,
             alive=ok,
             diverged_step=diverged_step,
+            first_loss=jnp.where(state.step == 0, loss.astype(jnp.float32), state.first_loss),
             loss_sum=state.loss_sum + jnp.where(ok, loss, 0.0),
             acc_sum=state.acc_sum + jnp.where(ok, acc, 0.0),
             count=state.count + ok.astype(jnp.int32),
@@ -213,15 +241,27 @@ def make_train(cfg: Any, program: Program) -> Trainer:
             train_loss=state.loss_sum / denom, train_acc=state.acc_sum / denom, has_train=state.count > 0)
         logs = program.evaluate(ctx, data.task, data.hyper)
         out = {name: logs.pop(name) for name in CORE_METRICS}
-        out["param_norm"] = optax.tree.norm(state.params)
+        out["param_norm"] = global_norm(state.params)
         out["alive"] = state.alive.astype(jnp.float32)
         return {**out, **logs}
 
-    def chunk(state: TrainState, data: RunData, n_steps: jax.Array) -> tuple[TrainState, dict]:
-        state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, data), state)
+    def evaluated(state: TrainState, data: RunData) -> tuple[TrainState, dict]:
         logs = evaluate(state, data)
         zero = jnp.zeros((), jnp.float32)
         return state._replace(loss_sum=zero, acc_sum=zero, count=jnp.zeros((), jnp.int32)), logs
+
+    def chunk(state: TrainState, data: RunData, n_steps: jax.Array,
+              do_eval: jax.Array | bool = True) -> tuple[TrainState, dict]:
+        """n_steps steps, then the evaluation if do_eval (a runtime flag: the host splits a long
+        interval between log steps into short calls, to checkpoint and to stop on a signal
+        between them; the skipped evaluation returns zeros)."""
+        state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, data), state)
+        if isinstance(do_eval, bool):
+            return evaluated(state, data) if do_eval else (state, eval_shape_zeros(state, data))
+        return jax.lax.cond(do_eval, evaluated, lambda s, d: (s, eval_shape_zeros(s, d)), state, data)
+
+    def eval_shape_zeros(state: TrainState, data: RunData) -> dict:
+        return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(evaluate, state, data))
 
     steps_at = log_steps(tr.steps, tr.log_every, tr.log_count)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -15,6 +16,7 @@ from toy_quanta import checks
 from toy_quanta.analysis.milestones import final_milestones, step_or_never, steps_to
 from toy_quanta.data import mnist
 from toy_quanta.engine.program import EvalContext, Program
+from toy_quanta.errors import ConfigError
 from toy_quanta.registry import register_task
 from toy_quanta.tasks.base import Task
 
@@ -127,7 +129,11 @@ class MNIST(DatasetTask):
         n_train = checks.get(cfg, "task.n_train")
         if n_train is not None:
             checks.positive_int(cfg, "task.n_train")
-        mnist.check_source(checks.get(cfg, "task.source"), n_train)
+        source = checks.get(cfg, "task.source")
+        if not isinstance(source, (str, os.PathLike)):  # check_source makes a Path of it: TypeError
+            raise ConfigError("task.source", source,
+                              "'embedded' or the path of a directory of the four MNIST IDX files")
+        mnist.check_source(source, n_train)
         checks.nonneg_int(cfg, "task.split_seed")
         checks.choice(cfg, "task.loss", LOSSES)
 

@@ -17,6 +17,7 @@ from toy_quanta.analysis.milestones import final_milestones, step_or_never
 from toy_quanta.data import modular
 from toy_quanta.data.sparse_parity import LN2
 from toy_quanta.engine.program import EvalContext, Program
+from toy_quanta.errors import ConfigError
 from toy_quanta.registry import register_task
 from toy_quanta.tasks.base import Task
 
@@ -141,7 +142,13 @@ class Modular(TableTask):
         return modular.sequences(a_N, b_N, t.p), c_N
 
     def validate(self, cfg: Any) -> None:
-        modular.check(checks.get(cfg, "task.op"), checks.get(cfg, "task.p"), checks.get(cfg, "task.train_fraction"))
+        # task.op first: modular.check looks it up in a dict, which raises TypeError on a list
+        checks.choice(cfg, "task.op", tuple(modular.OPS))
+        fraction = checks.get(cfg, "task.train_fraction")
+        if isinstance(fraction, int) and not isinstance(fraction, bool):
+            # no integer lies in (0, 1); and modular.check's math.isfinite overflows on a huge one (10**400)
+            raise ConfigError("task.train_fraction", fraction, "a finite number in the open interval (0, 1)")
+        modular.check(checks.get(cfg, "task.op"), checks.get(cfg, "task.p"), fraction)
         checks.list_of(cfg, "ensemble.train_fraction", positive=True)
         for f in checks.get(cfg, "ensemble.train_fraction") or []:
             modular.check(checks.get(cfg, "task.op"), checks.get(cfg, "task.p"), f)

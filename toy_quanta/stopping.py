@@ -1,0 +1,48 @@
+"""SIGTERM (what SLURM sends before it preempts or times out a job) and SIGINT (Ctrl-C) ask a run
+to stop at its next chunk boundary, with a checkpoint, instead of killing it mid-step. A second
+signal of the same kind kills at once. A leaf module."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_requested: int | None = None
+_previous: dict[int, Any] = {}
+
+
+def _handle(signum: int, frame: Any) -> None:
+    global _requested
+    if _requested is None:
+        _requested = signum
+        print(f"toy-quanta: {signal.Signals(signum).name} received: stopping at the next chunk boundary with a "
+              f"checkpoint (send it again to stop now)", file=sys.stderr, flush=True)
+    # The next signal takes its usual course: Ctrl-C twice raises KeyboardInterrupt, SIGTERM twice ends the process.
+    signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
+
+
+def install() -> None:
+    """Route SIGTERM and SIGINT to a stop request (main thread only; idempotent)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in SIGNALS:
+        if signal.getsignal(signum) is not _handle:
+            _previous.setdefault(signum, signal.getsignal(signum))
+            signal.signal(signum, _handle)
+
+
+def requested() -> int | None:
+    """The signal that asked to stop, or None."""
+    return _requested
+
+
+def reset() -> None:
+    """Forget a request and give the signals back their former handlers (tests, notebooks)."""
+    global _requested
+    _requested = None
+    for signum, handler in _previous.items():
+        signal.signal(signum, handler)
+    _previous.clear()
