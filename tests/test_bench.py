@@ -45,6 +45,7 @@ def test_grok_config_is_the_experiment_file_with_steps_overridden():
     assert bench.grok_flops_per_step(cfg) == 512 * train_flops_per_sequence(4, 2, 128, 512, 97)
 
 
+@pytest.mark.slow  # 10 s; the paper and small sections stay in the fast suite
 def test_grok_section_prints_consistent_figures(quiet_background, capsys):
     """The grok section through its real code path, on a shrunken model so that it takes seconds
     (the compiles dominate: one 1-member and one 2-member training program; one layer compiles faster)."""

@@ -230,12 +230,17 @@ def describe(cfg: Config) -> str:
 def run_job(dcfg: DictConfig | Config, out_dir: Path | str, overrides: list[str] | None = None,
             trained: FitResult | BaseException | None = None, group: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate, train and write results. `trained` is this job's part of a vmapped group (the
-    vmap launcher trained it already), or the exception that group's training raised."""
-    out_dir = Path(out_dir)
+    vmap launcher trained it already), or the exception that group's training raised. SIGTERM and
+    SIGINT stop the training at the next call boundary with a checkpoint (errors.Interrupted)."""
+    with stopping.watching():
+        return _run_job(dcfg, Path(out_dir), overrides, trained, group)
+
+
+def _run_job(dcfg: DictConfig | Config, out_dir: Path, overrides: list[str] | None,
+             trained: FitResult | BaseException | None, group: dict[str, Any] | None) -> dict[str, Any]:
     columns = override_columns(overrides or [])
     writer = JobWriter(out_dir, columns)
     result = trained if isinstance(trained, FitResult) else None
-    stopping.install()
     cfg = to_config(dcfg)  # an unknown key: nothing is written
     text = OmegaConf.to_yaml(OmegaConf.structured(dcfg) if isinstance(dcfg, Config) else dcfg, resolve=True)
     done = check_run_dir(out_dir, text)  # another config's run: refused before anything is written

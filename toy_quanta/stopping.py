@@ -7,11 +7,13 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _requested: int | None = None
 _previous: dict[int, Any] = {}
+_depth = 0  # how many watching() blocks are open
 
 
 def _handle(signum: int, frame: Any) -> None:
@@ -34,6 +36,32 @@ def install() -> None:
             signal.signal(signum, _handle)
 
 
+@contextmanager
+def watching() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGINT are stop requests (requested()). The outermost block
+    starts with no request and gives the signals their former handlers back at its end, so in a
+    notebook Ctrl-C stops the run it was pressed in and works as usual between runs. Nested blocks
+    (the jobs of one sweep) share the outer request: a sweep asked to stop starts no new job."""
+    global _depth, _requested
+    outermost = _depth == 0 and threading.current_thread() is threading.main_thread()
+    if outermost:
+        _requested = None
+        install()
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if outermost:
+            _restore()
+
+
+def _restore() -> None:
+    for signum, handler in _previous.items():
+        signal.signal(signum, handler)
+    _previous.clear()
+
+
 def requested() -> int | None:
     """The signal that asked to stop, or None."""
     return _requested
@@ -43,6 +71,4 @@ def reset() -> None:
     """Forget a request and give the signals back their former handlers (tests, notebooks)."""
     global _requested
     _requested = None
-    for signum, handler in _previous.items():
-        signal.signal(signum, handler)
-    _previous.clear()
+    _restore()

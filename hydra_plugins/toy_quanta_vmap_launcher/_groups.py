@@ -191,14 +191,22 @@ def run_group(hydra_context: HydraContext, config: DictConfig, group: Group, tas
     Group.state_path), then run each of its jobs with its share (FitResult.select): one JobReturn
     per job, in the group's order. `should_stop` (default: a SIGTERM/SIGINT, toy_quanta.stopping)
     ends the training at the next call boundary with a checkpoint; its jobs are then interrupted."""
-    from toy_quanta import compilation_cache, stopping
+    from toy_quanta import stopping
+
+    with stopping.watching():  # SIGTERM/SIGINT: stop at a chunk boundary with a checkpoint
+        return _run_group(hydra_context, config, group, task_name, sweep_configs, job_id,
+                          should_stop or stopping.requested)
+
+
+def _run_group(hydra_context: HydraContext, config: DictConfig, group: Group, task_name: str,
+               sweep_configs: Optional[dict[int, DictConfig]], job_id: Any,
+               should_stop: Callable[[], Optional[int]]) -> list[JobReturn]:
+    from toy_quanta import compilation_cache
     from toy_quanta.engine.loop import fit
     from toy_quanta.engine.members import expand
     from toy_quanta.errors import Interrupted
     from toy_quanta.job import to_config
 
-    stopping.install()  # SIGTERM/SIGINT: stop at a chunk boundary with a checkpoint (idempotent)
-    should_stop = should_stop or stopping.requested
     configs = [(sweep_configs or {}).get(job.idx) or job_config(hydra_context, config, job.overrides, job.idx, job_id)
                for job in group.jobs]
     state = group.state_path(config.hydra.sweep.dir)

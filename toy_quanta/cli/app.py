@@ -113,11 +113,11 @@ def main() -> Any:
         print(f"toy-quanta: error: {exc}", file=sys.stderr)
         sys.exit(2)
     config.register_configs()  # again: the user's module may have registered tasks and models
-    stopping.install()
     _keep_hydra_files(sys.argv[1:])
-    out = _main()
-    if stopping.requested():  # a multirun that was asked to stop
-        sys.exit(128 + stopping.requested())
+    with stopping.watching():  # one stop request for the whole sweep
+        out = _main()
+        if stopping.requested():  # a multirun that was asked to stop
+            sys.exit(128 + stopping.requested())
     return out
 
 

@@ -161,8 +161,8 @@ def fit(
                 result.steps_done = done
                 if is_log:
                     _record(result, logs, state, cfg, n_members)
-                    bar.set_postfix(train_loss=f"{np.nanmean(logs['train_loss'][:n_members]):.4f}",
-                                    test_acc=f"{np.nanmean(logs['test_acc'][:n_members]):.3f}")
+                    bar.set_postfix(train_loss=f"{_finite_mean(logs['train_loss'][:n_members]):.4f}",
+                                    test_acc=f"{_finite_mean(logs['test_acc'][:n_members]):.3f}")
                     if on_log is not None:
                         on_log(result)
                 stop = should_stop() if should_stop is not None else None
@@ -180,6 +180,12 @@ def fit(
         bar.close()
     _finish(result, state, n_members)
     return result
+
+
+def _finite_mean(x: np.ndarray) -> float:
+    """The mean over the members whose value is finite (NaN, silently, when none is)."""
+    finite = np.asarray(x)[np.isfinite(x)]
+    return float(finite.mean()) if finite.size else float("nan")
 
 
 def _record(result: FitResult, logs: dict, state: Any, cfg: Config, n_members: int) -> None:
