@@ -439,8 +439,11 @@ def check_run(case: Case, cfg: Config) -> None:
     for name in ("train_acc", "test_acc"):
         acc = result.log_array(name)
         assert ((acc[np.isfinite(acc)] >= 0) & (acc[np.isfinite(acc)] <= 1)).all(), (name, acc)
-    # At step 0, before any update, a model at a moderate scale evaluates to finite numbers.
-    moderate = np.array([m["model.init_scale"] <= 10 and (m["optim.fixed_norm"] or 0) <= 100 for m in members])
+    # At step 0, before any update, a model at a moderate scale evaluates to finite numbers. A fixed
+    # norm is not moderate on its own: a norm of 90 over a 1-wide transformer's few parameters
+    # overflows its logits (seen: modular p=2, d_model=1, fixed_norm 90.8; the same before and after
+    # the scale-out change), so only members without one are held to it.
+    moderate = np.array([m["model.init_scale"] <= 10 and m["optim.fixed_norm"] is None for m in members])
     for name in ("train_loss", "test_loss", "train_acc", "test_acc", "param_norm"):
         first = result.log_array(name)[0]
         assert np.isfinite(first[moderate]).all(), (name, first, members)
