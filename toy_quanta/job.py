@@ -248,14 +248,14 @@ def _run_job(dcfg: DictConfig | Config, out_dir: Path, overrides: list[str] | No
         log.info("%s holds a completed run of this config: nothing to do", out_dir)
         print(f"output directory: {out_dir} (completed earlier)", flush=True)
         return done
+    if stopping.requested() and trained is None:  # a sweep that was asked to stop starts no new job
+        raise Interrupted(stopping.requested(), 0)  # and leaves its directory as it was
     try:
         writer.cfg = cfg
         writer.write_config(text)
         validate(cfg)
         if isinstance(trained, BaseException):
             raise trained
-        if stopping.requested():  # a sweep that was asked to stop starts no new job
-            raise Interrupted(stopping.requested(), 0)
         if result is None:
             compilation_cache.enable(cfg.train.compilation_cache)
             state = out_dir / STATE_FILE if cfg.train.checkpoint_every_s is not None else None
