@@ -62,12 +62,37 @@ def _saved_step(state: Path) -> int:
         return 0
 
 
+def _vmap_sweep(sweep_dir: Path) -> list[str]:
+    """seed=0,1 with the vmap launcher: one group of two members, checkpointed as a group."""
+    return [sys.executable, "-m", "toy_quanta.cli.app", "-m", "hydra/launcher=vmap", "seed=0,1",
+            *[a for a in ARGS if not a.startswith("ensemble.seeds")], f"hydra.sweep.dir={sweep_dir}"]
+
+
+def _vmap_stopped(sweep_dir: Path) -> dict:
+    """The vmap sweep stopped with SIGTERM part-way through its group, then run again."""
+    sweep_dir.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(_vmap_sweep(sweep_dir), cwd=sweep_dir.parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and \
+            max([_saved_step(p) for p in sweep_dir.glob(".vmap_groups/*/train_state.npz")] or [0]) < 1000:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    stopped = {j: json.loads((sweep_dir / str(j) / "summary.json").read_text()) for j in (0, 1)}
+    again = subprocess.run(_vmap_sweep(sweep_dir), cwd=sweep_dir.parent, capture_output=True, text=True, timeout=300)
+    return {"rc": proc.returncode, "stderr": err, "stopped": stopped, "again": again}
+
+
 def background_runs(items, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("resume")
     return {"uninterrupted": lambda: _run(root / "uninterrupted"),
             "sigkill": lambda: _stopped(root / "sigkill", signal.SIGKILL),
             "sigterm": lambda: _stopped(root / "sigterm", signal.SIGTERM),
-            "sigint": lambda: _stopped(root / "sigint", signal.SIGINT, resume=False)}
+            "sigint": lambda: _stopped(root / "sigint", signal.SIGINT, resume=False),
+            "vmap_uninterrupted": lambda: subprocess.run(_vmap_sweep(root / "vmap_whole"), cwd=root, capture_output=True,
+                                                         text=True, timeout=300),
+            "vmap_sigterm": lambda: _vmap_stopped(root / "vmap_stopped")}
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +147,23 @@ def test_a_signal_stops_the_run_with_a_checkpoint_and_no_traceback(how, code, ba
     assert summary["status"] == "interrupted" and summary["checkpoint"].endswith("train_state.npz")
     assert summary["steps"] == got["saved_step"]
     assert got["metrics_rows"] > 0  # the metrics so far are kept
+
+
+def test_a_vmap_group_stopped_by_sigterm_resumes_to_exactly_the_uninterrupted_sweep(background):
+    """hydra/launcher=vmap: SIGTERM stops the group's training with its checkpoint (exit 143, both
+    grid points interrupted); the same sweep run again resumes the group, completes both grid
+    points exactly as a sweep never stopped, and removes the group's checkpoint."""
+    whole = background["vmap_uninterrupted"].result()
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    got = background["vmap_sigterm"].result()
+    assert got["rc"] == 128 + signal.SIGTERM and "Traceback" not in got["stderr"], got["stderr"][-2000:]
+    assert {s["status"] for s in got["stopped"].values()} == {"interrupted"}
+    assert all(0 < s["steps"] < 30000 for s in got["stopped"].values())  # stopped part-way
+    again = got["again"]
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming from step" in again.stdout + again.stderr
+    stopped_dir = Path(again.stdout.split("output directory: ")[-1].strip()).parent
+    whole_dir = Path(whole.stdout.split("output directory: ")[-1].strip()).parent
+    for job in ("0", "1"):
+        _same_run(stopped_dir / job, whole_dir / job)
+    assert not list(stopped_dir.glob(".vmap_groups/*/train_state.npz"))
