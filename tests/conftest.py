@@ -40,6 +40,20 @@ def tiny_config(task=None, model=None, optim=None, train=None, ensemble=None, se
     )
 
 
+def full_batch_train(loss, tx, params, steps: int):
+    """`steps` plain optax steps on loss(params), compiled as one scan: the final parameters."""
+    import jax
+    import optax
+
+    def step(carry, _):
+        p, s = carry
+        u, s = tx.update(jax.grad(loss)(p), s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    (params, _), _ = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), None, length=steps))(params)
+    return params
+
+
 def member(seed=0, alpha=0.4, init_scale=1.0, lr=1e-2, weight_decay=0.0, D=None) -> dict:
     """One member dict as members.expand makes them."""
     return {"seed": seed, "task.alpha": alpha, "task.D": D, "task.train_fraction": None, "model.init_scale": init_scale,

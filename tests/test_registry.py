@@ -59,25 +59,18 @@ def test_the_builtin_tasks_and_models_are_registered():
         assert model.name == name
 
 
-def test_an_unknown_task_names_the_key_the_value_and_every_task():
+@pytest.mark.parametrize("kind,value,lookup,every", [("task", "nope", registry.task, registry.tasks),
+                                                    ("model", "cnn", registry.model, registry.models)])
+def test_an_unknown_name_names_the_key_the_value_and_every_option(kind, value, lookup, every):
     with pytest.raises(ConfigError) as info:
-        registry.task("nope")
+        lookup(value)
     exc = info.value
-    assert exc.key == "task.name" and exc.value == "nope"
-    assert str(exc).startswith("task.name='nope' is not allowed")
-    for name in registry.tasks():
+    assert exc.key == f"{kind}.name" and exc.value == value
+    assert str(exc).startswith(f"{kind}.name={value!r} is not allowed")
+    for name in every():
         assert name in exc.allowed
-    assert "tasks_module=" in exc.allowed
-
-
-def test_an_unknown_model_names_the_key_the_value_and_every_model():
-    with pytest.raises(ConfigError) as info:
-        registry.model("cnn")
-    exc = info.value
-    assert exc.key == "model.name" and exc.value == "cnn"
-    assert str(exc).startswith("model.name='cnn' is not allowed")
-    for name in registry.models():
-        assert name in exc.allowed
+    if kind == "task":
+        assert "tasks_module=" in exc.allowed
 
 
 def test_import_tasks_module_of_a_file_registers_its_task(tmp_path, own_registry):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 
@@ -27,7 +28,5 @@ class Interrupted(Exception):
     `result` is the run as far as it got (engine.loop.FitResult)."""
 
     def __init__(self, signum: int, step: int, result: Any = None):
-        import signal
-
         self.signum, self.step, self.result = signum, step, result
         super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}")

@@ -31,8 +31,8 @@ log = logging.getLogger("toy_quanta")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices on every run
 
 # Settings, not values a sweep varies; the first four may also change when a run resumes.
-_SETTINGS = ("train.progress", "train.checkpoint_every_s", "train.devices", "train.compilation_cache")
-_NOT_SWEPT = (*_SETTINGS, "train.checkpoint", "name", "tasks_module")
+SETTINGS = ("train.progress", "train.checkpoint_every_s", "train.devices", "train.compilation_cache")
+_NOT_SWEPT = (*SETTINGS, "train.checkpoint", "name", "tasks_module")
 FLUSH_EVERY_S = 10.0  # rewrite metrics.parquet at most this often while training
 
 
@@ -46,8 +46,8 @@ def to_config(cfg: DictConfig | Config) -> Config:
         with open_dict(cfg):
             del cfg["hydra"]
     typed = OmegaConf.to_object(cfg)
-    given = _flatten(OmegaConf.to_container(cfg, resolve=False))
-    known = _flatten(OmegaConf.to_container(OmegaConf.structured(typed), resolve=False))
+    given = flatten(OmegaConf.to_container(cfg, resolve=False))
+    known = flatten(OmegaConf.to_container(OmegaConf.structured(typed), resolve=False))
     for key in given:
         if key not in known and not any(key.startswith(k + ".") for k in known if known[k] in (None, {})):
             near = difflib.get_close_matches(key, list(known), n=1)
@@ -56,13 +56,13 @@ def to_config(cfg: DictConfig | Config) -> Config:
     return typed
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys of a nested dict; lists and scalars are leaves."""
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested dict; lists, scalars and empty dicts are leaves."""
     if not isinstance(tree, dict) or not tree:
         return {prefix[:-1]: tree} if prefix else {}
     out = {}
     for key, value in tree.items():
-        out.update(_flatten(value, f"{prefix}{key}."))
+        out.update(flatten(value, f"{prefix}{key}."))
     return out
 
 
@@ -74,11 +74,11 @@ def check_run_dir(out_dir: Path, config_text: str) -> dict[str, Any] | None:
     if not old_path.is_file():
         return None
     try:
-        old = _flatten(yaml.safe_load(old_path.read_text()) or {})
+        old = flatten(yaml.safe_load(old_path.read_text()) or {})
     except yaml.YAMLError as exc:
         raise RunFileError(old_path, f"not readable YAML ({exc})", "the directory is left as it is") from None
-    new = _flatten(yaml.safe_load(config_text))
-    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in _SETTINGS)
+    new = flatten(yaml.safe_load(config_text))
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in SETTINGS)
     if differ:
         shown = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} here" for k in differ[:6])
         more = f" and {len(differ) - 6} more" if len(differ) > 6 else ""

@@ -26,7 +26,7 @@ def _handle(signum: int, frame: Any) -> None:
     signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
 
 
-def install() -> None:
+def _install() -> None:
     """Route SIGTERM and SIGINT to a stop request (main thread only; idempotent)."""
     if threading.current_thread() is not threading.main_thread():
         return
@@ -46,7 +46,7 @@ def watching() -> Iterator[None]:
     outermost = _depth == 0 and threading.current_thread() is threading.main_thread()
     if outermost:
         _requested = None
-        install()
+        _install()
     _depth += 1
     try:
         yield
@@ -65,10 +65,3 @@ def _restore() -> None:
 def requested() -> int | None:
     """The signal that asked to stop, or None."""
     return _requested
-
-
-def reset() -> None:
-    """Forget a request and give the signals back their former handlers (tests, notebooks)."""
-    global _requested
-    _requested = None
-    _restore()

@@ -36,13 +36,14 @@ from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from toy_quanta import registry
+from toy_quanta.job import SETTINGS
 
 log = logging.getLogger(__name__)
 
 # Keys that never split a group besides the per-member scalars: the ensemble lists, labels, and the
-# settings a run may change when it resumes (toy_quanta.job's _SETTINGS), which the group takes from
+# settings a run may change when it resumes (toy_quanta.job.SETTINGS), which the group takes from
 # its first job and which its checkpoint's name leaves out.
-_LABEL_KEYS = ("name", "train.progress", "train.checkpoint_every_s", "train.devices", "train.compilation_cache")
+_LABEL_KEYS = ("name", *SETTINGS)
 GROUPS_DIR = ".vmap_groups"  # under hydra.sweep.dir: one folder per group, holding its training checkpoint
 
 

@@ -11,6 +11,7 @@ import optax
 import pytest
 from flax import nnx
 
+from conftest import full_batch_train
 from toy_quanta.config import OptimConfig
 from toy_quanta.data import sparse_parity as sp
 from toy_quanta.engine.optim import make_optimizer, schedule
@@ -182,15 +183,6 @@ def test_each_optimiser_reduces_the_loss(parity_problem, name, lr):
     def loss(p):
         return optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graphdef, p)(task, bits), label).mean()
 
-    @jax.jit
-    def run(p):
-        def step(carry, _):
-            p, s = carry
-            u, s = tx.update(jax.grad(loss)(p), s, p)
-            return (optax.apply_updates(p, u), s), None
-        (p, _), _ = jax.lax.scan(step, (p, tx.init(p)), None, length=100)
-        return p
-
-    before, after = float(loss(params)), float(loss(run(params)))
+    before, after = float(loss(params)), float(loss(full_batch_train(loss, tx, params, 100)))
     assert before > 0.6
     assert after < 0.5 * before, (before, after)

@@ -10,6 +10,7 @@ import optax
 import pytest
 from flax import nnx
 
+from conftest import full_batch_train
 from toy_quanta.models.embed_mlp import EmbedMLP
 
 P = 7
@@ -91,15 +92,5 @@ def test_fits_tiny_addition_table(combine):
         logits = nnx.merge(graphdef, params)(a, b)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    @jax.jit
-    def train(params):
-        def step(carry, _):
-            params, state = carry
-            updates, state = opt.update(jax.grad(loss)(params), state, params)
-            return (optax.apply_updates(params, updates), state), None
-
-        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=300)
-        return params
-
-    params = train(params)
+    params = full_batch_train(loss, opt, params, 300)
     assert (nnx.merge(graphdef, params)(a, b).argmax(-1) == labels).mean() == 1.0

@@ -12,6 +12,7 @@ import optax
 import pytest
 from flax import nnx
 
+from conftest import full_batch_train
 from toy_quanta.models.mlp import ACTIVATIONS
 from toy_quanta.models.transformer import PRESETS, Transformer, causal_attention, sinusoidal_positions
 
@@ -174,18 +175,7 @@ def test_fits_tiny_addition_table(kw):
         logits = nnx.merge(graphdef, params).logits(tokens)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    @jax.jit
-    def train(params):
-        def step(carry, _):
-            params, state = carry
-            grads = jax.grad(loss)(params)
-            updates, state = opt.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), None
-
-        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=300)
-        return params
-
-    params = train(params)
+    params = full_batch_train(loss, opt, params, 300)
     acc = (nnx.merge(graphdef, params).logits(tokens).argmax(-1) == labels).mean()
     assert acc == 1.0
 

@@ -31,6 +31,7 @@ from toy_quanta.analysis.genic import (FLAT, LABELS, MIN_DROP, MONOGENIC, POLYGE
                                        by_group, check_params, classify, validate_curves)
 from toy_quanta.analysis.collect import job_dirs
 from toy_quanta.data.sparse_parity import LN2, sample, zipf_probs
+from toy_quanta.job import flatten
 from toy_quanta.results import CHECKPOINT_FILE, SUMMARY_FILE, atomic_write, json_safe, load_run, write_json
 
 # The evaluation samples' key: fixed, and apart from the seeds the jobs drew their own data from.
@@ -87,12 +88,7 @@ def find_jobs(sources: list[Path]) -> tuple[list[Path], list[dict[str, str]]]:
 
 
 def _flat(cfg: Any) -> dict[str, Any]:
-    def walk(node: Any, prefix: str) -> dict[str, Any]:
-        if isinstance(node, dict):
-            return {k: v for key, sub in node.items() for k, v in walk(sub, f"{prefix}{key}.").items()}
-        return {prefix[:-1]: node}
-
-    return walk(OmegaConf.to_container(OmegaConf.structured(cfg)), "")
+    return flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
 
 
 def _differences(a: tuple[Any, dict], b: tuple[Any, dict]) -> list[str]:
