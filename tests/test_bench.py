@@ -14,6 +14,7 @@ from toy_quanta.models.mlp import train_flops_per_sample
 from toy_quanta.models.transformer import Transformer, attention_flops_per_sequence, train_flops_per_sequence
 
 
+@pytest.mark.slow  # 12 s; the fast suite is near its 10-minute budget
 def test_bench_prints_consistent_figures_and_a_json_line(quiet_background, capsys):
     bench.main(["--only", "paper", "small", "--paper-steps", "2", "--small-steps", "20", "--members", "4",
                 "--repeats", "1", "--rounds", "3"])

@@ -178,6 +178,7 @@ def width_sweep(sweeps) -> Path:
     return sweeps["width"].result()
 
 
+@pytest.mark.slow  # 20 s with its sweep; test_cli_on_a_npy_file and test_data_sweep_in_one_job stay fast
 def test_cli_on_a_width_sweep(width_sweep, tmp_path):
     proc = _run_cli([width_sweep, "--n-samples", "3000", "--examples", "4"], tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -441,6 +441,7 @@ def test_finite_minibatches_and_train_loss_on_the_first_test_size_samples():
     assert not np.isclose(all_loss.mean(), loss.mean(), rtol=1e-4)
 
 
+@pytest.mark.slow  # 15 s; the finite-mode tests stay fast
 def test_data_sizes_vectorize_each_member_equals_its_D_trained_alone():
     """ensemble.D: members with different D share one training-set array of the largest D, yet
     each trains exactly as a job with task.D = its own D: the first D samples of the array are
