@@ -57,7 +57,8 @@ def full_batch_train(loss, tx, params, steps: int):
 def member(seed=0, alpha=0.4, init_scale=1.0, lr=1e-2, weight_decay=0.0, D=None) -> dict:
     """One member dict as members.expand makes them."""
     return {"seed": seed, "task.alpha": alpha, "task.D": D, "task.train_fraction": None, "model.init_scale": init_scale,
-            "optim.lr": lr, "optim.weight_decay": weight_decay, "optim.fixed_norm": None}
+            "optim.lr": lr, "optim.weight_decay": weight_decay, "optim.fixed_norm": None, "optim.grokfast": "none",
+            "optim.grokfast_alpha": 0.98, "optim.grokfast_lambda": 2.0, "optim.eps": 1e-8, "model.output_scale": 1.0}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -494,3 +494,56 @@ def test_the_new_experiments_compose_to_valid_configs(hydra_compose, experiment)
         assert (cfg.phase.x, cfg.phase.y) == ("optim.lr", "optim.weight_decay")
     if experiment in ("effective_toy", "phase_toy"):
         assert cfg.optim.embed_lr is not None and cfg.model.d_embed == 1
+
+
+ALL_EXPERIMENTS = sorted(p.name.removesuffix(".yaml") for p in resources.files("toy_quanta.conf").joinpath("experiment").iterdir()
+                         if p.name.endswith(".yaml"))
+
+
+@pytest.mark.parametrize("name", ALL_EXPERIMENTS)
+def test_every_experiment_composes_and_validates(hydra_compose, name):
+    validate(to_config(hydra_compose([f"experiment={name}"])))
+
+
+def test_arms_replace_and_extend_from_the_command_line(hydra_compose):
+    """An experiment's arms: `ensemble.arms=null ensemble.arms={...}` replaces them, and
+    `+ensemble.arms.NAME={...}` adds one; dotted and nested keys are the same."""
+    from toy_quanta.engine.members import expand
+
+    replaced = to_config(hydra_compose(["experiment=grokfast", "ensemble.arms=null",
+                                        "ensemble.arms={a: {}, b: {optim: {grokfast: ema}}}"]))
+    validate(replaced)
+    assert [(m["arm"], m["optim.grokfast"]) for m in expand(replaced)] == [("a", "none")] * 3 + [("b", "ema")] * 3
+    added = to_config(hydra_compose(["experiment=grokfast", "+ensemble.arms.c={optim.grokfast_lambda: 9}"]))
+    assert list(added.ensemble.arms)[-1] == "c" and expand(added)[-1]["optim.grokfast_lambda"] == 9.0
+
+
+@pytest.mark.parametrize("arms, key, allowed", [
+    ({"a": {"optim.b2": 0.9}}, "ensemble.arms.a.optim.b2", "per-member key"),
+    ({"a": {"optim.grokfast": "emma"}}, "ensemble.arms.a.optim.grokfast", "one of none, ema, ma"),
+    ({"a": {"optim.weight_decay": -1.0}}, "ensemble.arms.a.optim.weight_decay", ">= 0"),
+    ({"a": {"optim.lr": 0.1}}, "ensemble.arms.a.optim.lr", "not both"),
+    ({"a": 3}, "ensemble.arms.a", "mapping"),
+    ([1, 2], "ensemble.arms", "mapping"),
+])
+def test_bad_arms_are_refused_naming_the_arm_and_key(arms, key, allowed):
+    cfg = tiny_config(ensemble={"arms": arms, "lr": [0.1, 0.2]})
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert info.value.key == key and allowed in info.value.allowed
+
+
+@pytest.mark.parametrize("optim, ensemble, key", [
+    ({"grokfast": "fast"}, {}, "optim.grokfast"),
+    ({"grokfast_alpha": 1.0}, {}, "optim.grokfast_alpha"),
+    ({"grokfast_lambda": -1.0}, {}, "optim.grokfast_lambda"),
+    ({"grokfast_window": 0}, {}, "optim.grokfast_window"),
+    ({}, {"grokfast": ["ema", "emma"]}, "ensemble.grokfast"),
+    ({}, {"grokfast": "ema"}, "ensemble.grokfast"),
+    ({}, {"grokfast_alpha": [0.5, 1.5]}, "ensemble.grokfast_alpha"),
+    ({"orthogonal": "yes"}, {}, "optim.orthogonal"),
+])
+def test_bad_grad_transform_values_are_refused(optim, ensemble, key):
+    with pytest.raises(ConfigError) as info:
+        validate(tiny_config(optim=optim, ensemble=ensemble))
+    assert info.value.key == key

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 from toy_quanta import registry
-from toy_quanta.config import (ENGINE_KEYS, OPTIMIZERS, SCHEDULES, Config, EnsembleConfig, OptimConfig, TrainConfig,
+from toy_quanta.config import (ENGINE_KEYS, GRAD_FILTERS, OPTIMIZERS, SCHEDULES, Config, EnsembleConfig, OptimConfig, TrainConfig,
                                validate)
 from toy_quanta.data.modular import OPS
 from toy_quanta.engine.loop import fit
@@ -38,6 +38,7 @@ from toy_quanta.errors import ConfigError
 from toy_quanta.models.embed_mlp import COMBINES
 from toy_quanta.models.mlp import ACTIVATIONS
 from toy_quanta.models.transformer import POSITIONS
+from toy_quanta.engine import losses
 from toy_quanta.tasks.mnist import LOSSES
 from toy_quanta.tasks.teacher_student import TEACHER_ACTIVATIONS
 
@@ -167,7 +168,23 @@ CORE = [
     knob("ensemble.weight_decay", None, listing(floats(0.0, 10.0)), bad_list(0.0, BAD_NONNEG_ENTRIES), is_list=True),
     knob("ensemble.init_scale", None, listing(floats(0.1, 10.0)), bad_list(1.0, BAD_POS_ENTRIES), is_list=True),
     knob("ensemble.fixed_norm", None, listing(floats(0.1, 100.0)), bad_list(1.0, BAD_POS_ENTRIES), is_list=True),
+    choice("optim.grokfast", GRAD_FILTERS),
+    knob("optim.grokfast_alpha", 0.98, either(one_of(0.0), floats(0.0, 0.99)), BAD_UNIT),
+    knob("optim.grokfast_lambda", 2.0, floats(0.0, 5.0), BAD_NONNEG),
+    pos_int("optim.grokfast_window", 3, 1, 4),
+    flag("optim.grokfast_warmup"),
+    flag("optim.orthogonal"),
+    knob("ensemble.grokfast", None, listing(one_of(*GRAD_FILTERS)), bad_list("ema", ["emma", 1, True, None]),
+         is_list=True),
+    knob("ensemble.grokfast_alpha", None, listing(floats(0.0, 0.99)), bad_list(0.9, [1.0, 1.5, -0.1, NAN, "0.9", None]),
+         is_list=True),
+    knob("ensemble.grokfast_lambda", None, listing(floats(0.0, 5.0)), bad_list(2.0, BAD_NONNEG_ENTRIES), is_list=True),
+    knob("ensemble.eps", None, listing(floats(1e-12, 1e-3)), bad_list(1e-8, BAD_POS_ENTRIES), is_list=True),
+    knob("ensemble.output_scale", None, listing(floats(0.1, 10.0)), bad_list(1.0, BAD_POS_ENTRIES), is_list=True),
 ]
+
+# every built-in model's output scale and centring (engine/scaled.py)
+SCALE_KNOBS = [knob("model.output_scale", 1.0, mostly(floats(0.1, 10.0), 1e3), BAD_POS), flag("model.centred")]
 
 
 def embed_knobs(model_name: str) -> list[Knob]:
@@ -231,6 +248,8 @@ TASK_KNOBS: dict[str, list[Knob]] = {
         knob("task.train_fraction", 0.5, floats(0.01, 0.99), BAD_FRACTIONS),
         nonneg_int("task.split_seed", 0, 0, INT32_END - 1),
         flag("task.full_batch"),
+        choice("task.loss", losses.LOSSES),
+        choice("task.loss_dtype", losses.DTYPES),
         knob("ensemble.train_fraction", None, listing(floats(0.01, 0.99)), bad_list(0.5, BAD_FRACTIONS[1:]),
              is_list=True),
     ],
@@ -239,6 +258,8 @@ TASK_KNOBS: dict[str, list[Knob]] = {
         knob("task.train_fraction", 0.6, _fraction_symbol_add, _bad_fraction_symbol_add),
         nonneg_int("task.split_seed", 0, 0, INT32_END - 1),
         flag("task.full_batch"),
+        choice("task.loss", losses.LOSSES),
+        choice("task.loss_dtype", losses.DTYPES),
         knob("ensemble.train_fraction", None, listing(_fraction_symbol_add),
              lambda v: bad_list(0.6, _bad_fraction_symbol_add(v)[1:]), is_list=True),
     ],
@@ -248,6 +269,7 @@ TASK_KNOBS: dict[str, list[Knob]] = {
         nonneg_int("task.split_seed", 0, 0, INT32_END - 1),
         choice("task.loss", LOSSES),
         flag("task.full_batch"),
+        nonneg_int("task.ntk_samples", 0, 0, 4),
     ],
     "teacher_student": [
         pos_int("task.d_in", 3, 1, 4),
@@ -260,6 +282,7 @@ TASK_KNOBS: dict[str, list[Knob]] = {
         pos_int("task.n_test", 8, 1, 16),
         knob("task.tolerance", 0.5, floats(0.01, 2.0), BAD_POS),
         flag("task.full_batch"),
+        nonneg_int("task.ntk_samples", 0, 0, 4),
     ],
 }
 
@@ -274,6 +297,7 @@ MODEL_KNOBS: dict[str, list[Knob]] = {
         pos_int("model.depth", 1, 1, 2),
         choice("model.activation", ACTIVATIONS),
         flag("model.control_gather"),
+        *SCALE_KNOBS,
     ],
     "transformer": [
         pos_int("model.n_layers", 1, 1, 2),
@@ -285,6 +309,7 @@ MODEL_KNOBS: dict[str, list[Knob]] = {
         choice("model.positions", POSITIONS),
         flag("model.layer_norm"),
         flag("model.tied"),
+        *SCALE_KNOBS,
     ],
     "embed_mlp": [
         pos_int("model.d_embed", 4, 1, 4),
@@ -292,11 +317,20 @@ MODEL_KNOBS: dict[str, list[Knob]] = {
         knob("model.depth", 1, ints(0, 2), BAD_NONNEG_INT),
         choice("model.combine", COMBINES),
         choice("model.activation", ACTIVATIONS),
+        *SCALE_KNOBS,
     ],
     "dense_mlp": [
         pos_int("model.width", 4, 1, 6),
         pos_int("model.depth", 1, 1, 2),
         choice("model.activation", ACTIVATIONS),
+        *SCALE_KNOBS,
+    ],
+    "onehot_mlp": [
+        pos_int("model.width", 4, 1, 6),
+        pos_int("model.depth", 1, 1, 2),
+        choice("model.activation", ACTIVATIONS),
+        flag("model.bias"),
+        *SCALE_KNOBS,
     ],
 }
 
@@ -489,8 +523,7 @@ def test_every_config_key_has_a_knob():
         keys = {k.key for k in TASK_KNOBS[name]}
         fields = {f"task.{f.name}" for f in dataclasses.fields(task.config)} - {"task.name"}
         assert fields == keys - {k for k in keys if k.startswith("ensemble.")}, (name, fields ^ keys)
-        assert owned_lists(name) - {"ensemble.lr", "ensemble.weight_decay", "ensemble.init_scale",
-                                    "ensemble.fixed_norm"} <= keys, name
+        assert owned_lists(name) - {f"ensemble.{n}" for n, _ in ENGINE_KEYS.values()} <= keys, name
         for model in task.models:
             assert model in MODEL_KNOBS, f"model {model!r} has no knobs in tests/test_properties.py"
     for name, model in registry.models().items():

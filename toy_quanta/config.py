@@ -6,6 +6,8 @@ The dataclasses are the schema: Hydra rejects unknown or mistyped keys against t
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
@@ -16,11 +18,19 @@ from toy_quanta.checks import get
 from toy_quanta.errors import ConfigError
 
 # config key -> (the ensemble list that varies it, its type): the per-member scalars every task has
-ENGINE_KEYS: dict[str, tuple[str, type]] = {"model.init_scale": ("init_scale", float), "optim.lr": ("lr", float),
-                                            "optim.weight_decay": ("weight_decay", float),
-                                            "optim.fixed_norm": ("fixed_norm", float)}
+ENGINE_KEYS: dict[str, tuple[str, type]] = {"model.init_scale": ("init_scale", float),
+                                            "model.output_scale": ("output_scale", float), "optim.lr": ("lr", float),
+                                            "optim.weight_decay": ("weight_decay", float), "optim.eps": ("eps", float),
+                                            "optim.fixed_norm": ("fixed_norm", float),
+                                            "optim.grokfast": ("grokfast", str),
+                                            "optim.grokfast_alpha": ("grokfast_alpha", float),
+                                            "optim.grokfast_lambda": ("grokfast_lambda", float)}
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+# Grokfast's gradient filters (engine.filters); a member's kind is its index here
+GRAD_FILTERS = ("none", "ema", "ma")
+# per-member keys whose values are names: the engine holds a member's as its index here
+MEMBER_CHOICES: dict[str, tuple[str, ...]] = {"optim.grokfast": GRAD_FILTERS}
 SCHEDULES = ("constant", "cosine", "linear")
 
 
@@ -44,6 +54,19 @@ class OptimConfig:
     # the embedding (null: lr and weight_decay); lr and weight_decay then apply to everything else.
     embed_lr: Optional[float] = None
     embed_weight_decay: Optional[float] = None
+    # Grokfast (Lee et al. 2024): the gradients the rule sees are g + grokfast_lambda * slow(g),
+    # slow the EMA (alpha) or the mean of the last grokfast_window gradients (ma; with warmup,
+    # nothing is added until the window is full). none: off. Kind, alpha and lambda are per member
+    # (ensemble.grokfast, grokfast_alpha, grokfast_lambda, or ensemble.arms); the ma window costs
+    # grokfast_window copies of the gradients per member.
+    grokfast: str = "none"
+    grokfast_alpha: float = 0.98
+    grokfast_lambda: float = 2.0
+    grokfast_window: int = 100
+    grokfast_warmup: bool = True
+    # Prieto et al. 2025: each tensor's gradient minus its component along the weights, rescaled
+    # to the gradient's norm, before the rule (and before the grokfast filter).
+    orthogonal: bool = False
 
 
 @dataclass
@@ -81,11 +104,21 @@ class EnsembleConfig:
     seeds: int = 1  # members per grid point, with seeds seed, seed+1, ...
     alpha: Optional[list[float]] = None  # sparse parity: task.alpha
     init_scale: Optional[list[float]] = None
+    output_scale: Optional[list[float]] = None  # model.output_scale per member (lazy to rich)
     lr: Optional[list[float]] = None
     weight_decay: Optional[list[float]] = None
+    eps: Optional[list[float]] = None  # Adam's eps per member (Slingshot: a larger eps damps the cycles)
     train_fraction: Optional[list[float]] = None  # modular arithmetic: training fractions, as masks over one table
     fixed_norm: Optional[list[float]] = None  # LU runs: each member's fixed parameter norm w
     D: Optional[list[int]] = None  # sparse parity: training-set sizes (finite mode for every member); the data-scaling axis
+    grokfast: Optional[list[str]] = None  # optim.grokfast per member: none, ema, ma
+    grokfast_alpha: Optional[list[float]] = None
+    grokfast_lambda: Optional[list[float]] = None
+    # Named arms, each a set of per-member values (`{ema: {optim.grokfast: ema, optim.weight_decay:
+    # 0.005}}`; dotted or nested keys): the lists' product is taken once per arm, the arms in this
+    # order (slowest). Comparisons of unlike settings, side by side in one program; the job's
+    # summary compares the arms (analysis/arms.py).
+    arms: Any = None  # null or {}: no arms (typed Any: Hydra merges a mapping into a null Dict node badly)
 
 
 @dataclass
@@ -230,18 +263,21 @@ def validate(cfg: Any) -> None:
     _validate_ensemble_lists(cfg, task)
     task.validate(cfg)
     checks.finite(cfg, "model.init_scale", positive=True)
+    _validate_output_scale(cfg, model)
     model.validate(cfg)
     _validate_norm_and_embed(cfg, model)
     _validate_phase(cfg)
 
     checks.finite(cfg, "optim.lr", positive=True)
     checks.finite(cfg, "optim.weight_decay", nonneg=True)
+    _validate_grad_transforms(cfg)
     for key in ("optim.b1", "optim.b2", "optim.momentum"):
         value = get(cfg, key)
         checks.finite(cfg, key, nonneg=True)
         if value >= 1:
             raise ConfigError(key, value, "a number in [0, 1)")
     checks.finite(cfg, "optim.eps", positive=True)
+    checks.list_of(cfg, "ensemble.eps", positive=True)
     checks.nonneg_int(cfg, "optim.warmup_steps")
     checks.choice(cfg, "optim.schedule", SCHEDULES)
     checks.finite(cfg, "optim.final_lr_factor", nonneg=True)
@@ -263,6 +299,96 @@ def validate(cfg: Any) -> None:
     seed = get(cfg, "seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31 - get(cfg, "ensemble.seeds"):
         raise ConfigError("seed", seed, "an integer in [0, 2^31 - ensemble.seeds)")
+    _validate_arms(cfg, task)
+
+
+def _validate_output_scale(cfg: Any, model: Any) -> None:
+    """model.output_scale and model.centred (engine.scaled): every built-in model config has them;
+    one of your own may leave them out, and then no member may ask for a scale."""
+    try:
+        get(cfg, "model.output_scale")
+    except (AttributeError, KeyError):
+        if get(cfg, "ensemble.output_scale") is not None:
+            raise ConfigError("ensemble.output_scale", get(cfg, "ensemble.output_scale"),
+                              f"null for model={model.name} (its config has no output_scale)") from None
+        return
+    checks.finite(cfg, "model.output_scale", positive=True)
+    checks.list_of(cfg, "ensemble.output_scale", positive=True)
+    if not isinstance(get(cfg, "model.centred"), bool):
+        raise ConfigError("model.centred", get(cfg, "model.centred"), "true or false")
+
+
+def _validate_grad_transforms(cfg: Any) -> None:
+    checks.choice(cfg, "optim.grokfast", GRAD_FILTERS)
+    alpha = get(cfg, "optim.grokfast_alpha")
+    checks.finite(cfg, "optim.grokfast_alpha", nonneg=True)
+    if alpha >= 1:
+        raise ConfigError("optim.grokfast_alpha", alpha, "a number in [0, 1) (the EMA's decay per step)")
+    checks.finite(cfg, "optim.grokfast_lambda", nonneg=True)
+    checks.positive_int(cfg, "optim.grokfast_window")
+    checks.list_of(cfg, "ensemble.grokfast_lambda", nonneg=True)
+    checks.list_of(cfg, "ensemble.grokfast_alpha", nonneg=True)
+    if any(a >= 1 for a in get(cfg, "ensemble.grokfast_alpha") or []):
+        raise ConfigError("ensemble.grokfast_alpha", list(get(cfg, "ensemble.grokfast_alpha")), "numbers in [0, 1), or null")
+    kinds = get(cfg, "ensemble.grokfast")
+    if kinds is not None and (isinstance(kinds, (str, Mapping)) or not isinstance(kinds, (list, tuple, Sequence))
+                              or not kinds or any(k not in GRAD_FILTERS for k in kinds)):
+        shown = list(kinds) if isinstance(kinds, (list, tuple)) else kinds
+        raise ConfigError("ensemble.grokfast", shown, f"a non-empty list of {', '.join(GRAD_FILTERS)}, or null")
+    for key in ("optim.grokfast_warmup", "optim.orthogonal"):
+        if not isinstance(get(cfg, key), bool):
+            raise ConfigError(key, get(cfg, key), "true or false")
+
+
+def arm_values(values: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """One arm's values under dotted keys: {optim: {lr: 1}} and {"optim.lr": 1} are the same."""
+    out = {}
+    for key, value in (values or {}).items():
+        if isinstance(value, Mapping):
+            out.update(arm_values(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _validate_arms(cfg: Any, task: Any) -> None:
+    """Each arm sets per-member keys of this task that no ensemble list varies, to values their
+    config keys allow (checked by validating the config with the arm's values in)."""
+    arms = get(cfg, "ensemble.arms")
+    if arms is None or (isinstance(arms, Mapping) and not arms):
+        return
+    what = "a mapping of arm names to per-member values ({baseline: {}, ema: {optim.grokfast: ema}}), or {}"
+    if not isinstance(arms, Mapping):
+        raise ConfigError("ensemble.arms", arms, what)
+    keys = {**task.member_keys, **ENGINE_KEYS}
+    for name, values in arms.items():
+        if values is not None and not isinstance(values, Mapping):
+            raise ConfigError(f"ensemble.arms.{name}", values, what)
+        for key, value in arm_values(values).items():
+            where = f"ensemble.arms.{name}.{key}"
+            if key not in keys:
+                raise ConfigError(where, value, f"a per-member key of task {task.name}: one of {', '.join(keys)}")
+            if get(cfg, f"ensemble.{keys[key][0]}") is not None:
+                raise ConfigError(where, value, f"unset here or in ensemble.{keys[key][0]} (not both)")
+            try:
+                validate(_with(cfg, {key: value, "ensemble.arms": None}))
+            except ConfigError as exc:
+                raise ConfigError(where if exc.key == key else exc.key, exc.value, exc.allowed) from None
+
+
+def _with(cfg: Any, values: dict[str, Any]) -> Any:
+    """A copy of cfg (a Config or its dict) with the dotted keys set."""
+    out = copy.deepcopy(cfg)
+    for key, value in values.items():
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        if isinstance(node, dict):
+            node[last] = value
+        else:
+            setattr(node, last, value)
+    return out
 
 
 def _validate_ensemble_lists(cfg: Any, task: Any) -> None:
@@ -270,7 +396,7 @@ def _validate_ensemble_lists(cfg: Any, task: Any) -> None:
     mine = {name: key for key, (name, _) in {**ENGINE_KEYS, **task.member_keys}.items()}
     for f in fields(EnsembleConfig):
         value = get(cfg, f"ensemble.{f.name}")
-        if f.name == "seeds" or value is None or f.name in mine:
+        if f.name in ("seeds", "arms") or value is None or f.name in mine:
             continue
         owners = [t.name for t in registry.tasks().values() if f.name in {n for n, _ in t.member_keys.values()}]
         shown = list(value) if isinstance(value, (list, tuple)) else value  # a scalar or a string as given

@@ -19,7 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from toy_quanta import compilation_cache, registry, results, stopping
-from toy_quanta.analysis import lu, phase
+from toy_quanta.analysis import arms, lu, phase, slingshot
 from toy_quanta.config import Config, validate
 from toy_quanta.engine.checkpoint import STATE_FILE
 from toy_quanta.engine.loop import FitResult, fit
@@ -33,7 +33,8 @@ logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" n
 # Settings, not values a sweep varies; the first four may also change when a run resumes.
 SETTINGS = ("train.progress", "train.checkpoint_every_s", "train.devices", "train.compilation_cache")
 _NOT_SWEPT = (*SETTINGS, "train.checkpoint", "name", "tasks_module")
-FLUSH_EVERY_S = 10.0  # rewrite metrics.parquet at most this often while training
+FLUSH_EVERY_S = 10.0
+MAX_SPIKES_LISTED = 20  # summary.json lists a member's first loss spikes, and counts them all  # rewrite metrics.parquet at most this often while training
 
 
 def to_config(cfg: DictConfig | Config) -> Config:
@@ -153,6 +154,7 @@ class JobWriter:
             "group": group,
             "members": results.member_summaries(result),
         }
+        self._diagnose(result, summary)
         self._after_run(task, result, snapshots, summary)
         title = f"{cfg.name}: {describe(cfg)}"
         self._grid_analyses(result, frame, summary, title)
@@ -162,6 +164,25 @@ class JobWriter:
         if state.is_file():  # completed and saved: the final parameters are in checkpoint.msgpack
             state.unlink()
         return summary
+
+    def _diagnose(self, result: FitResult, summary: dict[str, Any]) -> None:
+        """Each member's loss spikes (analysis.slingshot) and one-word diagnosis (analysis.phase.diagnose,
+        at phase.threshold and phase.gap_steps, for tasks that log training and validation accuracy)."""
+        steps = np.asarray(result.steps)
+        if {"train_loss", "readout_norm"} <= set(result.logs):
+            summary["slingshot_rule"] = slingshot.RULE
+            for i, member in enumerate(summary["members"]):
+                found = slingshot.spikes(steps, result.log_array("train_loss")[:, i], result.log_array("readout_norm")[:, i])
+                member["loss_spikes"] = {"count": len(found), "first": found[:MAX_SPIKES_LISTED]}
+        if not {"train_acc", "test_acc"} <= set(result.logs):
+            return
+        threshold, gap = self.cfg.phase.threshold, self.cfg.phase.gap_steps
+        found = phase.diagnose(np.asarray(result.steps), result.log_array("train_acc"), result.log_array("test_acc"),
+                               threshold, gap)
+        summary["diagnosis_rule"] = phase.diagnosis_rule(threshold, gap)
+        for i, member in enumerate(summary["members"]):
+            member["diagnosis"] = str(found["diagnosis"][i])
+            member["grokking_delay"] = None if np.isnan(found["delay"][i]) else float(found["delay"][i])
 
     def _after_run(self, task: Any, result: FitResult, snapshots: Any, summary: dict[str, Any]) -> None:
         """The task's extra analyses (modular arithmetic: the progress measures of member 0). The
@@ -174,9 +195,9 @@ class JobWriter:
             summary["progress_error"] = f"{type(exc).__name__}: {exc}"
 
     def _grid_analyses(self, result: FitResult, frame: pd.DataFrame, summary: dict[str, Any], title: str) -> None:
-        """A phase diagram (phase.x/y set) and the LU curves (members at 3 or more fixed norms),
-        written into the job directory and its summary. Like _progress, a failure here is recorded,
-        never turned into a failed job."""
+        """A phase diagram (phase.x/y set), the LU curves (members at 3 or more fixed norms) and the
+        arms' comparison (ensemble.arms), written into the job directory and its summary. Like
+        _after_run, a failure here is recorded, never turned into a failed job."""
         cfg = self.cfg
         norms = {m["optim.fixed_norm"] for m in result.members} - {None}
         for name, wanted, write in (
@@ -184,7 +205,9 @@ class JobWriter:
                  lambda: phase.write_phase(frame, self.out_dir, cfg.phase.x, cfg.phase.y, cfg.phase.threshold,
                                            cfg.phase.gap_steps, title)),
                 ("lu", len(norms) >= 3,
-                 lambda: lu.write_lu(frame, self.out_dir, title, loss_label=registry.task(cfg.task.name).loss_label(cfg)))):
+                 lambda: lu.write_lu(frame, self.out_dir, title, loss_label=registry.task(cfg.task.name).loss_label(cfg))),
+                ("arms", "arm" in frame.columns and "test_acc" in set(frame["metric"]),
+                 lambda: arms.write_arms(frame, self.out_dir, title))):
             if not wanted:
                 continue
             try:
@@ -271,7 +294,13 @@ def _run_job(dcfg: DictConfig | Config, out_dir: Path, overrides: list[str] | No
 def _report(summary: dict[str, Any], task: Any) -> None:
     for member in summary["members"][:8]:
         flag = f"  DIVERGED at step {member['diverged_step']}" if member["diverged"] else ""
-        log.info("member %d seed %d: %s%s", member["member"], member["seed"], task.report_line(member), flag)
+        said = f" [{member['diagnosis']}]" if "diagnosis" in member else ""
+        log.info("member %d seed %d: %s%s%s", member["member"], member["seed"], task.report_line(member), said, flag)
+    if "arms" in summary:
+        log.info("arms, steps to validation accuracy (geometric mean [95%% CI] (reached/seeds), speed-up over %s):",
+                 summary["arms"]["baseline"])
+        for line in arms.lines(summary["arms"]):
+            log.info("  %s", line)
     log.info("%d steps in %.1f s (+%.1f s compile), %.0f steps/s", summary["steps"], summary["train_s"],
              summary["compile_s"], summary["steps_per_s"])
     print(f"output directory: {summary['output_dir']}", flush=True)

@@ -4,7 +4,6 @@ so a run that fails part-way leaves the last complete version of each file behin
 from __future__ import annotations
 
 import json
-import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,11 +84,13 @@ def metrics_frame(result: FitResult, columns: dict[str, Any] | None = None) -> p
         # to the task (None) are NaN
         if key == "task.D":
             per_member = pd.array(values, dtype="Int64")
-        elif key == "seed":
-            per_member = np.array(values)
+        elif key == "seed" or any(isinstance(v, str) for v in values):
+            per_member = np.array(values)  # seeds; names (optim.grokfast)
         else:
             per_member = np.array([np.nan if v is None else v for v in values], np.float64)
         frame[key] = per_member[frame["member"].to_numpy()] if len(frame) else []
+    if any("arm" in m for m in result.members):
+        frame["arm"] = np.array([m.get("arm") for m in result.members])[frame["member"].to_numpy()] if len(frame) else []
     for key, value in (columns or {}).items():
         if key not in frame.columns:
             frame[key] = value

@@ -264,3 +264,28 @@ def test_module_entry_point_exits_2_without_traceback(tmp_path):
                           text=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("toy-quanta-phase: error:") and proc.stderr.count("\n") == 1
+
+
+def test_diagnose_labels_planted_curves_by_the_stated_rule():
+    """One planted member per label, at threshold 0.9 and gap 1000 over steps 0..5000."""
+    from toy_quanta.analysis.phase import DIAGNOSES, diagnose, diagnosis_rule
+
+    steps = np.arange(0, 5001, 500)
+    up_at = lambda s: (steps >= s).astype(float)  # noqa: E731
+    curves = {  # (train, val)
+        "generalised": (up_at(500), up_at(1000)),
+        "grokked": (up_at(500), up_at(3000)),
+        "memorised": (up_at(500), 0.3 * up_at(1000)),
+        "overfitting": (up_at(500), np.where((steps >= 1000) & (steps < 3000), 0.6, 0.05)),
+        "not fitted": (0.5 * up_at(500), 0.4 * up_at(500)),
+    }
+    train = np.stack([c[0] for c in curves.values()], 1)
+    val = np.stack([c[1] for c in curves.values()], 1)
+    out = diagnose(steps, train, val, 0.9, 1000)
+    assert list(out["diagnosis"]) == list(curves) and set(curves) == set(DIAGNOSES)
+    np.testing.assert_array_equal(out["delay"][:2], [500, 2500])
+    assert np.isnan(out["delay"][2:]).all()
+    # a grokked run that later loses more than 0.1 of its validation accuracy is overfitting
+    late_drop = up_at(3000) - 0.2 * up_at(4500)
+    assert diagnose(steps, up_at(500), late_drop, 0.9, 1000)["diagnosis"][0] == "overfitting"
+    assert "0.9" in diagnosis_rule(0.9, 1000) and "1000" in diagnosis_rule(0.9, 1000)

@@ -111,3 +111,31 @@ def test_main_prints_json_last_and_exit_status(sweep_copy, capsys):
 def test_main_on_a_missing_directory(tmp_path, capsys):
     assert collect_cli.main([str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_collect_compares_the_jobs_as_arms(sweep_copy, capsys):
+    """--arms KEY: each job's value of KEY names an arm; the comparison is written beside the table
+    and printed; a key that is not a column is refused in one line."""
+    assert collect_cli.main([str(sweep_copy), "--arms", "seed"]) == 0
+    out = capsys.readouterr().out
+    comparison = json.loads((sweep_copy / "arms.json").read_text())
+    assert list(comparison["arms"]) == ["0", "1"] and comparison["arms"]["1"]["95"]["steps"] is not None
+    assert (sweep_copy / "arms.png").stat().st_size > 0 and (sweep_copy / "arms.csv").exists()
+    assert "arms by seed" in out and _last_json_line(out)["arms"].endswith("arms.json")
+    assert collect_cli.main([str(sweep_copy), "--arms", "no_such_key"]) == 2
+    assert "not a column" in capsys.readouterr().err
+
+
+def test_expected_jobs_counts_the_experiments_own_sweep(tmp_path):
+    """hydra.sweeper.params of an experiment (e.g. +collapse_fix: a,b,c) multiply the command line's
+    sweeps; a key the command line overrides counts once."""
+    import yaml
+
+    def write(task, params):
+        (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(
+            {"hydra": {"overrides": {"task": task}, "sweeper": {"params": params}}}))
+        return tq_collect.expected_jobs(tmp_path)
+
+    assert write(["experiment=collapse", "seed=0,1"], {"+collapse_fix": "none,float64,stablemax"}) == 6
+    assert write(["experiment=collapse", "+collapse_fix=none"], {"+collapse_fix": "none,float64,stablemax"}) == 1
+    assert write(["seed=0,1,2"], None) == 3

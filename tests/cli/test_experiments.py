@@ -146,3 +146,52 @@ def test_omnigrok_teacher_student_runs_both_scales(omnigrok_teacher_student):
     norms = _metric(out, "param_norm")
     at0 = norms[norms["step"] == 0].sort_values("member")["value"].to_numpy()
     assert at0[1] / at0[0] == pytest.approx(8.0, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def grokfast(tmp_path_factory):
+    return _run(tmp_path_factory, "grokfast", ["train.steps=40", "train.log_every=10", "task.p=11",
+                                                "model.d_embed=8", "model.width=16", "optim.grokfast_window=5",
+                                                "ensemble.seeds=1", "train.batch_size=32"])
+
+
+def test_grokfast_compares_its_arms_in_the_summary_and_a_figure(grokfast):
+    out, summary = grokfast
+    arms = ["baseline", "baseline_wd_0.005", "baseline_wd_0.01", "ema", "ma"]
+    assert [m["arm"] for m in summary["members"]] == arms
+    assert [m["optim.grokfast"] for m in summary["members"]] == ["none"] * 3 + ["ema", "ma"]
+    comparison = summary["arms"]
+    assert list(comparison["arms"]) == arms and comparison["baseline"] == "baseline" and comparison["budget"] == 40
+    for arm in arms[1:]:
+        for level in ("95", "99"):
+            assert {"steps", "reached", "geomean", "interval", "speedup", "speedup_interval"} <= set(comparison["arms"][arm][level])
+    assert "over baseline_wd_0.005" in comparison["pairwise"]["ema"]
+    assert (out / "arms.png").stat().st_size > 0
+    table = pd.read_csv(out / "arms.csv")
+    assert list(table["arm"]) == [m["arm"] for m in summary["members"]]
+    assert all(m["diagnosis"] in ("generalised", "grokked", "memorised", "overfitting", "not fitted")
+               for m in summary["members"])
+    assert "not fitted" in summary["diagnosis_rule"]
+    frame = pd.read_parquet(out / "metrics.parquet")
+    assert set(frame["arm"]) == set(arms)
+
+
+@pytest.fixture(scope="module")
+def collapse(tmp_path_factory):
+    return _run(tmp_path_factory, "collapse", ["+collapse_fix=stablemax", "train.steps=20", "train.log_every=10",
+                                                "task.p=11", "model.width=16", "ensemble.seeds=1"])
+
+
+def test_collapse_logs_the_collapse_metrics_with_its_fix(collapse):
+    out, summary = collapse
+    cfg = summary["members"][0]
+    assert summary["n_members"] == 1 and cfg["diagnosis"]
+    for name in ("softmax_collapse", "zero_loss", "readout_norm"):
+        rows = _metric(out, name)
+        assert sorted(rows["step"]) == [0, 10, 20], name
+        assert np.isfinite(rows["value"]).all()
+    assert _metric(out, "softmax_collapse")["value"].between(0, 1).all()
+    config = (out / "config.yaml").read_text()
+    assert "loss: stablemax" in config and "loss_dtype: float64" in config and "b2: 0.999" in config

@@ -18,7 +18,9 @@ def test_no_ensemble_is_one_member_with_the_config_values():
     (m,) = expand(cfg)
     assert tuple(m) == VECTOR_KEYS
     assert m == {"seed": 7, "task.alpha": 0.3, "task.D": None, "task.train_fraction": None, "model.init_scale": 0.5,
-                 "optim.lr": 2e-3, "optim.weight_decay": 1e-4, "optim.fixed_norm": None}
+                 "model.output_scale": 1.0, "optim.lr": 2e-3, "optim.weight_decay": 1e-4, "optim.eps": 1e-8,
+                 "optim.fixed_norm": None, "optim.grokfast": "none", "optim.grokfast_alpha": 0.98,
+                 "optim.grokfast_lambda": 2.0}
 
 
 def test_product_of_lists_times_seeds():
@@ -34,7 +36,7 @@ def test_product_of_lists_times_seeds():
         for a in alphas:
             for wd in wds:
                 for s in (10, 11, 12):
-                    expected.add((s, a, None, None, 1.5, lr, wd, None))
+                    expected.add((s, a, None, None, 1.5, 1.0, lr, wd, 1e-8, None, "none", 0.98, 2.0))
     got = [tuple(m[k] for k in VECTOR_KEYS) for m in members]
     assert len(set(got)) == len(got)  # no duplicates
     assert set(got) == expected
@@ -54,11 +56,12 @@ def test_stack_gives_per_member_columns():
     members = expand(cfg)
     h = stack(members, "sparse_parity")
     assert set(h) == {"seed", "task.alpha", "task.D", "model.init_scale", "optim.lr", "optim.weight_decay",
-                      "optim.fixed_norm"}
-    assert h["seed"].dtype == np.int32
+                      "optim.fixed_norm", "optim.grokfast", "optim.grokfast_alpha", "optim.grokfast_lambda",
+                      "optim.eps", "model.output_scale"}
+    assert h["seed"].dtype == np.int32 and h["optim.grokfast"].dtype == np.int32
     for key, arr in h.items():
         assert arr.shape == (4,)
-        if key in ("task.D", "optim.fixed_norm"):  # online members and free norms: null in the config, 0 here
+        if key in ("task.D", "optim.fixed_norm", "optim.grokfast"):  # online, free norms: null, 0 here; "none": 0
             assert not arr.any()
             continue
         np.testing.assert_allclose(arr, np.array([m[key] for m in members], np.float64), rtol=1e-7)
@@ -75,3 +78,17 @@ def test_ensemble_D_list_gives_finite_members_and_the_longest_sets_the_capacity(
     assert train_capacity(expand(tiny_config())) is None
     with pytest.raises(ValueError, match="online"):
         train_capacity([{"task.D": None}, {"task.D": 5}])
+
+
+def test_arms_multiply_the_lists_and_seeds_and_label_their_members():
+    """Each arm (slowest) times the lists' product times the seeds; an arm's values override the
+    config's, keys it leaves alone keep them; stack turns the filter's name into its index."""
+    arms = {"base": {}, "ema": {"optim": {"grokfast": "ema", "weight_decay": 0.1}}, "ma": {"optim.grokfast": "ma"}}
+    cfg = tiny_config(optim={"weight_decay": 0.01}, ensemble={"seeds": 2, "alpha": [0.2, 0.4], "arms": arms})
+    members = expand(cfg)
+    got = [(m["arm"], m["task.alpha"], m["seed"], m["optim.grokfast"], m["optim.weight_decay"]) for m in members]
+    assert got == [(arm, a, s, kind, wd) for arm, kind, wd in (("base", "none", 0.01), ("ema", "ema", 0.1),
+                                                               ("ma", "ma", 0.01))
+                   for a in (0.2, 0.4) for s in (0, 1)]
+    assert stack(members, "sparse_parity")["optim.grokfast"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert "arm" not in expand(tiny_config())[0]

@@ -186,3 +186,18 @@ def test_each_optimiser_reduces_the_loss(parity_problem, name, lr):
     before, after = float(loss(params)), float(loss(full_batch_train(loss, tx, params, 100)))
     assert before > 0.6
     assert after < 0.5 * before, (before, after)
+
+
+def test_a_member_of_an_eps_ensemble_equals_it_trained_alone():
+    """ensemble.eps: Adam's eps per member (traced); each member equals optim.eps set alone."""
+    from conftest import tiny_config
+    from toy_quanta.engine.loop import fit
+    from toy_quanta.engine.members import expand
+
+    cfg = tiny_config(ensemble={"eps": [1e-8, 0.1]})
+    together = fit(cfg, expand(cfg))
+    for i, eps in enumerate((1e-8, 0.1)):
+        alone_cfg = tiny_config(optim={"eps": eps})
+        alone = fit(alone_cfg, expand(alone_cfg))
+        np.testing.assert_allclose(together.log_array("train_loss")[:, i], alone.log_array("train_loss")[:, 0], rtol=1e-5)
+    assert not np.allclose(together.log_array("param_norm")[:, 0], together.log_array("param_norm")[:, 1])

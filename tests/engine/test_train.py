@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import jax
+from flax import nnx
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from toy_quanta.engine.loop import FitResult, fit, make_trainer, trainer_inputs
 from toy_quanta.engine.members import expand
 from toy_quanta.engine.train import log_steps, n_microbatches
 
-LOGGED = ("train_loss", "train_acc", "test_loss", "test_acc", "param_norm", "alive", "subtask_loss", "subtask_acc")
+LOGGED = ("train_loss", "train_acc", "test_loss", "test_acc", "param_norm", "readout_norm", "alive", "subtask_loss",
+          "subtask_acc")
 COMPARED = ("test_loss", "train_loss", "subtask_loss", "param_norm", "test_acc")
 
 
@@ -136,6 +138,15 @@ def base():
     calls = []
     result = fit(cfg, members, on_log=lambda r: calls.append(list(r.steps)))
     return cfg, members, result, calls
+
+
+def test_readout_norm_is_the_last_layers_norm(base):
+    """readout_norm at the last step: the L2 norm of the output layer's kernel and bias (NumPy)."""
+    _, _, r, _ = base
+    out = nnx.to_pure_dict(r.params)["out"]
+    want = np.sqrt(sum(np.sum(np.asarray(x, np.float64)[0] ** 2) for x in jax.tree.leaves(out)))
+    np.testing.assert_allclose(r.log_array("readout_norm")[-1, 0], want, rtol=1e-5)
+    assert r.log_array("readout_norm")[-1, 0] < r.log_array("param_norm")[-1, 0]
 
 
 def test_fit_logs_every_metric_at_the_log_steps(base):

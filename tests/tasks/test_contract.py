@@ -34,6 +34,7 @@ TINY_MODELS: dict[str, dict] = {
     "transformer": dict(d_model=16, n_heads=2, d_mlp=32, n_layers=1),
     "embed_mlp": dict(d_embed=8, width=16),
     "dense_mlp": dict(width=16, depth=1),
+    "onehot_mlp": dict(width=16, depth=1),
     "mlp": dict(width=16),
 }
 # Figures a task writes besides curves.png, with the models they need (None: any model).

@@ -33,7 +33,10 @@ def _hyper(rows):
     cols = list(zip(*rows))
     return {"seed": jnp.asarray(cols[0], jnp.int32), "task.train_fraction": jnp.asarray(cols[1], jnp.float32),
             "model.init_scale": jnp.asarray(cols[2], jnp.float32), "optim.lr": jnp.asarray(cols[3], jnp.float32),
-            "optim.weight_decay": jnp.asarray(cols[4], jnp.float32), "optim.fixed_norm": jnp.zeros(len(rows), jnp.float32)}
+            "optim.weight_decay": jnp.asarray(cols[4], jnp.float32), "optim.fixed_norm": jnp.zeros(len(rows), jnp.float32),
+            "optim.eps": jnp.full(len(rows), 1e-8, jnp.float32), "model.output_scale": jnp.ones(len(rows), jnp.float32),
+            "optim.grokfast": jnp.zeros(len(rows), jnp.int32), "optim.grokfast_alpha": jnp.zeros(len(rows), jnp.float32),
+            "optim.grokfast_lambda": jnp.zeros(len(rows), jnp.float32)}
 
 
 MEMBERS = [(0, 0.5, 1.0, 3e-3, 1.0), (1, 0.3, 2.0, 1e-3, 0.1), (2, 0.7, 0.5, 1e-2, 0.0)]

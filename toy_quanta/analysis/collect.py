@@ -26,7 +26,13 @@ def expected_jobs(sweep_dir: Path) -> int | None:
         return None
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    overrides = yaml.safe_load(path.read_text())["hydra"]["overrides"]["task"]
+    hydra = yaml.safe_load(path.read_text())["hydra"]
+    overrides = list(hydra["overrides"]["task"])
+    # an experiment's own sweep (hydra.sweeper.params, e.g. +collapse_fix: a,b) multiplies too,
+    # unless the command line overrode the same key
+    given = {o.lstrip("+~").partition("=")[0] for o in overrides}
+    params = (hydra.get("sweeper") or {}).get("params") or {}
+    overrides += [f"{key}={value}" for key, value in params.items() if key.lstrip("+~") not in given]
     parsed = OverridesParser.create().parse_overrides(overrides)
     sizes = [len(list(o.sweep_iterator())) if o.is_sweep_override() else 1 for o in parsed]
     return int(pd.Series(sizes).prod()) if sizes else 1

@@ -77,6 +77,35 @@ def classify(steps_L: np.ndarray, train_acc_LxM: np.ndarray, val_acc_LxM: np.nda
     return {"phase": phase_M.astype(object), "steps_train": steps_train_M, "steps_val": steps_val_M, "gap": gap_M}
 
 
+# A single run's diagnosis: the phases above, told apart within one run, plus overfitting.
+DIAGNOSES = ("generalised", "grokked", "memorised", "overfitting", "not fitted")
+OVERFIT_DROP = 0.1  # validation accuracy this far below its peak at the end: overfitting
+
+
+def diagnosis_rule(threshold: float = DEFAULT_THRESHOLD, gap_steps: float = DEFAULT_GAP_STEPS,
+                   drop: float = OVERFIT_DROP) -> str:
+    return (f"not fitted: training accuracy never reached {threshold:g}; overfitting: it did, and the final "
+            f"validation accuracy is more than {drop:g} below its peak; generalised: validation reached {threshold:g} "
+            f"at most {gap_steps:g} steps after training did; grokked: more than {gap_steps:g} steps after (the "
+            f"delay is given); memorised: validation never reached {threshold:g} within the budget")
+
+
+def diagnose(steps_L: np.ndarray, train_acc_LxM: np.ndarray, val_acc_LxM: np.ndarray,
+             threshold: float = DEFAULT_THRESHOLD, gap_steps: float = DEFAULT_GAP_STEPS,
+             drop: float = OVERFIT_DROP) -> dict[str, np.ndarray]:
+    """Per member (M,): "diagnosis" (one of DIAGNOSES, by diagnosis_rule), "delay" (validation's
+    step minus training's at the threshold, NaN unless both reached) and "peak_val"."""
+    phases = classify(steps_L, train_acc_LxM, val_acc_LxM, threshold, gap_steps)
+    val_LxM = _as_LxM(val_acc_LxM, len(steps_L), "val_acc_LxM")
+    peak_M = np.nanmax(np.where(np.isnan(val_LxM), -np.inf, val_LxM), axis=0)
+    final_M = val_LxM[-1]
+    fitted_M = ~np.isnan(phases["steps_train"])
+    fell_M = fitted_M & ~(final_M >= peak_M - drop)  # NaN at the end (diverged) counts as fallen
+    label_M = np.select([~fitted_M, fell_M, phases["phase"] == "comprehension", phases["phase"] == "grokking"],
+                        ["not fitted", "overfitting", "generalised", "grokked"], default="memorised")
+    return {"diagnosis": label_M.astype(object), "delay": phases["gap"], "peak_val": peak_M}
+
+
 def _as_LxM(acc: np.ndarray, n_steps: int, name: str) -> np.ndarray:
     arr = np.asarray(acc, np.float64)
     arr = arr[:, None] if arr.ndim == 1 else arr

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from toy_quanta.analysis import arms
 from toy_quanta.analysis.collect import COLLECTED_FILE, collect
 from toy_quanta.errors import RunFileError
 from toy_quanta.results import atomic_write
@@ -21,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="toy-quanta-collect", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (multirun/NAME/DATE_TIME)")
     parser.add_argument("--out", type=Path, default=None, help=f"table path (default: DIR/{COLLECTED_FILE})")
+    parser.add_argument("--arms", metavar="KEY", default=None,
+                        help="also compare the jobs as arms named by their value of the swept KEY (e.g. collapse_fix): "
+                             "DIR/arms.json, arms.csv and arms.png (analysis/arms.py)")
     args = parser.parse_args(argv)
     try:
         table, report = collect(args.sweep_dir)
@@ -44,6 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         final = final[final["step"] == final.groupby("job")["step"].transform("max")]
         cols = ["job", "member", *[c for c in final.columns if "." in c or c == "seed"]]
         print(final[cols + ["value"]].rename(columns={"value": "final_test_loss"}).to_string(index=False))
+    if args.arms is not None and len(table):
+        try:
+            comparison = arms.write_arms(arms.sweep_frame(table, args.arms), args.sweep_dir,
+                                         f"{args.sweep_dir}: jobs by {args.arms}")
+        except ValueError as exc:
+            print(f"toy-quanta-collect: {exc}", file=sys.stderr)
+            return 2
+        atomic_write(args.sweep_dir / "arms.json", lambda p: p.write_text(json.dumps(comparison, indent=1)))
+        print(f"arms by {args.arms}, steps to validation accuracy (geometric mean [95% CI] (reached/seeds), "
+              f"speed-up over {comparison['baseline']}):")
+        for line in arms.lines(comparison):
+            print(f"  {line}")
+        report["arms"] = str(args.sweep_dir / "arms.json")
     print(json.dumps(report, default=str))
     return 1 if report["jobs_failed"] or report["jobs_missing"] else 0
 

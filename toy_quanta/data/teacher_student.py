@@ -17,9 +17,10 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1 + erf(x / np.sqrt(2)))
 
 
-# The activations config.ACTIVATIONS allows, in NumPy (the teacher lives on the host)
+# The teacher's activations, in NumPy (the teacher lives on the host)
 _ACT = {"relu": lambda x: np.maximum(x, 0.0), "tanh": np.tanh, "gelu": _gelu, "silu": lambda x: x / (1 + np.exp(-x)),
-        "sigmoid": lambda x: 1 / (1 + np.exp(-x)), "identity": lambda x: x}
+        "sigmoid": lambda x: 1 / (1 + np.exp(-x)), "identity": lambda x: x,
+        "square": np.square}  # square: a polynomial target (Kumar et al.'s lazy-to-rich toy); a teacher only
 
 
 class RegressionData(NamedTuple):

@@ -67,9 +67,14 @@ class FitResult:
 def make_trainer(cfg: Config, members: Sequence[dict]) -> tuple[Config, Trainer]:
     """The config as these members' program needs it, and the trainer for its task."""
     # The members' own fixed norms (a vmapped sweep can group jobs whose optim.fixed_norm differ)
-    # decide whether the steps project at all.
+    # decide whether the steps project at all; their grokfast kinds, which filter states to keep;
+    # their output scales, whether the outputs are scaled; their Adam eps, whether it is per member.
     norms = sorted({m["optim.fixed_norm"] for m in members} - {None})
-    cfg = replace(cfg, ensemble=replace(cfg.ensemble, fixed_norm=norms or None))
+    kinds = sorted({m["optim.grokfast"] for m in members})
+    scales = sorted({m["model.output_scale"] for m in members} - {None})
+    eps = sorted({m["optim.eps"] for m in members})
+    cfg = replace(cfg, ensemble=replace(cfg.ensemble, fixed_norm=norms or None, grokfast=kinds,
+                                        output_scale=scales or None, eps=eps))
     task = registry.task(cfg.task.name)
     cfg = task.adapt(cfg, members)
     return cfg, make_train(cfg, task.program(cfg))

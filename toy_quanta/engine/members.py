@@ -1,7 +1,8 @@
 """Ensemble members: which scalar hyperparameters each member of one compiled program gets.
 
 Scalars that may differ between members of one ensemble (one compiled program) are the engine's
-(seed, model.init_scale, optim.lr, optim.weight_decay, optim.fixed_norm) and the ones a task
+(seed, model.init_scale, optim.lr, optim.weight_decay, optim.fixed_norm, the grokfast filter's
+kind, alpha and lambda) and the ones a task
 declares (`Task.member_keys`, e.g. task.alpha). Everything else changes array shapes or the
 program itself, so it splits a sweep into groups.
 """
@@ -15,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from toy_quanta import registry
-from toy_quanta.config import ENGINE_KEYS
+from toy_quanta.config import ENGINE_KEYS, MEMBER_CHOICES, arm_values
 
 
 def vector_keys() -> tuple[str, ...]:
@@ -30,18 +31,25 @@ def member_keys(task_name: str) -> dict[str, tuple[str, type]]:
     return {**registry.task(task_name).member_keys, **ENGINE_KEYS}
 
 
-def expand(cfg: Any) -> list[dict[str, float | int]]:
-    """The members of one job: the product of the ensemble lists (in the order EnsembleConfig
-    declares them), times `ensemble.seeds` seeds.
+def arms(cfg: Any) -> dict[str, dict[str, Any]]:
+    """`ensemble.arms` with each arm's values under dotted keys ({} if no arms)."""
+    return {name: arm_values(values) for name, values in (cfg.ensemble.arms or {}).items()}
 
-    Each member is a dict keyed by vector_keys() (e.g. {"seed": 0, "optim.lr": 1e-3, ...}); a key
-    that does not apply to the task, a free norm and an online task.D are None.
+
+def expand(cfg: Any) -> list[dict[str, Any]]:
+    """The members of one job: for each arm of `ensemble.arms` (or once, without arms), the
+    product of the ensemble lists (in the order EnsembleConfig declares them), times
+    `ensemble.seeds` seeds.
+
+    Each member is a dict keyed by vector_keys() (e.g. {"seed": 0, "optim.lr": 1e-3, ...}), plus
+    "arm" (its arm's name) when there are arms; a key that does not apply to the task, a free norm
+    and an online task.D are None.
     """
     keys = member_keys(cfg.task.name)
     base = {}
     for key, (_, kind) in keys.items():
         section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        value = getattr(getattr(cfg, section), name, None)  # a user's model may lack output_scale
         base[key] = None if value is None else kind(value)
     by_list = {list_name: (key, kind) for key, (list_name, kind) in keys.items()}
     axes = {}
@@ -51,19 +59,35 @@ def expand(cfg: Any) -> list[dict[str, float | int]]:
             key, kind = by_list[f.name]
             axes[key] = [kind(v) for v in values]
     members = []
-    for values in itertools.product(*axes.values()):
-        point = {**base, **dict(zip(axes, values))}
-        for s in range(cfg.ensemble.seeds):
-            members.append({"seed": int(cfg.seed) + s, **point})
+    for arm, values_of_arm in (arms(cfg) or {None: {}}).items():
+        labelled = {"arm": arm} if arm is not None else {}
+        arm_values = {key: None if v is None else keys[key][1](v) for key, v in values_of_arm.items()}
+        for values in itertools.product(*axes.values()):
+            point = {**base, **arm_values, **dict(zip(axes, values))}
+            for s in range(cfg.ensemble.seeds):
+                members.append({"seed": int(cfg.seed) + s, **point, **labelled})
     every = vector_keys()
-    return [{key: m.get(key) for key in every} for m in members]
+    return [{**{key: m.get(key) for key in every}, **({"arm": m["arm"]} if "arm" in m else {})} for m in members]
 
 
 def stack(members: Sequence[dict[str, Any]], task_name: str) -> dict[str, np.ndarray]:
     """(M,) arrays of the members' scalars by key, as the engine's Hyper: int32 seeds and integer
-    keys, float32 for the rest; None (online D, free norm) is 0."""
+    keys, float32 for the rest; None (online D, free norm) is 0; a name (optim.grokfast) is its
+    index in config.MEMBER_CHOICES."""
     out = {"seed": np.array([m["seed"] for m in members], np.int32)}
     for key, (_, kind) in member_keys(task_name).items():
+        if kind is str:
+            out[key] = np.array([MEMBER_CHOICES[key].index(m[key]) for m in members], np.int32)
+            continue
         dtype = np.int32 if kind is int else np.float32
         out[key] = np.array([m[key] or 0 for m in members], dtype)
     return out
+
+
+def values_of(cfg: Any, key: str) -> set[Any]:
+    """Every value the job's members take for a per-member key: its config value, its ensemble
+    list's and the arms' (without expanding the members)."""
+    list_name, _ = member_keys(cfg.task.name)[key]
+    section, name = key.split(".")
+    values = {getattr(getattr(cfg, section), name), *(getattr(cfg.ensemble, list_name, None) or [])}
+    return values | {arm[key] for arm in arms(cfg).values() if key in arm}

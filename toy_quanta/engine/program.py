@@ -22,9 +22,12 @@ class EvalContext(NamedTuple):
 
     model: nnx.Module  # the member's model at its current parameters
     per_sample: Callable[[Batch], tuple[jax.Array, jax.Array]]  # (loss_N, correct_N), blocked by eval_batch_size
+    blocked: Callable[[Callable[[Batch], tuple[jax.Array, ...]], Batch], tuple[jax.Array, ...]]  # any fn, blocked so
     train_loss: jax.Array  # mean minibatch loss of the steps since the last log (meaningful when has_train)
     train_acc: jax.Array
     has_train: jax.Array  # () bool: a step was taken since the last log
+    params: Any = None  # the member's parameters (an nnx State)
+    bind: Callable[[Any], nnx.Module] | None = None  # the member's model at other parameters (as `model`)
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,11 @@ import optax
 from flax import nnx
 
 from toy_quanta import registry
-from toy_quanta.engine.optim import make_optimizer
+from toy_quanta.engine import filters
+from toy_quanta.engine.members import values_of
+from toy_quanta.engine.optim import Grokfast, grokfast_of, make_optimizer
 from toy_quanta.engine.program import EvalContext, Hyper, Program
+from toy_quanta.engine.scaled import Scaled
 
 
 class TrainState(NamedTuple):
@@ -44,6 +47,7 @@ class RunData(NamedTuple):
     hyper: Hyper
     data_key: jax.Array  # the batches' stream: fold_in(data_key, step)
     task: Any  # the task's own constants (Program.init)
+    reference: Any = ()  # the initial parameters, when the outputs are centred (model.centred)
 
 
 class Trainer(NamedTuple):
@@ -129,14 +133,28 @@ def guarded_update(tx: optax.GradientTransformation, params: Any, opt_state: Any
     updates, new_opt_state = tx.update(grads, opt_state, params)
     new_params = fix_norm(optax.apply_updates(params, updates), norm)
     ok = alive & jnp.isfinite(loss) & (loss <= limit) & _all_finite(new_params)
-    return (_tree_where(ok, new_params, params), _tree_where(ok, new_opt_state, opt_state), ok,
+    return (_tree_where(ok, new_params, params), _keep_if(ok, new_opt_state, opt_state), ok,
             jnp.where(alive & ~ok, step, diverged_step))
+
+
+def _keep_if(ok: jax.Array, new: Any, old: Any) -> Any:
+    """The optimiser state where(ok, new, old); a grokfast ring by its one written slot."""
+    is_ring = lambda x: isinstance(x, filters.GrokfastState)  # noqa: E731
+    return jax.tree.map(lambda n, o: filters.keep_if(ok, n, o) if is_ring(n) else jnp.where(ok, n, o), new, old,
+                        is_leaf=is_ring)
 
 
 
 def has_fixed_norm(cfg: Any) -> bool:
     """Whether any member trains at a fixed norm: only then does each step pay for the projection."""
     return cfg.optim.fixed_norm is not None or cfg.ensemble.fixed_norm is not None
+
+
+def has_output_scale(cfg: Any) -> bool:
+    """Whether any member's outputs are scaled (model.output_scale != 1): only then does the step
+    multiply them (a run without it stays bit for bit what it was)."""
+    return (getattr(cfg.model, "output_scale", 1.0) != 1.0
+            or any(s not in (None, 1.0) for s in cfg.ensemble.output_scale or []))
 
 
 def make_model(cfg: Any, key: jax.Array, model_io: dict[str, int] | None = None) -> nnx.Module:
@@ -167,11 +185,20 @@ def make_train(cfg: Any, program: Program) -> Trainer:
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: make_model(cfg, jax.random.key(0), program.model_io)))
     project = has_fixed_norm(cfg)
 
-    def sample_loss(params, batch):
-        return program.loss(nnx.merge(graphdef, params), batch)
+    scaled, centred = has_output_scale(cfg), bool(getattr(cfg.model, "centred", False))
 
-    def weighted_loss(params, batch, weight_B):
-        loss_B, correct_B = sample_loss(params, batch)
+    def bind(params, hyper, reference=None):
+        """The member's model at `params`, its outputs scaled (engine.scaled) if any member's are."""
+        model = nnx.merge(graphdef, params)
+        if not (scaled or centred):
+            return model
+        return Scaled(model, hyper["model.output_scale"], nnx.merge(graphdef, reference) if centred else None)
+
+    def sample_loss(params, batch, data):
+        return program.loss(bind(params, data.hyper, data.reference), batch)
+
+    def weighted_loss(params, batch, weight_B, data):
+        loss_B, correct_B = sample_loss(params, batch, data)
         if not program.train_accuracy:
             correct_B = jnp.zeros_like(loss_B)  # never read: XLA drops what computed it
         if weight_B is None:
@@ -183,30 +210,37 @@ def make_train(cfg: Any, program: Program) -> Trainer:
         microbatch = program.batch_rows  # the task trains on whole batches unless asked
     n_micro = n_microbatches(program.batch_rows, microbatch, jax.default_backend())
 
-    def loss_and_grads(params, batch, weight_B):
+    def loss_and_grads(params, batch, weight_B, data):
         """((loss, accuracy), gradients) of the batch, accumulated over micro-batches."""
         grad_fn = jax.value_and_grad(weighted_loss, has_aux=True)
         if n_micro == 1:
-            return grad_fn(params, batch, weight_B)
+            return grad_fn(params, batch, weight_B, data)
         if weight_B is None:
             weight_B = jnp.full((program.batch_rows,), 1.0 / program.batch_rows)
         micro = jax.tree.map(lambda x: x.reshape(n_micro, -1, *x.shape[1:]), (batch, weight_B))
 
         def add(total, mb):
-            return jax.tree.map(jnp.add, total, grad_fn(params, *mb)), None
+            return jax.tree.map(jnp.add, total, grad_fn(params, *mb, data)), None
 
         zero = jnp.zeros((), jnp.float32)
         total, _ = jax.lax.scan(add, ((zero, zero), jax.tree.map(jnp.zeros_like, params)), micro)
         return total
 
+    kinds = grokfast_of(cfg.optim, values_of(cfg, "optim.grokfast")).kinds
+    # Adam's eps as a constant unless members differ in it: a traced eps costs the step a few %
+    eps_varies = len(values_of(cfg, "optim.eps")) > 1
+
     def optimizer(hyper: Hyper):
-        return make_optimizer(cfg.optim, hyper["optim.lr"], hyper["optim.weight_decay"], tr.steps)
+        grokfast = Grokfast(hyper["optim.grokfast"], hyper["optim.grokfast_alpha"], hyper["optim.grokfast_lambda"], kinds)
+        return make_optimizer(cfg.optim, hyper["optim.lr"], hyper["optim.weight_decay"], tr.steps, grokfast,
+                              hyper["optim.eps"] if eps_varies else None)
 
     def init(hyper: Hyper, member_input: Any) -> tuple[TrainState, RunData]:
         key = jax.random.key(hyper["seed"])
         params = nnx.split(make_model(cfg, jax.random.fold_in(key, 0), program.model_io))[1]
         params = fix_norm(jax.tree.map(lambda p: p * hyper["model.init_scale"], params), hyper["optim.fixed_norm"])
-        data = RunData(hyper=hyper, data_key=jax.random.fold_in(key, 1), task=program.init(hyper, member_input, key))
+        data = RunData(hyper=hyper, data_key=jax.random.fold_in(key, 1), task=program.init(hyper, member_input, key),
+                       reference=params if centred else ())
         zero = jnp.zeros((), jnp.float32)
         state = TrainState(params, optimizer(hyper).init(params), jnp.zeros((), jnp.int32), jnp.ones((), bool),
                            -jnp.ones((), jnp.int32), jnp.full((), jnp.nan, jnp.float32), zero, zero,
@@ -216,7 +250,7 @@ def make_train(cfg: Any, program: Program) -> Trainer:
     def train_step(state: TrainState, data: RunData) -> TrainState:
         key = jax.random.fold_in(data.data_key, state.step)
         batch, weight_B = program.batch(data.task, data.hyper, key, state.step)
-        (loss, acc), grads = loss_and_grads(state.params, batch, weight_B)
+        (loss, acc), grads = loss_and_grads(state.params, batch, weight_B, data)
         params, opt_state, ok, diverged_step = guarded_update(
             optimizer(data.hyper), state.params, state.opt_state, grads, loss, state.alive, state.step,
             state.diverged_step, data.hyper["optim.fixed_norm"] if project else None,
@@ -236,12 +270,19 @@ def make_train(cfg: Any, program: Program) -> Trainer:
     def evaluate(state: TrainState, data: RunData) -> dict[str, jax.Array]:
         denom = jnp.maximum(state.count, 1)
         ctx = EvalContext(
-            model=nnx.merge(graphdef, state.params),
-            per_sample=lambda batch: blocked(lambda b: sample_loss(state.params, b), batch, tr.eval_batch_size),
+            model=bind(state.params, data.hyper, data.reference),
+            per_sample=lambda batch: blocked(lambda b: sample_loss(state.params, b, data), batch, tr.eval_batch_size),
+            blocked=lambda fn, batch: blocked(fn, batch, tr.eval_batch_size),
+            params=state.params, bind=lambda p: bind(p, data.hyper, data.reference),
             train_loss=state.loss_sum / denom, train_acc=state.acc_sum / denom, has_train=state.count > 0)
         logs = program.evaluate(ctx, data.task, data.hyper)
         out = {name: logs.pop(name) for name in CORE_METRICS}
         out["param_norm"] = global_norm(state.params)
+        # The last layer (Slingshot's norm cycles show there): the model's `readout` (the
+        # transformer's unembedding) or its `out` layer (the MLPs'); none for a model with neither.
+        readout = getattr(ctx.model, "readout", None) or getattr(ctx.model, "out", None)
+        if readout is not None:
+            out["readout_norm"] = global_norm(nnx.state(readout, nnx.Param))
         out["alive"] = state.alive.astype(jnp.float32)
         return {**out, **logs}
 

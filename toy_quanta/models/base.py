@@ -20,3 +20,5 @@ class Model:
     build: Callable[[Any, dict[str, int], jax.Array], nnx.Module]
     validate: Callable[[Any], None]
     embedding: bool = False  # has an `embed` module (optim.embed_lr and embed_weight_decay apply to it)
+    describe: Callable[[Any], str] = lambda m: m.name  # a few words on model_cfg, for figure titles
+

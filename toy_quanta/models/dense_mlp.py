@@ -51,6 +51,8 @@ class DenseMLPConfig:
     depth: int = 2
     activation: str = "relu"
     init_scale: float = 1.0
+    output_scale: float = 1.0  # outputs times this (lazy training: larger is lazier); per member: ensemble.output_scale
+    centred: bool = False  # outputs minus the initial model's (Kumar et al.'s centred model)
 
 
 def _validate(cfg: Any) -> None:

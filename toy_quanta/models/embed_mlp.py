@@ -92,6 +92,8 @@ class EmbedMLPConfig:
     depth: int = 1
     activation: str = "relu"
     init_scale: float = 1.0
+    output_scale: float = 1.0  # outputs times this (lazy training: larger is lazier); per member: ensemble.output_scale
+    centred: bool = False  # outputs minus the initial model's (Kumar et al.'s centred model)
 
 
 def _validate(cfg: Any) -> None:
@@ -110,4 +112,5 @@ def _build(m: EmbedMLPConfig, io: dict[str, int], key: jax.Array) -> EmbedMLP:
                     activation=m.activation, n_out=io["n_out"], init_scale=1.0, rngs=nnx.Rngs(key))
 
 
-register_model(Model("embed_mlp", EmbedMLPConfig, _build, _validate, embedding=True))
+register_model(Model("embed_mlp", EmbedMLPConfig, _build, _validate, embedding=True,
+                     describe=lambda m: f"embedding MLP (d_embed {m.d_embed}, width {m.width}, {m.combine})"))

@@ -159,6 +159,8 @@ class MLPConfig:
     depth: int = 1
     activation: str = "relu"
     init_scale: float = 1.0  # multiplies every initial parameter (Omnigrok's alpha)
+    output_scale: float = 1.0  # outputs times this (lazy training: larger is lazier); per member: ensemble.output_scale
+    centred: bool = False  # outputs minus the initial model's (Kumar et al.'s centred model)
     control_gather: bool = True  # gather the control row instead of a one-hot matmul (same function)
 
 

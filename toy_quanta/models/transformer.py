@@ -202,6 +202,11 @@ class Transformer(nnx.Module):
             return x_BxSxD @ self.embed_matrix[: self.n_out].T
         return self.unembed(x_BxSxD)
 
+    @property
+    def readout(self) -> nnx.Module:
+        """The last layer (the engine logs its norm): the unembedding, or tied, the embedding."""
+        return self.embed if self.unembed is None else self.unembed
+
     def __call__(self, tokens_BxS: jax.Array) -> jax.Array:
         """Logits at the last position, (B, n_out)."""
         return self._forward(tokens_BxS, last_only=True)[:, 0]
@@ -271,6 +276,8 @@ class TransformerConfig:
     layer_norm: bool = True
     tied: bool = False  # unembedding = the embedding's residue rows, transposed
     init_scale: float = 1.0
+    output_scale: float = 1.0  # outputs times this (lazy training: larger is lazier); per member: ensemble.output_scale
+    centred: bool = False  # outputs minus the initial model's (Kumar et al.'s centred model)
 
 
 def _validate(cfg: Any) -> None:
@@ -291,4 +298,5 @@ def _build(m: TransformerConfig, io: dict[str, int], key: jax.Array) -> Transfor
                        rngs=nnx.Rngs(key))
 
 
-register_model(Model("transformer", TransformerConfig, _build, _validate, embedding=True))
+register_model(Model("transformer", TransformerConfig, _build, _validate, embedding=True,
+                     describe=lambda m: f"transformer {m.n_layers} layers, width {m.d_model}"))

@@ -23,7 +23,15 @@ def save_figure(fig, path: Path | str, dpi: int = 110) -> str:
 
 
 def member_label(member: dict, varying: list[str]) -> str:
-    return ", ".join(f"{k.split('.')[-1]}={member[k]:g}" for k in varying) or "member 0"
+    """The member's values of the varying keys; with arms, its arm's name stands for the values the arms set."""
+    if "arm" in varying:
+        varying = ["arm", *[k for k in varying if k == "seed"]]
+    shown = (member[k] if k == "arm" else f"{k.split('.')[-1]}={_value(member[k])}" for k in varying)
+    return ", ".join(shown) or "member 0"
+
+
+def _value(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def plot_curves(result: FitResult, path: Path, title: str = "", log_x: bool = False) -> None:

@@ -28,7 +28,10 @@ def plot_grokking(result: FitResult, path: Path, title: str = "", loss_label: st
     varying = [k for k in result.members[0] if len({m[k] for m in result.members}) > 1]
     n = len(result.members)
     colors = plt.cm.plasma(np.linspace(0, 0.85, max(n, 1)))
-    fig, (ax_acc, ax_loss, ax_norm) = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
+    collapse = "softmax_collapse" in result.logs
+    fig, axes = plt.subplots(1, 4 if collapse else 3, figsize=(20 if collapse else 15, 4.6), constrained_layout=True)
+    ax_acc, ax_loss, ax_norm = axes[:3]
+    readout = "readout_norm" in result.logs
     for i in range(n):
         label = member_label(result.members[i], varying) if n <= 12 else None
         ax_acc.plot(steps, result.log_array("test_acc")[:, i], color=colors[i], label=label)
@@ -36,12 +39,21 @@ def plot_grokking(result: FitResult, path: Path, title: str = "", loss_label: st
         ax_loss.plot(steps, result.log_array("test_loss")[:, i], color=colors[i])
         ax_loss.plot(steps, result.log_array("train_loss")[:, i], color=colors[i], ls=":")
         ax_norm.plot(steps, result.log_array("param_norm")[:, i], color=colors[i])
+        if readout:
+            ax_norm.plot(steps, result.log_array("readout_norm")[:, i], color=colors[i], ls="--")
+        if collapse:
+            axes[3].plot(steps, result.log_array("softmax_collapse")[:, i], color=colors[i])
+            axes[3].plot(steps, result.log_array("zero_loss")[:, i], color=colors[i], ls=":")
     ax_acc.axhline(0.99, color="k", lw=0.6, ls="--")
     ax_acc.set(ylabel="accuracy", title="validation (solid) and training (dotted) accuracy", ylim=(-0.02, 1.02))
     ax_loss.set(ylabel=loss_label or "cross-entropy (nats)", yscale="log",
                 title="validation (solid) and training (dotted) loss")
-    ax_norm.set(ylabel="L2 norm of all parameters", title="weight norm")
-    for ax in (ax_acc, ax_loss, ax_norm):
+    ax_norm.set(ylabel="L2 norm", title="weight norm: all parameters" + (" (solid), last layer (dashed)" if readout else ""))
+    if collapse:
+        axes[3].set(ylabel="fraction of training samples", ylim=(-0.02, 1.02),
+                    title="softmax collapse: float32 softmax one-hot (solid), loss exactly 0 (dotted)")
+        axes[3].title.set_fontsize(9)
+    for ax in axes:
         ax.set(xscale="log", xlabel="step")
         ax.grid(alpha=0.3)
     if n <= 12 and varying:

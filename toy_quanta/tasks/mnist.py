@@ -15,6 +15,7 @@ import optax
 from toy_quanta import checks
 from toy_quanta.analysis.milestones import final_milestones, step_or_never, steps_to
 from toy_quanta.data import mnist
+from toy_quanta.engine import ntk
 from toy_quanta.engine.program import EvalContext, Program
 from toy_quanta.errors import ConfigError
 from toy_quanta.registry import register_task
@@ -35,6 +36,7 @@ class MNISTConfig:
     split_seed: int = 0  # which images are in the training set
     loss: str = "mse"  # mse (Omnigrok: MSE against one-hot targets) or cross_entropy
     full_batch: bool = False  # every step on the whole training set; else train.batch_size images drawn from it
+    ntk_samples: int = 0  # > 0: log the NTK's alignment with the targets on this many training images (costly)
 
 
 def per_example_loss(kind: str, out_BxO: jax.Array, y_B: jax.Array) -> jax.Array:
@@ -62,6 +64,10 @@ class DatasetTask(Task):
     def loss_kind(self, cfg: Any) -> str:
         raise NotImplementedError
 
+    def targets(self, cfg: Any, y_B: jax.Array) -> jax.Array:
+        """What the outputs should be, (B, O): one-hot labels (regression overrides: the targets)."""
+        return jax.nn.one_hot(y_B, self.model_io(cfg)["n_out"])
+
     def correct(self, cfg: Any, out_BxO: jax.Array, y_B: jax.Array) -> jax.Array:
         """(B,) bool: classification counts argmax hits."""
         return jnp.argmax(out_BxO, -1) == y_B
@@ -87,11 +93,17 @@ class DatasetTask(Task):
             idx_B = jax.random.randint(key, (tr.batch_size,), 0, n_train)
             return (train_x[idx_B], train_y[idx_B]), None
 
+        n_ntk = min(getattr(t, "ntk_samples", 0), n_train)
+        ntk_x, ntk_y = train_x[:n_ntk], self.targets(cfg, train_y[:n_ntk])
+
         def evaluate(ctx: EvalContext, data, hyper) -> dict[str, jax.Array]:
             train_loss, train_correct = ctx.per_sample((train_x, train_y))
             test_loss, test_correct = ctx.per_sample((test_x, test_y))
-            return {"train_loss": train_loss.mean(), "train_acc": train_correct.mean(),
-                    "test_loss": test_loss.mean(), "test_acc": test_correct.mean()}
+            out = {"train_loss": train_loss.mean(), "train_acc": train_correct.mean(),
+                   "test_loss": test_loss.mean(), "test_acc": test_correct.mean()}
+            if n_ntk:  # Kumar et al.'s lazy-to-rich measure, on the first ntk_samples training samples
+                out["ntk_alignment"] = ntk.alignment(lambda p: ctx.bind(p)(ntk_x), ctx.params, ntk_y)
+            return out
 
         io = {**self.model_io(cfg), "d_in": int(train_x.shape[1])}
         return Program(init=init, batch=batch, loss=loss, evaluate=evaluate,
@@ -136,6 +148,7 @@ class MNIST(DatasetTask):
         mnist.check_source(source, n_train)
         checks.nonneg_int(cfg, "task.split_seed")
         checks.choice(cfg, "task.loss", LOSSES)
+        checks.nonneg_int(cfg, "task.ntk_samples")
 
     def model_io(self, cfg: Any) -> dict[str, int]:
         return {"d_in": int(np.prod(mnist.IMAGE_SHAPE)), "n_out": mnist.N_CLASSES}

@@ -5,17 +5,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from toy_quanta import checks
+from toy_quanta import checks, registry
 from toy_quanta.analysis.milestones import final_milestones, step_or_never
 from toy_quanta.data import modular
 from toy_quanta.data.sparse_parity import LN2
+from toy_quanta.engine import losses
 from toy_quanta.engine.program import EvalContext, Program
 from toy_quanta.errors import ConfigError
 from toy_quanta.registry import register_task
@@ -36,6 +36,10 @@ class ModularConfig:
     train_fraction: float = 0.5
     split_seed: int = 0  # which pairs are in the training set (nested across fractions)
     full_batch: bool = False  # every step on the whole training set; else train.batch_size pairs drawn from it
+    # cross_entropy (softmax) or stablemax (Prieto et al. 2025), computed in loss_dtype (float32 or
+    # float64: softmax collapse sets in far later in float64)
+    loss: str = "cross_entropy"
+    loss_dtype: str = "float32"
 
 
 class Data(NamedTuple):
@@ -46,11 +50,28 @@ class Data(NamedTuple):
     n_train: jax.Array  # () int32
 
 
-def token_loss(model: Any, batch: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    tokens_BxS, labels_B = batch
-    logits_BxO = model.logits(tokens_BxS)
-    loss_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxO, labels_B)
-    return loss_B, (jnp.argmax(logits_BxO, -1) == labels_B).astype(jnp.float32)
+def token_loss(kind: str = "cross_entropy", dtype: str = "float32") -> Callable:
+    """(model, (tokens, labels)) -> (loss_B, correct_B): the task's loss (losses.classification_loss)."""
+    def loss(model: Any, batch: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        tokens_BxS, labels_B = batch
+        logits_BxO = model.logits(tokens_BxS)
+        loss_B = losses.classification_loss(logits_BxO, labels_B, kind, dtype)
+        return loss_B, (jnp.argmax(logits_BxO, -1) == labels_B).astype(jnp.float32)
+
+    return loss
+
+
+def token_eval(kind: str, dtype: str) -> Callable:
+    """(model, (tokens, labels)) -> (loss_B, correct_B, collapsed_B, zero_B), one forward pass: the
+    loss, and whether the float32 softmax collapsed and the loss is exactly 0 (in its own dtype)."""
+    def evaluate(model: Any, batch: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, ...]:
+        tokens_BxS, labels_B = batch
+        logits_BxO = model.logits(tokens_BxS)
+        loss_B, zero_B = losses.classification_loss(logits_BxO, labels_B, kind, dtype, with_zero=True)
+        return (loss_B, (jnp.argmax(logits_BxO, -1) == labels_B).astype(jnp.float32),
+                losses.collapsed(logits_BxO).astype(jnp.float32), zero_B.astype(jnp.float32))
+
+    return evaluate
 
 
 class TableTask(Task):
@@ -58,13 +79,17 @@ class TableTask(Task):
     mask over it (the pairs whose split rank is below round(fraction * N)), so members may differ
     in training fraction (and seed, learning rate, weight decay, init scale) in one program."""
 
-    models: tuple[str, ...] = ("transformer", "embed_mlp")
+    models: tuple[str, ...] = ("transformer", "embed_mlp", "onehot_mlp")
     member_keys = {"task.train_fraction": ("train_fraction", float)}
     headline = ("steps_to_train_99", "steps_to_val_99", "gap_99", "test_acc")
 
     def table(self, t: Any) -> tuple[np.ndarray, np.ndarray]:
         """(tokens (N, 4), answers (N,))."""
         raise NotImplementedError
+
+    def validate_loss(self, cfg: Any) -> None:
+        checks.choice(cfg, "task.loss", losses.LOSSES)
+        checks.choice(cfg, "task.loss_dtype", losses.DTYPES)
 
     def extra_metrics(self, cfg: Any, tokens_NxS: np.ndarray) -> Any:
         """(model, train_mask_N) -> metrics of the representation, or None."""
@@ -105,8 +130,10 @@ class TableTask(Task):
             idx_B = data.order[jax.random.randint(key, (tr.batch_size,), 0, data.n_train)]
             return (tokens[idx_B], labels[idx_B]), None
 
+        eval_fn = token_eval(t.loss, t.loss_dtype)
+
         def evaluate(ctx: EvalContext, data: Data, hyper) -> dict[str, jax.Array]:
-            loss_N, correct_N = ctx.per_sample((tokens, labels))
+            loss_N, correct_N, collapsed_N, zero_N = ctx.blocked(lambda b: eval_fn(ctx.model, b), (tokens, labels))
             train, val = data.train_mask, ~data.train_mask
             n_val = n_pairs - data.n_train
             mean = lambda x, m, n: jnp.sum(jnp.where(m, x, 0.0)) / n  # noqa: E731
@@ -115,10 +142,13 @@ class TableTask(Task):
                 "train_acc": mean(correct_N, train, data.n_train),
                 "test_loss": mean(loss_N, val, n_val),
                 "test_acc": mean(correct_N, val, n_val),
+                # Prieto et al.'s softmax collapse, over the training pairs
+                "softmax_collapse": mean(collapsed_N, train, data.n_train),
+                "zero_loss": mean(zero_N, train, data.n_train),
                 **(extra(ctx.model, train) if extra is not None else {}),
             }
 
-        return Program(init=init, batch=batch, loss=token_loss, evaluate=evaluate,
+        return Program(init=init, batch=batch, loss=token_loss(t.loss, t.loss_dtype), evaluate=evaluate,
                        batch_rows=n_max if t.full_batch else tr.batch_size, model_io=self.model_io(cfg),
                        train_accuracy=False)
 
@@ -153,6 +183,7 @@ class Modular(TableTask):
         for f in checks.get(cfg, "ensemble.train_fraction") or []:
             modular.check(checks.get(cfg, "task.op"), checks.get(cfg, "task.p"), f)
         checks.nonneg_int(cfg, "task.split_seed")
+        self.validate_loss(cfg)
 
     def model_io(self, cfg: Any) -> dict[str, int]:
         p = cfg.task.p
@@ -176,9 +207,9 @@ class Modular(TableTask):
         t, m = cfg.task, cfg.model
         fractions = cfg.ensemble.train_fraction
         data = f"training fraction in {list(fractions)}" if fractions else f"{t.train_fraction:g} of the pairs"
-        model = (f"transformer {m.n_layers} layers, width {m.d_model}" if m.name == "transformer"
-                 else f"embedding MLP (d_embed {m.d_embed}, width {m.width}, {m.combine})")
-        return (f"{t.op} mod {t.p}, {data}; {model}; {cfg.optim.name} lr={cfg.optim.lr:g} "
+        model = registry.model(m.name).describe(m)
+        loss = "" if t.loss == "cross_entropy" and t.loss_dtype == "float32" else f"; {t.loss} in {t.loss_dtype}"
+        return (f"{t.op} mod {t.p}, {data}; {model}{loss}; {cfg.optim.name} lr={cfg.optim.lr:g} "
                 f"wd={cfg.optim.weight_decay:g}, " + ("full batch" if t.full_batch else f"batch {cfg.train.batch_size}"))
 
 

@@ -31,6 +31,8 @@ class SymbolAddConfig:
     train_fraction: float = 0.82
     split_seed: int = 0
     full_batch: bool = True  # the paper's setting; else train.batch_size pairs drawn from the training set
+    loss: str = "cross_entropy"  # or stablemax; computed in loss_dtype (as task=modular)
+    loss_dtype: str = "float32"
 
 
 class SymbolAdd(TableTask):
@@ -46,6 +48,7 @@ class SymbolAdd(TableTask):
         p = checks.get(cfg, "task.p")
         if isinstance(p, bool) or not isinstance(p, int) or not 2 <= p <= SYMBOL_ADD_P_MAX:
             raise ConfigError("task.p", p, f"an integer in [2, {SYMBOL_ADD_P_MAX}] (the number of symbols)")
+        self.validate_loss(cfg)
         n_pairs = p * (p + 1) // 2
         fractions = [("task.train_fraction", checks.get(cfg, "task.train_fraction"))]
         checks.list_of(cfg, "ensemble.train_fraction", positive=True)

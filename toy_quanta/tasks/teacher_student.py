@@ -13,7 +13,7 @@ from toy_quanta.data import teacher_student
 from toy_quanta.registry import register_task
 from toy_quanta.tasks.mnist import DatasetTask
 
-TEACHER_ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "sigmoid", "identity")
+TEACHER_ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "sigmoid", "identity", "square")
 
 
 @dataclass
@@ -34,6 +34,8 @@ class TeacherStudentConfig:
     n_test: int = 2000
     tolerance: float = 0.5  # absolute, in units of the targets' standard deviation
     full_batch: bool = True  # every step on the whole training set; else train.batch_size samples drawn from it
+    # > 0: log the NTK's alignment with the targets on this many training samples (Kumar et al.)
+    ntk_samples: int = 0
 
 
 class TeacherStudent(DatasetTask):
@@ -48,6 +50,7 @@ class TeacherStudent(DatasetTask):
         checks.choice(cfg, "task.teacher_activation", TEACHER_ACTIVATIONS)
         checks.nonneg_int(cfg, "task.teacher_seed")
         checks.finite(cfg, "task.tolerance", positive=True)
+        checks.nonneg_int(cfg, "task.ntk_samples")
 
     def model_io(self, cfg: Any) -> dict[str, int]:
         return {"d_in": cfg.task.d_in, "n_out": cfg.task.d_out}
@@ -57,6 +60,9 @@ class TeacherStudent(DatasetTask):
 
     def loss_kind(self, cfg: Any) -> str:
         return "regression"
+
+    def targets(self, cfg: Any, y_BxO: jax.Array) -> jax.Array:
+        return y_BxO
 
     def correct(self, cfg: Any, out_BxO: jax.Array, y_B: jax.Array) -> jax.Array:
         """Every output within task.tolerance of its target."""
