@@ -525,6 +525,7 @@ def test_arms_replace_and_extend_from_the_command_line(hydra_compose):
     ({"a": {"optim.lr": 0.1}}, "ensemble.arms.a.optim.lr", "not both"),
     ({"a": 3}, "ensemble.arms.a", "mapping"),
     ([1, 2], "ensemble.arms", "mapping"),
+    ({"wd_0.01": {}}, "ensemble.arms", "arm names without"),
 ])
 def test_bad_arms_are_refused_naming_the_arm_and_key(arms, key, allowed):
     cfg = tiny_config(ensemble={"arms": arms, "lr": [0.1, 0.2]})

@@ -362,6 +362,9 @@ def _validate_arms(cfg: Any, task: Any) -> None:
         raise ConfigError("ensemble.arms", arms, what)
     keys = {**task.member_keys, **ENGINE_KEYS}
     for name, values in arms.items():
+        if not isinstance(name, str) or not name or any(c in name for c in ".=,[]{}"):
+            raise ConfigError("ensemble.arms", name, "arm names without . = , brackets or braces (a command line "
+                                                     "cannot address such a name: +ensemble.arms.NAME=...)")
         if values is not None and not isinstance(values, Mapping):
             raise ConfigError(f"ensemble.arms.{name}", values, what)
         for key, value in arm_values(values).items():

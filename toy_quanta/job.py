@@ -33,8 +33,8 @@ logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" n
 # Settings, not values a sweep varies; the first four may also change when a run resumes.
 SETTINGS = ("train.progress", "train.checkpoint_every_s", "train.devices", "train.compilation_cache")
 _NOT_SWEPT = (*SETTINGS, "train.checkpoint", "name", "tasks_module")
-FLUSH_EVERY_S = 10.0
-MAX_SPIKES_LISTED = 20  # summary.json lists a member's first loss spikes, and counts them all  # rewrite metrics.parquet at most this often while training
+FLUSH_EVERY_S = 10.0  # rewrite metrics.parquet at most this often while training
+MAX_SPIKES_LISTED = 20  # summary.json lists a member's first loss spikes, and counts them all
 
 
 def to_config(cfg: DictConfig | Config) -> Config:
@@ -154,7 +154,11 @@ class JobWriter:
             "group": group,
             "members": results.member_summaries(result),
         }
-        self._diagnose(result, summary)
+        try:
+            self._diagnose(result, summary)
+        except Exception as exc:  # noqa: BLE001  (as _after_run: recorded, the finished run is kept)
+            log.warning("the members' diagnosis failed (%s: %s)", type(exc).__name__, exc)
+            summary["diagnosis_error"] = f"{type(exc).__name__}: {exc}"
         self._after_run(task, result, snapshots, summary)
         title = f"{cfg.name}: {describe(cfg)}"
         self._grid_analyses(result, frame, summary, title)

@@ -26,7 +26,8 @@ def _direct_cosine(G: np.ndarray) -> np.ndarray:
     return np.clip(unit @ unit.T, -1, 1)
 
 
-@pytest.mark.parametrize("depth,groups", [(1, ("bits", "hidden", "out")), (2, ("bits", "hidden", "out")),
+@pytest.mark.parametrize("depth,groups", [pytest.param(1, ("bits", "hidden", "out"), marks=pytest.mark.slow),
+                                          (2, ("bits", "hidden", "out")),
                                           (2, ("control", "bits", "hidden", "out")), (3, ("hidden",)),
                                           (2, ("control", "out")), (1, ("control",))])
 def test_blocked_similarity_equals_the_direct_computation(depth, groups):

@@ -42,7 +42,7 @@ def _hyper(rows):
 MEMBERS = [(0, 0.5, 1.0, 3e-3, 1.0), (1, 0.3, 2.0, 1e-3, 0.1), (2, 0.7, 0.5, 1e-2, 0.0)]
 
 
-@pytest.mark.parametrize("full_batch", [False, True])
+@pytest.mark.parametrize("full_batch", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_each_ensemble_member_equals_the_member_trained_alone(full_batch):
     cfg = _cfg(full_batch=full_batch)
     trainer = make_modular_train(cfg)
@@ -93,6 +93,7 @@ def test_a_transformer_trains_through_the_same_engine():
     assert float(np.asarray(logs["train_acc"])[0, -1]) == 1.0  # the training table is memorised
 
 
+@pytest.mark.slow
 def test_modular_addition_groks_with_weight_decay():
     """The grok_modadd setting, shortened: training accuracy first, validation much later."""
     cfg = _cfg(p=53, steps=2500, full_batch=True)

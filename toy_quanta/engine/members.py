@@ -1,8 +1,8 @@
 """Ensemble members: which scalar hyperparameters each member of one compiled program gets.
 
 Scalars that may differ between members of one ensemble (one compiled program) are the engine's
-(seed, model.init_scale, optim.lr, optim.weight_decay, optim.fixed_norm, the grokfast filter's
-kind, alpha and lambda) and the ones a task
+(seed, model.init_scale, model.output_scale, optim.lr, optim.weight_decay, optim.eps,
+optim.fixed_norm, the grokfast filter's kind, alpha and lambda) and the ones a task
 declares (`Task.member_keys`, e.g. task.alpha). Everything else changes array shapes or the
 program itself, so it splits a sweep into groups.
 """
