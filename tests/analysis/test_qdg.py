@@ -40,6 +40,7 @@ def test_blocked_similarity_equals_the_direct_computation(depth, groups):
     np.testing.assert_allclose(cosine_similarity(factors, block=1000), got, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_direct_gradients_match_one_sample_at_a_time():
     model, (task, bits, label) = _setup(2, S=3)
     G = per_sample_gradients(model, task, bits, label, ("control", "bits", "hidden", "out"))
