@@ -41,6 +41,11 @@ def positive_int(cfg: Any, key: str) -> None:
         raise ConfigError(key, value, "an integer >= 1 and < 2^31 (the engine counts in 32-bit integers)")
 
 
+def boolean(cfg: Any, key: str) -> None:
+    if not isinstance(get(cfg, key), bool):
+        raise ConfigError(key, get(cfg, key), "true or false")
+
+
 def nonneg_int(cfg: Any, key: str) -> None:
     value = get(cfg, key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -314,8 +314,7 @@ def _validate_output_scale(cfg: Any, model: Any) -> None:
         return
     checks.finite(cfg, "model.output_scale", positive=True)
     checks.list_of(cfg, "ensemble.output_scale", positive=True)
-    if not isinstance(get(cfg, "model.centred"), bool):
-        raise ConfigError("model.centred", get(cfg, "model.centred"), "true or false")
+    checks.boolean(cfg, "model.centred")
 
 
 def _validate_grad_transforms(cfg: Any) -> None:
@@ -336,8 +335,7 @@ def _validate_grad_transforms(cfg: Any) -> None:
         shown = list(kinds) if isinstance(kinds, (list, tuple)) else kinds
         raise ConfigError("ensemble.grokfast", shown, f"a non-empty list of {', '.join(GRAD_FILTERS)}, or null")
     for key in ("optim.grokfast_warmup", "optim.orthogonal"):
-        if not isinstance(get(cfg, key), bool):
-            raise ConfigError(key, get(cfg, key), "true or false")
+        checks.boolean(cfg, key)
 
 
 def arm_values(values: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:

@@ -18,8 +18,8 @@ import jax
 from flax import nnx
 
 from toy_quanta import checks
-from toy_quanta.errors import ConfigError
 from toy_quanta.models.base import Model
+from toy_quanta.models.dense_mlp import _validate as validate_dense_mlp
 from toy_quanta.models.mlp import ACTIVATIONS, _uniform_fan_in
 from toy_quanta.models.transformer import check_choice
 from toy_quanta.registry import register_model
@@ -80,11 +80,8 @@ class OneHotMLPConfig:
 
 
 def _validate(cfg: Any) -> None:
-    checks.choice(cfg, "model.activation", tuple(ACTIVATIONS))
-    for key in ("model.width", "model.depth"):
-        checks.positive_int(cfg, key)
-    if not isinstance(checks.get(cfg, "model.bias"), bool):
-        raise ConfigError("model.bias", checks.get(cfg, "model.bias"), "true or false")
+    validate_dense_mlp(cfg)  # width, depth, activation: the same rules
+    checks.boolean(cfg, "model.bias")
 
 
 def _build(m: OneHotMLPConfig, io: dict[str, int], key: jax.Array) -> OneHotMLP:
