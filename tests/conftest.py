@@ -259,3 +259,24 @@ def with_values(cfg: Config, **values) -> Config:
             node = getattr(node, p)
         setattr(node, leaf, value)
     return cfg
+
+
+def dot_flops(jaxpr) -> int:
+    """2 x multiply-adds of every dot_general in a jaxpr, sub-jaxprs (jit, custom_jvp, ...) included."""
+    import math
+
+    import jax.extend
+
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (contract_lhs, _), _ = eqn.params["dimension_numbers"]
+            lhs_shape = eqn.invars[0].aval.shape
+            total += 2 * math.prod(lhs_shape[d] for d in contract_lhs) * math.prod(eqn.outvars[0].aval.shape)
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else [param]:
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    total += dot_flops(sub.jaxpr)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    total += dot_flops(sub)
+    return total

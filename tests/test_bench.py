@@ -1,7 +1,6 @@
 """The benchmark (toy_quanta.bench) runs end to end and its figures are consistent (speed itself is not asserted)."""
 
 import json
-import math
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +8,7 @@ import optax
 import pytest
 from flax import nnx
 
+from conftest import dot_flops
 from toy_quanta import bench
 from toy_quanta.models.mlp import train_flops_per_sample
 from toy_quanta.models.transformer import Transformer, attention_flops_per_sequence, train_flops_per_sequence
@@ -74,23 +74,6 @@ def test_grok_section_prints_consistent_figures(quiet_background, capsys):
     assert any("ensemble speedup" in line for line in lines[:-1])
 
 
-def _dot_flops(jaxpr) -> int:
-    """2 x multiply-adds of every dot_general in a jaxpr, sub-jaxprs (jit, custom_jvp, ...) included."""
-    total = 0
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            (contract_lhs, _), _ = eqn.params["dimension_numbers"]
-            lhs_shape = eqn.invars[0].aval.shape
-            total += 2 * math.prod(lhs_shape[d] for d in contract_lhs) * math.prod(eqn.outvars[0].aval.shape)
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else [param]:
-                if isinstance(sub, jax.extend.core.ClosedJaxpr):
-                    total += _dot_flops(sub.jaxpr)
-                elif isinstance(sub, jax.extend.core.Jaxpr):
-                    total += _dot_flops(sub)
-    return total
-
-
 def _abstract_transformer(n_out: int, seq_len: int, arch: dict):
     """graphdef and parameter shapes only: tracing and cost analysis need no values."""
     return nnx.split(nnx.eval_shape(lambda: Transformer(vocab=n_out + 2, n_out=n_out, seq_len=seq_len,
@@ -122,8 +105,8 @@ def test_train_flops_per_sequence_is_the_programs_matrix_products(arch, last_onl
 
     count = train_flops_per_sequence(T, arch["n_layers"], arch["d_model"], arch["d_mlp"], n_out, last_only=last_only)
     attention = B * attention_flops_per_sequence(T, arch["n_layers"], arch["d_model"], last_only)
-    assert 3 * (_dot_flops(jax.make_jaxpr(forward)(params).jaxpr) + attention) == B * count
-    assert _dot_flops(jax.make_jaxpr(jax.grad(loss))(params).jaxpr) + 3 * attention == B * count
+    assert 3 * (dot_flops(jax.make_jaxpr(forward)(params).jaxpr) + attention) == B * count
+    assert dot_flops(jax.make_jaxpr(jax.grad(loss))(params).jaxpr) + 3 * attention == B * count
 
 
 def test_attention_flops_count_the_causal_pairs():

@@ -534,6 +534,13 @@ def test_bad_arms_are_refused_naming_the_arm_and_key(arms, key, allowed):
     assert info.value.key == key and allowed in info.value.allowed
 
 
+@pytest.mark.parametrize("levels", [[], [0.9, 1.5], [0.0], ["0.9"], 0.9, [float("nan")]])
+def test_bad_arms_levels_are_refused(levels):
+    with pytest.raises(ConfigError) as info:
+        validate(tiny_config(ensemble={"arms_levels": levels}))
+    assert info.value.key == "ensemble.arms_levels" and "(0, 1]" in info.value.allowed
+
+
 @pytest.mark.parametrize("optim, ensemble, key", [
     ({"grokfast": "fast"}, {}, "optim.grokfast"),
     ({"grokfast_alpha": 1.0}, {}, "optim.grokfast_alpha"),

@@ -25,7 +25,7 @@ MIN_ROWS = 3
 # those whose yaml says so in its first comment line (claimed_by_comment).
 PAPER_SETTINGS = {"grok_power", "grok_nanda", "omnigrok_mnist", "lu_mnist", "effective_toy", "phase_toy",
                   "paper", "quanta_params_paper", "quanta_data_paper", "quanta_steps_paper", "grokfast_paper",
-                  "grokfast_mnist_paper", "collapse"}
+                  "grokfast_mnist_paper", "collapse", "solvable_emergence", "induction"}
 # "# Power et al. 2022's setting: ...", "# The paper's headline run ...", "# The paper's data scaling ..."
 CLAIM = re.compile(r"^#\s*(?:the paper's\b|[\w-]+ et al\.? \d{4}'s setting\b)", re.I)
 

@@ -40,6 +40,7 @@ from toy_quanta.models.mlp import ACTIVATIONS
 from toy_quanta.models.transformer import POSITIONS
 from toy_quanta.engine import losses
 from toy_quanta.tasks.mnist import LOSSES
+from toy_quanta.tasks.sparse_parity import LOSSES as PARITY_LOSSES
 from toy_quanta.tasks.teacher_student import TEACHER_ACTIVATIONS
 
 NAN, INF = float("nan"), float("inf")
@@ -238,6 +239,9 @@ TASK_KNOBS: dict[str, list[Knob]] = {
         pos_int("task.test_size", 32, 1, 32),
         pos_int("task.per_task_test", 4, 1, 4),
         knob("task.subset_seed", None, optional(ints(0, 2**40)), [-1, 1.5, NAN, "0", True]),
+        choice("task.loss", PARITY_LOSSES),
+        knob("task.target_scale", 1.0, floats(0.1, 10.0), BAD_POS),
+        flag("task.progress"),
         knob("ensemble.alpha", None, listing(floats(0.0, 3.0)), bad_list(0.4, BAD_NONNEG_ENTRIES), is_list=True),
         knob("ensemble.D", None, listing(ints(1, 40)),
              bad_list(10, [0, -1, 1.5, 10.0, INT32_END, NAN, "3", True, None]), is_list=True),
@@ -284,6 +288,17 @@ TASK_KNOBS: dict[str, list[Knob]] = {
         flag("task.full_batch"),
         nonneg_int("task.ntk_samples", 0, 0, 4),
     ],
+    "induction": [  # drawn so that the layout fits: 2 <= block_min <= block_max <= vocab, seq_len >= block_max + 2
+        knob("task.block_min", 2, ints(2, 4), BAD_POS_INT + [1]),
+        knob("task.block_max", 3, lambda v: st.integers(v["task.block_min"], v["task.block_min"] + 3),
+             lambda v: BAD_POS_INT + [v["task.block_min"] - 1, v["task.vocab"] + 1]),
+        knob("task.vocab", 6, lambda v: st.integers(v["task.block_max"], v["task.block_max"] + 6), BAD_POS_INT + [1]),
+        knob("task.seq_len", 6, lambda v: st.integers(v["task.block_max"] + 2, v["task.block_max"] + 8),
+             lambda v: BAD_POS_INT + [v["task.block_max"] + 1]),
+        pos_int("task.test_size", 4, 1, 6),
+        knob("task.probe_size", 2, lambda v: st.integers(1, v["task.test_size"]),
+             lambda v: BAD_POS_INT + [v["task.test_size"] + 1]),
+    ],
 }
 
 
@@ -309,6 +324,7 @@ MODEL_KNOBS: dict[str, list[Knob]] = {
         choice("model.positions", POSITIONS),
         flag("model.layer_norm"),
         flag("model.tied"),
+        knob("model.attn_only", False, lambda v: st.booleans(), [1, 0, "true", None, [True]]),  # checked: a bool
         *SCALE_KNOBS,
     ],
     "embed_mlp": [

@@ -177,3 +177,17 @@ def test_failed_first_write_creates_nothing(tmp_path):
     with pytest.raises(ValueError):
         results.atomic_write(path, lambda p: (p.write_text("{"), (_ for _ in ()).throw(ValueError("x"))))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("analysis", ["qdg", "genic"])
+def test_qdg_and_genic_refuse_a_run_not_trained_with_cross_entropy(tmp_path, analysis):
+    """They read two-logit cross-entropy losses: a squared-loss run is refused, naming its loss,
+    before any checkpoint is read (there is none here)."""
+    from omegaconf import OmegaConf
+
+    from conftest import tiny_config
+    from toy_quanta.errors import ConfigError
+
+    OmegaConf.save(OmegaConf.structured(tiny_config(task={"loss": "mse"})), tmp_path / "config.yaml")
+    with pytest.raises(ConfigError, match="task.loss=mse"):
+        results.load_run(tmp_path, analysis)

@@ -119,6 +119,8 @@ class EnsembleConfig:
     # order (slowest). Comparisons of unlike settings, side by side in one program; the job's
     # summary compares the arms (analysis/arms.py).
     arms: Any = None  # null or {}: no arms (typed Any: Hydra merges a mapping into a null Dict node badly)
+    # the validation accuracies at which the arms are compared (steps to reach each)
+    arms_levels: list[float] = field(default_factory=lambda: [0.95, 0.99])
 
 
 @dataclass
@@ -352,6 +354,10 @@ def arm_values(values: Mapping[str, Any] | None, prefix: str = "") -> dict[str, 
 def _validate_arms(cfg: Any, task: Any) -> None:
     """Each arm sets per-member keys of this task that no ensemble list varies, to values their
     config keys allow (checked by validating the config with the arm's values in)."""
+    levels = get(cfg, "ensemble.arms_levels")
+    if (not isinstance(levels, Sequence) or isinstance(levels, str) or not levels
+            or not all(checks.finite_number(v) and 0 < v <= 1 for v in levels)):
+        raise ConfigError("ensemble.arms_levels", levels, "a non-empty list of accuracies in (0, 1]")
     arms = get(cfg, "ensemble.arms")
     if arms is None or (isinstance(arms, Mapping) and not arms):
         return
@@ -397,7 +403,7 @@ def _validate_ensemble_lists(cfg: Any, task: Any) -> None:
     mine = {name: key for key, (name, _) in {**ENGINE_KEYS, **task.member_keys}.items()}
     for f in fields(EnsembleConfig):
         value = get(cfg, f"ensemble.{f.name}")
-        if f.name in ("seeds", "arms") or value is None or f.name in mine:
+        if f.name in ("seeds", "arms", "arms_levels") or value is None or f.name in mine:
             continue
         owners = [t.name for t in registry.tasks().values() if f.name in {n for n, _ in t.member_keys.values()}]
         shown = list(value) if isinstance(value, (list, tuple)) else value  # a scalar or a string as given

@@ -211,7 +211,7 @@ class JobWriter:
                 ("lu", len(norms) >= 3,
                  lambda: lu.write_lu(frame, self.out_dir, title, loss_label=registry.task(cfg.task.name).loss_label(cfg))),
                 ("arms", "arm" in frame.columns and "test_acc" in set(frame["metric"]),
-                 lambda: arms.write_arms(frame, self.out_dir, title))):
+                 lambda: arms.write_arms(frame, self.out_dir, title, tuple(cfg.ensemble.arms_levels)))):
             if not wanted:
                 continue
             try:
@@ -305,6 +305,8 @@ def _report(summary: dict[str, Any], task: Any) -> None:
                  summary["arms"]["baseline"])
         for line in arms.lines(summary["arms"]):
             log.info("  %s", line)
+    for line in task.report_lines(summary):
+        log.info("%s", line)
     log.info("%d steps in %.1f s (+%.1f s compile), %.0f steps/s", summary["steps"], summary["train_s"],
              summary["compile_s"], summary["steps_per_s"])
     print(f"output directory: {summary['output_dir']}", flush=True)

@@ -227,6 +227,10 @@ def load_run(job_dir: Path, analysis: str = "qdg") -> TrainedRun:
         able = [name for name, t in registry.tasks().items() if analysis in t.analyses]
         raise ConfigError("run_dir", str(job_dir), f"a {' or '.join(n.replace('_', ' ') for n in able)} run (this one trained "
                                                    f"task={cfg.task.name})")
+    loss = getattr(cfg.task, "loss", "cross_entropy")
+    if analysis in ("qdg", "genic") and loss != "cross_entropy":  # both read two-logit cross-entropy losses
+        raise ConfigError("run_dir", str(job_dir), f"a run trained with task.loss=cross_entropy ({analysis} reads the "
+                                                   f"two-logit cross-entropy; this one trained task.loss={loss})")
     ckpt = job_dir / CHECKPOINT_FILE
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt} not found: the job saved no parameters (it ran with train.checkpoint=false, "

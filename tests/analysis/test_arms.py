@@ -73,3 +73,17 @@ def test_a_sweeps_jobs_become_arms_with_members_numbered_across_jobs():
     assert list(c["arms"]) == ["none", "ortho"] and c["arms"]["ortho"]["95"]["steps"] == [300, 400]
     with pytest.raises(ValueError, match="not a column"):
         arms.sweep_frame(table, "nope")
+
+
+def test_other_levels_find_their_own_milestones():
+    """Accuracy 0.5, then 0.85 at the first planted step and 1 at 1.5x it: at levels 0.8 and 0.9
+    the milestones are those two steps (keys "80" and "90")."""
+    rows = []
+    for member, at in enumerate([200, 400, 600]):
+        acc = np.where(STEPS >= 1.5 * at, 1.0, np.where(STEPS >= at, 0.85, 0.5))
+        rows.append(pd.DataFrame({"member": member, "step": STEPS, "metric": "test_acc", "subtask": -1,
+                                  "value": acc, "seed": member, "arm": "only"}))
+    c = arms.compare(pd.concat(rows, ignore_index=True), levels=(0.8, 0.9))
+    assert c["levels"] == [0.8, 0.9]
+    assert c["arms"]["only"]["80"]["steps"] == [200, 400, 600]
+    assert c["arms"]["only"]["90"]["steps"] == [300, 600, 900]

@@ -112,6 +112,7 @@ def _last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_cli_on_a_npy_file(tmp_path):
     rng = np.random.default_rng(2)
     scales = np.geomspace(1e6, 1e9, 10)
@@ -210,6 +211,7 @@ def test_sweep_errors(width_sweep, tmp_path, capsys):
     assert "no completed job with a checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_data_sweep_in_one_job(sweeps):
     """ensemble.D=[...] in one job: the scale axis is the members' task.D."""
     sweep = sweeps["data"].result()  # ensemble.D=[64,256,1024], train.steps=100

@@ -27,7 +27,7 @@ def _direct_cosine(G: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("depth,groups", [pytest.param(1, ("bits", "hidden", "out"), marks=pytest.mark.slow),
-                                          (2, ("bits", "hidden", "out")),
+                                          pytest.param(2, ("bits", "hidden", "out"), marks=pytest.mark.slow),
                                           (2, ("control", "bits", "hidden", "out")), (3, ("hidden",)),
                                           (2, ("control", "out")), (1, ("control",))])
 def test_blocked_similarity_equals_the_direct_computation(depth, groups):

@@ -65,6 +65,7 @@ def phase_toy(tmp_path_factory):
                                                 "ensemble.weight_decay=[0.0,1.0]", "phase.gap_steps=2"])
 
 
+@pytest.mark.slow
 def test_phase_toy_writes_the_phase_diagram(phase_toy):
     out, summary = phase_toy
     assert summary["n_members"] == 4
@@ -123,6 +124,7 @@ def lu_mnist(tmp_path_factory):
                                                f"ensemble.fixed_norm={LU_MNIST_NORMS}"])
 
 
+@pytest.mark.slow
 def test_lu_mnist_writes_the_lu_curves(lu_mnist):
     out, summary = lu_mnist
     _check_lu(out, summary, LU_MNIST_NORMS)
@@ -135,6 +137,7 @@ def omnigrok_teacher_student(tmp_path_factory):
                                                                "train.steps=6", "train.log_count=3"])
 
 
+@pytest.mark.slow
 def test_omnigrok_teacher_student_runs_both_scales(omnigrok_teacher_student):
     out, summary = omnigrok_teacher_student
     assert [m["model.init_scale"] for m in summary["members"]] == [1.0, 8.0]

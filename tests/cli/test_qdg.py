@@ -38,6 +38,7 @@ def trained(background) -> Path:
     return root / "run"
 
 
+@pytest.mark.slow
 def test_qdg_end_to_end(trained):
     proc = run_qdg([str(trained), *QUICK], cwd=trained.parent)
     assert proc.returncode == 0, proc.stderr

@@ -15,8 +15,8 @@ from toy_quanta.engine.loop import FitResult, fit, make_trainer, trainer_inputs
 from toy_quanta.engine.members import expand
 from toy_quanta.engine.train import log_steps, n_microbatches
 
-LOGGED = ("train_loss", "train_acc", "test_loss", "test_acc", "param_norm", "readout_norm", "alive", "subtask_loss",
-          "subtask_acc")
+LOGGED = ("train_loss", "train_acc", "test_loss", "test_acc", "param_norm", "readout_norm", "init_distance", "alive",
+          "subtask_loss", "subtask_acc")
 COMPARED = ("test_loss", "train_loss", "subtask_loss", "param_norm", "test_acc")
 
 
@@ -147,6 +147,20 @@ def test_readout_norm_is_the_last_layers_norm(base):
     want = np.sqrt(sum(np.sum(np.asarray(x, np.float64)[0] ** 2) for x in jax.tree.leaves(out)))
     np.testing.assert_allclose(r.log_array("readout_norm")[-1, 0], want, rtol=1e-5)
     assert r.log_array("readout_norm")[-1, 0] < r.log_array("param_norm")[-1, 0]
+
+
+def test_init_distance_is_the_distance_from_the_initial_parameters(base):
+    """init_distance: 0 at step 0, and at the end the L2 norm of final minus initial parameters
+    (the initial ones from the trainer's own init, in NumPy float64)."""
+    cfg, members, r, _ = base
+    trainer, inputs = trainer_for(cfg, members)
+    state, _ = jax.device_get(jax.jit(jax.vmap(trainer.init))(*inputs))
+    start = jax.tree.map(lambda x: np.asarray(x, np.float64)[0], nnx.to_pure_dict(state.params))
+    end = jax.tree.map(lambda x: np.asarray(x, np.float64), member_params(r, 0))
+    want = math.sqrt(sum(float(np.sum((a - b) ** 2)) for a, b in zip(jax.tree.leaves(end), jax.tree.leaves(start))))
+    assert r.log_array("init_distance")[0, 0] == 0.0
+    np.testing.assert_allclose(r.log_array("init_distance")[-1, 0], want, rtol=1e-5)
+    assert want > 0.1
 
 
 def test_fit_logs_every_metric_at_the_log_steps(base):

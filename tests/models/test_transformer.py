@@ -190,7 +190,8 @@ def _reference_attention(q_BxQxHxK, k_BxTxHxK, v_BxTxHxK):
 
 
 @pytest.mark.parametrize("n_query,seq_len", [pytest.param(4, 4, marks=pytest.mark.slow),
-                                             pytest.param(1, 4, marks=pytest.mark.slow), (2, 5), (1, 1)])
+                                             pytest.param(1, 4, marks=pytest.mark.slow),
+                                             pytest.param(2, 5, marks=pytest.mark.slow), (1, 1)])
 def test_causal_attention_equals_masked_batched_products(n_query, seq_len):
     """The pair-by-pair attention gives the masked softmax of batched products, and the same
     gradients for queries, keys and values."""

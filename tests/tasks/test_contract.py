@@ -28,6 +28,7 @@ TINY_TASKS: dict[str, dict] = {
     "symbol_add": dict(p=5, train_fraction=0.6),
     "mnist": dict(source="embedded", n_train=50),
     "teacher_student": dict(n_train=20, n_test=40),
+    "induction": dict(vocab=16, seq_len=12, block_min=3, block_max=5, test_size=16, probe_size=4),
 }
 # Tiny model settings per built-in model.
 TINY_MODELS: dict[str, dict] = {

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from toy_quanta.analysis import arms
+from toy_quanta.analysis import arms, hidden_progress
 from toy_quanta.analysis.collect import COLLECTED_FILE, collect
 from toy_quanta.errors import RunFileError
 from toy_quanta.results import atomic_write
@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", metavar="KEY", default=None,
                         help="also compare the jobs as arms named by their value of the swept KEY (e.g. collapse_fix): "
                              "DIR/arms.json, arms.csv and arms.png (analysis/arms.py)")
+    parser.add_argument("--steps-to-learn", metavar="KEY", default=None,
+                        help="also fit steps to learn against the swept KEY (task.n) per task.k, with the hidden-progress "
+                             "numbers of each member's plateau: DIR/hidden_progress.json, .csv and .png "
+                             "(analysis/hidden_progress.py)")
     args = parser.parse_args(argv)
     try:
         table, report = collect(args.sweep_dir)
@@ -61,6 +65,21 @@ def main(argv: list[str] | None = None) -> int:
         for line in arms.lines(comparison):
             print(f"  {line}")
         report["arms"] = str(args.sweep_dir / "arms.json")
+    if args.steps_to_learn is not None and len(table):
+        from toy_quanta.plots.hidden_progress import plot_hidden_progress
+
+        key = args.steps_to_learn
+        try:
+            result, curves, members = hidden_progress.write(table, args.sweep_dir, key)
+        except ValueError as exc:
+            print(f"toy-quanta-collect: {exc}", file=sys.stderr)
+            return 2
+        plot_hidden_progress(curves, members, result, args.sweep_dir / hidden_progress.FILES["figure"],
+                             f"{args.sweep_dir}: steps to learn against {key}")
+        print(f"steps to learn against {key}, per k (geometric mean x/÷ geometric s.d. over seeds):")
+        for line in hidden_progress.lines(result):
+            print(f"  {line}")
+        report["hidden_progress"] = str(args.sweep_dir / hidden_progress.FILES["json"])
     print(json.dumps(report, default=str))
     return 1 if report["jobs_failed"] or report["jobs_missing"] else 0
 

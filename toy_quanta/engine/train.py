@@ -47,7 +47,7 @@ class RunData(NamedTuple):
     hyper: Hyper
     data_key: jax.Array  # the batches' stream: fold_in(data_key, step)
     task: Any  # the task's own constants (Program.init)
-    reference: Any = ()  # the initial parameters, when the outputs are centred (model.centred)
+    reference: Any = ()  # the initial parameters: centred outputs (model.centred) and init_distance
 
 
 class Trainer(NamedTuple):
@@ -240,7 +240,7 @@ def make_train(cfg: Any, program: Program) -> Trainer:
         params = nnx.split(make_model(cfg, jax.random.fold_in(key, 0), program.model_io))[1]
         params = fix_norm(jax.tree.map(lambda p: p * hyper["model.init_scale"], params), hyper["optim.fixed_norm"])
         data = RunData(hyper=hyper, data_key=jax.random.fold_in(key, 1), task=program.init(hyper, member_input, key),
-                       reference=params if centred else ())
+                       reference=params)
         zero = jnp.zeros((), jnp.float32)
         state = TrainState(params, optimizer(hyper).init(params), jnp.zeros((), jnp.int32), jnp.ones((), bool),
                            -jnp.ones((), jnp.int32), jnp.full((), jnp.nan, jnp.float32), zero, zero,
@@ -273,11 +273,14 @@ def make_train(cfg: Any, program: Program) -> Trainer:
             model=bind(state.params, data.hyper, data.reference),
             per_sample=lambda batch: blocked(lambda b: sample_loss(state.params, b, data), batch, tr.eval_batch_size),
             blocked=lambda fn, batch: blocked(fn, batch, tr.eval_batch_size),
-            params=state.params, bind=lambda p: bind(p, data.hyper, data.reference),
+            params=state.params, bind=lambda p: bind(p, data.hyper, data.reference), initial=data.reference,
             train_loss=state.loss_sum / denom, train_acc=state.acc_sum / denom, has_train=state.count > 0)
         logs = program.evaluate(ctx, data.task, data.hyper)
         out = {name: logs.pop(name) for name in CORE_METRICS}
         out["param_norm"] = global_norm(state.params)
+        # How far training has moved the parameters (a progress measure that moves while the loss
+        # sits on a plateau: Barak et al. 2022's hidden progress)
+        out["init_distance"] = global_norm(jax.tree.map(jnp.subtract, state.params, data.reference))
         # The last layer (Slingshot's norm cycles show there): the model's `readout` (the
         # transformer's unembedding) or its `out` layer (the MLPs'); none for a model with neither.
         readout = getattr(ctx.model, "readout", None) or getattr(ctx.model, "out", None)

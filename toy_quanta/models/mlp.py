@@ -125,11 +125,19 @@ class MLP(nnx.Module):
     def __call__(self, task_B: jax.Array, bits_BxI: jax.Array) -> jax.Array:
         return self.out(self.features(task_B, bits_BxI))
 
+    @property
+    def bits_kernel(self) -> jax.Array:
+        """The first layer's rows for the n bits, (n, width): where a parity's relevant bits show."""
+        return self.inp.kernel[...][self.n_control:]
+
     def margin(self, task_B: jax.Array, bits_BxI: jax.Array) -> jax.Array:
-        """logits[:, 1] - logits[:, 0], (B,), of a two-output model."""
+        """logits[:, 1] - logits[:, 0], (B,), of a two-output model; the output of a one-output model
+        (a real-valued f for the hinge and squared losses)."""
         kernel_Wx2, bias_2 = self.out.kernel[...], self.out.bias[...]
+        if kernel_Wx2.shape[1] == 1:
+            return self.features(task_B, bits_BxI) @ kernel_Wx2[:, 0] + bias_2[0]
         if kernel_Wx2.shape[1] != 2:
-            raise ValueError(f"margin needs 2 outputs, the model has {kernel_Wx2.shape[1]}")
+            raise ValueError(f"margin needs 1 or 2 outputs, the model has {kernel_Wx2.shape[1]}")
         return self.features(task_B, bits_BxI) @ (kernel_Wx2[:, 1] - kernel_Wx2[:, 0]) + (bias_2[1] - bias_2[0])
 
 

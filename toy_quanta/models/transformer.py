@@ -1,4 +1,5 @@
-"""A decoder-only transformer for modular arithmetic: tokens [a, OP, b, EQ] -> logits over residues.
+"""A decoder-only transformer: modular arithmetic's tokens [a, OP, b, EQ] -> logits over residues,
+and the induction task's long sequences -> next-token logits at every position.
 
 Presets follow Power et al. 2022 (2 layers, pre-LN) and Nanda et al. 2023 (1 layer, no LN); see
 /work/shared/reference/grokking.md. Initialisation: linear kernels N(0, 1/fan_in) (std
@@ -19,6 +20,11 @@ products), and attention over the 4 positions is written out one query and key p
 (`causal_attention`) instead of as batched 4 x 4 products per head. Same function; together they
 took a training step at that setting from about 38 to 27 ms on the 2-core CPU, side by side
 (README, Benchmark).
+
+Longer contexts (S > PAIRWISE_MAX_S, the induction task) take the batched path instead
+(`batched_causal_attention`: per-head score matrices, masked above the diagonal), since the
+written-out loop makes S^2 / 2 pairs of graph nodes. `attn_only` drops the MLPs (Olsson et al.'s
+attention-only models); `attention_patterns` returns every layer's post-softmax attention.
 """
 
 from __future__ import annotations
@@ -82,6 +88,12 @@ def sinusoidal_positions(seq_len: int, d_model: int) -> np.ndarray:
     return pe_SxD.astype(np.float32)
 
 
+# Up to this many positions attention is written out pair by pair (`causal_attention`: modular
+# arithmetic's S = 4, bit for bit what it was); beyond it, batched products with a mask. At S = 16
+# the loop already traces 136 score pairs per layer, and compile time grows as S^2.
+PAIRWISE_MAX_S = 8
+
+
 def causal_attention(q_BxQxHxE: jax.Array, k_BxSxHxE: jax.Array, v_BxSxHxE: jax.Array) -> jax.Array:
     """Softmax attention of queries at the last Q of S positions, each on the keys at or before its
     own position, every head at once: (B, Q, H, E).
@@ -102,24 +114,51 @@ def causal_attention(q_BxQxHxE: jax.Array, k_BxSxHxE: jax.Array, v_BxSxHxE: jax.
     return jnp.stack(out, 1)
 
 
-class Block(nnx.Module):
-    """Attention then MLP, each added to the residual stream (pre-LN when layer_norm)."""
+def attention_weights(q_BxQxHxE: jax.Array, k_BxSxHxE: jax.Array) -> jax.Array:
+    """Post-softmax attention of queries at the last Q of S positions on the keys at or before
+    their own position, as batched per-head score matrices: (B, H, Q, S), zero above the diagonal."""
+    Q, S = q_BxQxHxE.shape[1], k_BxSxHxE.shape[1]
+    scores_BxHxQxS = jnp.einsum("bqhe,bshe->bhqs", q_BxQxHxE, k_BxSxHxE) / math.sqrt(q_BxQxHxE.shape[-1])
+    causal_QxS = np.arange(S)[None, :] <= np.arange(S - Q, S)[:, None]
+    # a large negative, not -inf: a masked score then has an exact zero weight and a zero gradient
+    return jax.nn.softmax(jnp.where(causal_QxS, scores_BxHxQxS, -1e30), axis=-1)
 
-    def __init__(self, d_model: int, n_heads: int, d_mlp: int, activation: str, layer_norm: bool, *, rngs: nnx.Rngs):
+
+def batched_causal_attention(q_BxQxHxE: jax.Array, k_BxSxHxE: jax.Array, v_BxSxHxE: jax.Array) -> jax.Array:
+    """The same function as `causal_attention`, (B, Q, H, E), as two batched products per head: for
+    long sequences, where the pair-by-pair loop's graph (S^2 / 2 pairs) would take minutes to compile."""
+    return jnp.einsum("bhqs,bshe->bqhe", attention_weights(q_BxQxHxE, k_BxSxHxE), v_BxSxHxE)
+
+
+def attention(q_BxQxHxE: jax.Array, k_BxSxHxE: jax.Array, v_BxSxHxE: jax.Array) -> jax.Array:
+    """Causal attention by the path that suits S: pair by pair up to PAIRWISE_MAX_S, else batched."""
+    if k_BxSxHxE.shape[1] <= PAIRWISE_MAX_S:
+        return causal_attention(q_BxQxHxE, k_BxSxHxE, v_BxSxHxE)
+    return batched_causal_attention(q_BxQxHxE, k_BxSxHxE, v_BxSxHxE)
+
+
+class Block(nnx.Module):
+    """Attention then MLP (none when attn_only), each added to the residual stream (pre-LN when
+    layer_norm)."""
+
+    def __init__(self, d_model: int, n_heads: int, d_mlp: int, activation: str, layer_norm: bool, *, rngs: nnx.Rngs,
+                 attn_only: bool = False):
         self.n_heads = n_heads
         self.d_head = d_model // n_heads
         self.act = ACTIVATIONS[activation]
         self.ln_attn = nnx.LayerNorm(d_model, rngs=rngs) if layer_norm else None
-        self.ln_mlp = nnx.LayerNorm(d_model, rngs=rngs) if layer_norm else None
+        self.ln_mlp = nnx.LayerNorm(d_model, rngs=rngs) if layer_norm and not attn_only else None
         self.q = _linear(d_model, d_model, rngs, bias=False)
         self.k = _linear(d_model, d_model, rngs, bias=False)
         self.v = _linear(d_model, d_model, rngs, bias=False)
         self.o = _linear(d_model, d_model, rngs, bias=False)
-        self.mlp_in = _linear(d_model, d_mlp, rngs)
-        self.mlp_out = _linear(d_mlp, d_model, rngs)
+        self.mlp_in = None if attn_only else _linear(d_model, d_mlp, rngs)
+        self.mlp_out = None if attn_only else _linear(d_mlp, d_model, rngs)
 
-    def __call__(self, x_BxSxD: jax.Array, last_only: bool = False) -> jax.Array:
-        """Returns (B, S, D), or (B, 1, D) for the last position when last_only."""
+    def _heads(self, x_BxSxD: jax.Array, last_only: bool):
+        """(xq_RxD, Q, q_BxQxHxE, k_BxSxHxE, v_BxSxHxE): the Q positions that get outputs (the last
+        one, or all S) as residual rows (R = B * Q), their queries, and keys and values at every
+        position, split into heads."""
         B, S, D = x_BxSxD.shape
         heads = lambda x_RxD, n: x_RxD.reshape(B, n, self.n_heads, self.d_head)  # noqa: E731
         x_RxD = x_BxSxD.reshape(B * S, D)  # R = B * S rows: 2-D products (module docstring)
@@ -131,11 +170,24 @@ class Block(nnx.Module):
             Q, xq_RxD, hq_RxD = 1, x_BxSxD[:, -1], h_RxD.reshape(B, S, D)[:, -1]
         else:
             Q, xq_RxD, hq_RxD = S, x_RxD, h_RxD
-        z_BxQxHxE = causal_attention(heads(self.q(hq_RxD), Q), k_BxSxHxE, v_BxSxHxE)
+        return xq_RxD, Q, heads(self.q(hq_RxD), Q), k_BxSxHxE, v_BxSxHxE
+
+    def __call__(self, x_BxSxD: jax.Array, last_only: bool = False) -> jax.Array:
+        """Returns (B, S, D), or (B, 1, D) for the last position when last_only."""
+        B, S, D = x_BxSxD.shape
+        xq_RxD, Q, q_BxQxHxE, k_BxSxHxE, v_BxSxHxE = self._heads(x_BxSxD, last_only)
+        z_BxQxHxE = attention(q_BxQxHxE, k_BxSxHxE, v_BxSxHxE)
         xq_RxD = xq_RxD + self.o(z_BxQxHxE.reshape(B * Q, D))
-        hm_RxD = self.ln_mlp(xq_RxD) if self.ln_mlp is not None else xq_RxD
-        xq_RxD = xq_RxD + self.mlp_out(self.act(self.mlp_in(hm_RxD)))
+        if self.mlp_in is not None:
+            hm_RxD = self.ln_mlp(xq_RxD) if self.ln_mlp is not None else xq_RxD
+            xq_RxD = xq_RxD + self.mlp_out(self.act(self.mlp_in(hm_RxD)))
         return xq_RxD.reshape(B, Q, D)
+
+    def pattern(self, x_BxSxD: jax.Array) -> jax.Array:
+        """Post-softmax attention of every position, (B, H, S, S): row q is position q's weights
+        on positions 0..S-1 (zero after q)."""
+        _, _, q_BxSxHxE, k_BxSxHxE, _ = self._heads(x_BxSxD, last_only=False)
+        return attention_weights(q_BxSxHxE, k_BxSxHxE)
 
 
 class Transformer(nnx.Module):
@@ -155,6 +207,7 @@ class Transformer(nnx.Module):
         init_scale: float = 1.0,
         *,
         rngs: nnx.Rngs,
+        attn_only: bool = False,
     ):
         check_choice("activation", activation, ACTIVATIONS)
         check_choice("positions", positions, POSITIONS)
@@ -173,7 +226,7 @@ class Transformer(nnx.Module):
             self.pos = nnx.Param(_normal(1.0 / math.sqrt(d_model))(rngs.params(), (seq_len, d_model)))
         else:
             self.pos = None
-        self.blocks = nnx.List([Block(d_model, n_heads, d_mlp, activation, layer_norm, rngs=rngs)
+        self.blocks = nnx.List([Block(d_model, n_heads, d_mlp, activation, layer_norm, rngs=rngs, attn_only=attn_only)
                                 for _ in range(n_layers)])
         self.ln_final = nnx.LayerNorm(d_model, rngs=rngs) if layer_norm else None
         self.unembed = None if tied else _linear(d_model, n_out, rngs, bias=False)
@@ -216,17 +269,30 @@ class Transformer(nnx.Module):
         return self(tokens_BxS)
 
     def all_logits(self, tokens_BxS: jax.Array) -> jax.Array:
-        """Logits at every position, (B, S, n_out)."""
+        """Logits at every position, (B, S, n_out): what next-token training uses."""
         return self._forward(tokens_BxS, last_only=False)
+
+    def attention_patterns(self, tokens_BxS: jax.Array) -> jax.Array:
+        """Every layer's post-softmax causal attention, (n_layers, B, H, S, S): [l, b, h, q, k] is
+        how much head h of layer l attends from position q to k (rows sum to 1, zero for k > q)."""
+        x_BxSxD = self.embed(tokens_BxS) + self._positions(tokens_BxS.shape[1])
+        patterns = []
+        for block in self.blocks:
+            patterns.append(block.pattern(x_BxSxD))
+            x_BxSxD = block(x_BxSxD)
+        return jnp.stack(patterns)
 
 
 def attention_flops_per_sequence(seq_len: int, n_layers: int, d_model: int, last_only: bool = True) -> int:
     """Forward FLOPs of the attention's score and value products (QK^T and AV, all heads), as
-    `causal_attention` computes them: elementwise multiply-adds over the causal (query, key) pairs
-    only, d_model of each per pair, 2 FLOPs per multiply-add."""
+    `attention` computes them, d_model multiply-adds per (query, key) pair, 2 FLOPs each: up to
+    PAIRWISE_MAX_S positions (`causal_attention`) elementwise over the causal pairs only; beyond it
+    (`batched_causal_attention`) batched products over every pair, masked after."""
     S = seq_len
 
     def pairs(n_query: int) -> int:
+        if S > PAIRWISE_MAX_S:
+            return n_query * S
         return sum(S - n_query + i + 1 for i in range(n_query))
 
     last = 1 if last_only else S
@@ -239,11 +305,12 @@ def train_flops_per_sequence(seq_len: int, n_layers: int, d_model: int, d_mlp: i
     computes it: 2 FLOPs per multiply-add of every matrix product and of the attention's products.
 
     Counted per block: the Q, K, V and output projections, the attention's QK^T and AV over the
-    causal pairs (`attention_flops_per_sequence`), and the MLP's two layers; then the unembedding
-    (tied or not: d_model x n_out). With `last_only` (`__call__`, what the trainer uses) the last
-    block computes keys and values for all seq_len positions but its query, attention, output
-    projection and MLP, and the unembedding, for the last position only; else (`all_logits`) every
-    position runs everywhere. Not counted: embedding and position lookups (gathers), layer norms,
+    (query, key) pairs it computes (`attention_flops_per_sequence`), and the MLP's two layers; then
+    the unembedding (tied or not: d_model x n_out). An attention-only model (`attn_only`) is
+    counted with d_mlp=0. With `last_only` (`__call__`, what the trainer uses) the last block
+    computes keys and values for all seq_len positions but its query, attention, output projection
+    and MLP, and the unembedding, for the last position only; else (`all_logits`) every position
+    runs everywhere. Not counted: embedding and position lookups (gathers), layer norms,
     softmax, biases, activations and residual adds, O(d_model) per position against O(d_model^2)
     for the products. The backward pass is 2x the forward (a gradient for each operand of each
     product), so the total is 3x the forward. The head count does not change the count.
@@ -278,9 +345,11 @@ class TransformerConfig:
     init_scale: float = 1.0
     output_scale: float = 1.0  # outputs times this (lazy training: larger is lazier); per member: ensemble.output_scale
     centred: bool = False  # outputs minus the initial model's (Kumar et al.'s centred model)
+    attn_only: bool = False  # no MLPs: attention-only blocks (Olsson et al.'s induction models); d_mlp is then unused
 
 
 def _validate(cfg: Any) -> None:
+    checks.boolean(cfg, "model.attn_only")
     checks.choice(cfg, "model.activation", tuple(ACTIVATIONS))
     for key in ("model.n_layers", "model.d_model", "model.n_heads", "model.d_mlp"):
         checks.positive_int(cfg, key)
@@ -295,8 +364,12 @@ def _build(m: TransformerConfig, io: dict[str, int], key: jax.Array) -> Transfor
     return Transformer(vocab=io["vocab"], n_out=io["n_out"], seq_len=io["seq_len"], n_layers=m.n_layers,
                        d_model=m.d_model, n_heads=m.n_heads, d_mlp=m.d_mlp, activation=m.activation,
                        positions=m.positions, layer_norm=m.layer_norm, tied=m.tied, init_scale=1.0,
-                       rngs=nnx.Rngs(key))
+                       rngs=nnx.Rngs(key), attn_only=m.attn_only)
 
 
-register_model(Model("transformer", TransformerConfig, _build, _validate, embedding=True,
-                     describe=lambda m: f"transformer {m.n_layers} layers, width {m.d_model}"))
+def _describe(m: TransformerConfig) -> str:
+    heads = f", {m.n_heads} heads, attention only" if m.attn_only else ""
+    return f"transformer {m.n_layers} layers, width {m.d_model}{heads}"
+
+
+register_model(Model("transformer", TransformerConfig, _build, _validate, embedding=True, describe=_describe))

@@ -66,6 +66,10 @@ class Task:
         """Extra analyses of a finished job, merged into summary.json (a failure is recorded there)."""
         return {}
 
+    def report_lines(self, summary: dict[str, Any]) -> list[str]:
+        """Lines the job's log shows after the members' (e.g. what after_run found)."""
+        return []
+
     def describe(self, cfg: Any) -> str:
         """One line: the task, the model and the optimiser, for figure titles."""
         return f"{self.name}; {cfg.model.name}; {cfg.optim.name} lr={cfg.optim.lr:g} wd={cfg.optim.weight_decay:g}"

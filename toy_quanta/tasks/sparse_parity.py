@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence
@@ -20,7 +21,13 @@ from toy_quanta.registry import register_task
 from toy_quanta.tasks.base import Task
 
 TRAIN_BLOCK = 1024  # a finite training set is drawn in blocks of this many samples
+log = logging.getLogger("toy_quanta")
+
 LEARNED_BITS = 0.1  # a subtask counts as learned below this loss (the paper's threshold)
+LEARNED_ACC = 0.99  # ... or, with the hinge and squared losses (no loss in bits), at this accuracy
+# cross_entropy: two logits (the paper's). hinge (Barak et al. 2022) and mse (Nam et al. 2024: half
+# the squared error to targets +-task.target_scale): one real output f, the label y = +-1.
+LOSSES = ("cross_entropy", "hinge", "mse")
 
 
 @dataclass
@@ -39,6 +46,9 @@ class SparseParityConfig:
     test_size: int = 20_000  # evaluation set drawn from the task distribution
     per_task_test: int = 200  # points per subtask in the per-subtask evaluation set
     subset_seed: Optional[int] = None  # None: subsets drawn from the top-level seed
+    loss: str = "cross_entropy"  # one of LOSSES
+    target_scale: float = 1.0  # S: mse's targets are +-S (Nam et al.: 5)
+    progress: bool = False  # log each subtask's weight on its relevant bits (subtask_relevant_weight)
 
 
 class Batch(NamedTuple):
@@ -83,6 +93,26 @@ def loss_and_acc(model: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
     return loss_B, correct_B
 
 
+def real_output_loss(kind: str, target_scale: float):
+    """(model, batch) -> (loss_B, correct_B, strength_B) for a one-output model f: the hinge loss
+    max(0, 1 - y f) or half the squared error (f - S y)^2 / 2, and f y, whose mean over a subtask's
+    points is its skill strength R_k (Nam et al.: the projection of f on the subtask's parity)."""
+    def loss(model: Any, batch: Batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+        f_B = model.margin(batch.task, batch.bits)
+        y_B = (2 * batch.label - 1).astype(f_B.dtype)
+        loss_B = jax.nn.relu(1.0 - y_B * f_B) if kind == "hinge" else 0.5 * jnp.square(f_B - target_scale * y_B)
+        return loss_B, ((f_B > 0) == (batch.label == 1)).astype(jnp.float32), f_B * y_B
+
+    return loss
+
+
+def relevant_weight(bits_kernel_IxW: jax.Array, subsets_TxK: jax.Array) -> jax.Array:
+    """(T,): each subtask's mean squared first-layer row over its k relevant bits, over the mean
+    over all n bits (1 at a random start; it grows as the network finds the subset)."""
+    sq_I = jnp.sum(jnp.square(bits_kernel_IxW), axis=1)
+    return sq_I[subsets_TxK].mean(1) / jnp.maximum(sq_I.mean(), 1e-30)
+
+
 def _comb_up_to(n: int, k: int, cap: int) -> int:
     """C(n, k), or the first partial product that reaches `cap` (enough to compare with it)."""
     c = 1
@@ -102,6 +132,9 @@ class SparseParity(Task):
     analyses = frozenset({"qdg", "genic"})
 
     def validate(self, cfg: Any) -> None:
+        checks.choice(cfg, "task.loss", LOSSES)
+        checks.finite(cfg, "task.target_scale", positive=True)
+        checks.boolean(cfg, "task.progress")
         for key in ("task.n_tasks", "task.n", "task.test_size", "task.per_task_test"):
             checks.positive_int(cfg, key)
         n, k, n_tasks = checks.get(cfg, "task.n"), checks.get(cfg, "task.k"), checks.get(cfg, "task.n_tasks")
@@ -120,7 +153,7 @@ class SparseParity(Task):
             raise ConfigError("task.subset_seed", subset_seed, "an integer >= 0, or null (use the member's seed)")
 
     def model_io(self, cfg: Any) -> dict[str, int]:
-        return {"n_control": cfg.task.n_tasks, "n_bits": cfg.task.n, "n_out": 2}
+        return {"n_control": cfg.task.n_tasks, "n_bits": cfg.task.n, "n_out": 2 if cfg.task.loss == "cross_entropy" else 1}
 
     def adapt(self, cfg: Any, members: Sequence[dict[str, Any]]) -> Any:
         # The members' own D (not the config's) sets the length of the shared training-set array.
@@ -172,9 +205,19 @@ class SparseParity(Task):
             weight_B = jnp.where(full, (pos_B < D) / D, 1.0 / batch_len).astype(jnp.float32)
             return jax.tree.map(lambda x: x[idx_B], data.train), weight_B
 
+        real = t.loss != "cross_entropy"
+        real_loss = real_output_loss(t.loss, t.target_scale)
+
         def evaluate(ctx: EvalContext, data: Data, hyper) -> dict[str, jax.Array]:
             test_loss, test_correct = ctx.per_sample(data.test)
-            task_loss, task_correct = ctx.per_sample(data.per_task)
+            extra = {}
+            if real:  # one pass gives the loss, the accuracy and each point's f y
+                task_loss, task_correct, strength = ctx.blocked(lambda b: real_loss(ctx.model, b), data.per_task)
+                extra["subtask_strength"] = strength.reshape(t.per_task_test, t.n_tasks).mean(0)
+            else:
+                task_loss, task_correct = ctx.per_sample(data.per_task)
+            if t.progress:
+                extra["subtask_relevant_weight"] = relevant_weight(ctx.model.bits_kernel, data.subsets)
             if finite:
                 # The member's training set, or its first test_size samples.
                 n_fit = min(t.D, t.test_size)
@@ -194,19 +237,61 @@ class SparseParity(Task):
                 "test_acc": test_correct.mean(),
                 "subtask_loss": task_loss.reshape(t.per_task_test, t.n_tasks).mean(0),
                 "subtask_acc": task_correct.reshape(t.per_task_test, t.n_tasks).mean(0),
+                **extra,
             }
 
-        return Program(init=init, batch=batch, loss=loss_and_acc, evaluate=evaluate, batch_rows=batch_len,
+        loss = (lambda model, b: real_loss(model, b)[:2]) if real else loss_and_acc
+        return Program(init=init, batch=batch, loss=loss, evaluate=evaluate, batch_rows=batch_len,
                        model_io=self.model_io(cfg), cpu_microbatch=True)
 
     def summarize(self, steps_L: np.ndarray, logs: dict[str, np.ndarray]) -> dict[str, Any]:
+        if "subtask_strength" in logs:  # hinge or squared loss: not in bits, learned by accuracy
+            return {"subtasks_learned": int(np.sum(logs["subtask_acc"][-1] >= LEARNED_ACC))}
         return {"test_loss_bits": float(logs["test_loss"][-1]) / sp.LN2,
                 "subtasks_learned": int(np.sum(logs["subtask_loss"][-1] / sp.LN2 < LEARNED_BITS))}
 
     def report_line(self, member: dict[str, Any]) -> str:
         f = member["final"]
-        return (f"test loss {f['test_loss_bits']:.4f} bits, test acc {f['test_acc']:.4f}, "
-                f"{f['subtasks_learned']} subtasks learned")
+        loss = f"{f['test_loss_bits']:.4f} bits" if "test_loss_bits" in f else f"{f['test_loss']:.4g}"
+        return f"test loss {loss}, test acc {f['test_acc']:.4f}, {f['subtasks_learned']} subtasks learned"
+
+    def after_run(self, cfg: Any, result: Any, snapshots: Any, out_dir: Path) -> dict[str, Any]:
+        """With the squared loss and several skills: Nam et al.'s solvable model, calibrated on each
+        member's skill 1, against its other skills (analysis.solvable; solvable.png)."""
+        t = cfg.task
+        if t.loss != "mse" or t.n_tasks < 2:
+            return {}
+        from toy_quanta.analysis import solvable
+        from toy_quanta.plots.solvable import plot_solvable
+
+        steps_L = np.asarray(result.steps, np.float64)
+        R_MxLxK = np.moveaxis(result.log_array("subtask_strength"), 1, 0)
+        p_MxK = np.stack([sp.zipf_probs(t.n_tasks, m["task.alpha"]) for m in result.members])
+        members: list[dict[str, Any] | None] = []
+        for m in range(len(result.members)):
+            try:
+                members.append({"member": m, **solvable.compare_member(steps_L, R_MxLxK[m], p_MxK[m], t.target_scale)})
+            except (ValueError, RuntimeError) as exc:  # not calibrated (skill 1 never emerged): said, not fatal
+                members.append(None)
+                log.warning("member %d: the solvable model is not calibrated (%s)", m, exc)
+        done = [r for r in members if r is not None]
+        out = {"rule": solvable.RULE, "S": t.target_scale, "members": members,
+               "skills": solvable.summarize(done) if done else []}
+        plot_solvable(steps_L, R_MxLxK, p_MxK, t.target_scale, members, out_dir / "solvable.png",
+                      title=self.describe(cfg), loss_MxL=result.log_array("test_loss").T)
+        return {"solvable": out}
+
+    def report_lines(self, summary: dict[str, Any]) -> list[str]:
+        solved = summary.get("solvable")
+        if not solved or not solved["skills"]:
+            return []
+        from toy_quanta.analysis import solvable
+
+        return ["the solvable model calibrated on skill 1 (geometric mean over seeds [95% CI]):"] + [
+            "  " + line for line in solvable.lines(solved["skills"])]
+
+    def loss_label(self, cfg: Any) -> str:
+        return {"hinge": "hinge loss", "mse": "squared error / 2"}.get(cfg.task.loss, "cross-entropy (nats)")
 
     def figures(self, result: Any, cfg: Any, out_dir: Path, title: str) -> None:
         from toy_quanta.plots.curves import plot_curves
@@ -217,7 +302,8 @@ class SparseParity(Task):
         t, m = cfg.task, cfg.model
         sizes = cfg.ensemble.D
         data = f"D in {list(sizes)}" if sizes is not None else "online" if t.D is None else f"D={t.D}"
-        return (f"{t.n_tasks} subtasks, n={t.n}, k={t.k}, alpha={t.alpha:g} (p ∝ i^-{t.alpha + 1:g}), {data}; "
+        loss = {"hinge": "; hinge loss", "mse": f"; MSE, targets ±{t.target_scale:g}"}.get(t.loss, "")
+        return (f"{t.n_tasks} subtasks, n={t.n}, k={t.k}, alpha={t.alpha:g} (p ∝ i^-{t.alpha + 1:g}), {data}{loss}; "
                 f"width {m.width}, depth {m.depth}; {cfg.optim.name} lr={cfg.optim.lr:g}, batch {cfg.train.batch_size}")
 
 

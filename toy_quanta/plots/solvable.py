@@ -1,0 +1,71 @@
+"""The solvable model beside the network: each skill's measured strength over training with the
+closed form calibrated on skill 1 (analysis.solvable), and predicted against measured emergence
+steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
+
+from toy_quanta.analysis.solvable import EMERGED, Calibration  # noqa: E402
+from toy_quanta.analysis.solvable import loss as solvable_loss  # noqa: E402
+from toy_quanta.plots.curves import save_figure  # noqa: E402
+
+
+def plot_solvable(steps_L: np.ndarray, R_MxLxK: np.ndarray, p_MxK: np.ndarray, S: float,
+                  members: Sequence[dict[str, Any] | None], path: Path, title: str = "",
+                  loss_MxL: np.ndarray | None = None) -> str:
+    """members[m]: analysis.solvable.compare_member's result for member m (None: not calibrated);
+    loss_MxL: the measured test loss, drawn beside the model's."""
+    M, L, K = R_MxLxK.shape
+    colors = plt.cm.viridis(np.linspace(0, 0.9, K))
+    fig, (ax_r, ax_t, ax_l) = plt.subplots(1, 3, figsize=(17, 4.8), constrained_layout=True,
+                                           gridspec_kw={"width_ratios": [1.6, 1, 1]})
+    x = np.maximum(np.asarray(steps_L, np.float64), 1)
+    dense = np.geomspace(x[0], x[-1], 400)
+    for m in range(M):
+        for k in range(K):
+            ax_r.plot(x, R_MxLxK[m, :, k] / S, "o", ms=2.5, color=colors[k], alpha=0.6,
+                      label=f"skill {k + 1} (p={p_MxK[m, k]:.3f})" if m == 0 else None)
+            result = members[m]
+            if result is not None:
+                c = result["calibration"]
+                cal = Calibration(c["rate"], c["midpoint"], c["rate_se"], c["midpoint_se"], S, float(p_MxK[m, 0]))
+                ax_r.plot(dense, cal.predict(dense, float(p_MxK[m, k])) / S, "-", lw=1, color=colors[k], alpha=0.8)
+    ax_r.axhline(EMERGED, color="0.6", lw=0.8, ls=":")
+    ax_r.set(xscale="log", xlabel="step", ylabel="skill strength R_k / S", ylim=(-0.05, 1.1),
+             title="measured (dots, every seed) and the closed form calibrated on skill 1 (lines)")
+    ax_r.legend(fontsize=8, loc="upper left")
+
+    measured = [(s["predicted_step"], s["measured_step"], s["skill"]) for r in members if r is not None
+                for s in r["skills"] if s["measured_step"] is not None]
+    if measured:
+        pred, meas, skill = (np.array(v, np.float64) for v in zip(*measured))
+        ax_t.scatter(pred, meas, c=[colors[int(k) - 1] for k in skill], s=25, zorder=3)
+        lo, hi = min(pred.min(), meas.min()) / 1.5, max(pred.max(), meas.max()) * 1.5
+        ax_t.plot([lo, hi], [lo, hi], color="0.5", lw=1, ls="--", label="measured = predicted")
+        ax_t.set(xlim=(lo, hi), ylim=(lo, hi))
+        ax_t.legend(fontsize=8, loc="upper left")
+    ax_t.set(xscale="log", yscale="log", xlabel="predicted emergence step (from skill 1)",
+             ylabel=f"measured step to R_k = {EMERGED:g} S", title="emergence: predicted against measured")
+    for m in range(M if loss_MxL is not None else 0):
+        ax_l.plot(x, loss_MxL[m], color="k", lw=1.2, alpha=0.7, label="measured (test)" if m == 0 else None)
+        if members[m] is not None:
+            c = members[m]["calibration"]
+            ax_l.plot(dense, solvable_loss(dense, p_MxK[m], S, c["R0"], c["eta"]), "--", color="tab:red", lw=1,
+                      label="solvable model" if m == 0 else None)
+    ax_l.set(xscale="log", yscale="log", xlabel="step", ylabel="squared error / 2",
+             title="loss: the network and the model")
+    ax_l.legend(fontsize=8, loc="lower left")
+    for axis in (ax_t.xaxis, ax_t.yaxis):
+        axis.set_minor_formatter(NullFormatter())  # a decade or less: minor labels would overlap
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
