@@ -142,8 +142,8 @@ def test_metrics_have_every_log_step_for_both_members(job):
 
 
 def test_the_checkpoint_reproduces_the_last_logged_evaluation(job):
-    """The saved final parameters, put into a fresh engine state and evaluated by a chunk of 0 steps,
-    give the test loss and accuracy logged at the last step."""
+    """The saved final parameters, put into a fresh engine state and evaluated by the trainer's
+    evaluation, give the test loss and accuracy logged at the last step."""
     _, _, cfg, out, _ = job
     loaded = results.load_checkpoint(out / results.CHECKPOINT_FILE)
     members = expand(cfg)
@@ -156,7 +156,7 @@ def test_the_checkpoint_reproduces_the_last_logged_evaluation(job):
         assert np.shape(a) == np.shape(b)
     params = jax.tree.map(np.array, state.params)
     nnx.replace_by_pure_dict(params, jax.tree.map(np.asarray, loaded))
-    _, logs = jax.jit(jax.vmap(trainer.chunk, (0, 0, None)))(state._replace(params=params), data, np.int32(0))
+    logs = jax.jit(jax.vmap(trainer.evaluate))(state._replace(params=params), data)
     frame = _metrics(out)
     for name in ("test_loss", "test_acc"):
         last = frame[(frame.metric == name) & (frame.step == STEPS) & (frame.subtask == -1)].sort_values("member")

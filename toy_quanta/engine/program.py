@@ -28,7 +28,6 @@ class EvalContext(NamedTuple):
     has_train: jax.Array  # () bool: a step was taken since the last log
     params: Any = None  # the member's parameters (an nnx State)
     bind: Callable[[Any], nnx.Module] | None = None  # the member's model at other parameters (as `model`)
-    initial: Any = None  # the member's parameters at step 0 (an nnx State)
 
 
 @dataclass(frozen=True)

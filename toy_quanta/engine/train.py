@@ -53,6 +53,7 @@ class RunData(NamedTuple):
 class Trainer(NamedTuple):
     init: Callable[[Hyper, Any], tuple[TrainState, RunData]]
     chunk: Callable[[TrainState, RunData, jax.Array], tuple[TrainState, dict]]
+    evaluate: Callable[[TrainState, RunData], dict]  # the metrics of a log step, without training
     train: Callable[[Hyper, Any], tuple[TrainState, dict]]
     log_steps: np.ndarray
     graphdef: Any
@@ -273,7 +274,7 @@ def make_train(cfg: Any, program: Program) -> Trainer:
             model=bind(state.params, data.hyper, data.reference),
             per_sample=lambda batch: blocked(lambda b: sample_loss(state.params, b, data), batch, tr.eval_batch_size),
             blocked=lambda fn, batch: blocked(fn, batch, tr.eval_batch_size),
-            params=state.params, bind=lambda p: bind(p, data.hyper, data.reference), initial=data.reference,
+            params=state.params, bind=lambda p: bind(p, data.hyper, data.reference),
             train_loss=state.loss_sum / denom, train_acc=state.acc_sum / denom, has_train=state.count > 0)
         logs = program.evaluate(ctx, data.task, data.hyper)
         out = {name: logs.pop(name) for name in CORE_METRICS}
@@ -314,4 +315,5 @@ def make_train(cfg: Any, program: Program) -> Trainer:
         lengths = jnp.asarray(np.diff(steps_at, prepend=0), jnp.int32)
         return jax.lax.scan(lambda s, n: chunk(s, data, n), state, lengths)
 
-    return Trainer(init=init, chunk=chunk, train=train, log_steps=steps_at, graphdef=graphdef, program=program)
+    return Trainer(init=init, chunk=chunk, evaluate=evaluate, train=train, log_steps=steps_at, graphdef=graphdef,
+                   program=program)
