@@ -280,3 +280,12 @@ def dot_flops(jaxpr) -> int:
                 elif isinstance(sub, jax.extend.core.Jaxpr):
                     total += dot_flops(sub)
     return total
+
+
+@pytest.fixture(scope="module")
+def hydra_compose():
+    """compose(overrides) -> the app's composed config (toy_quanta.conf), as `toy-quanta` would."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="toy_quanta.conf", version_base=None):
+        yield lambda overrides=(): compose("config", overrides=list(overrides))

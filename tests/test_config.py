@@ -9,7 +9,7 @@ from importlib import resources
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_module
+from hydra import compose
 from omegaconf import OmegaConf
 
 from conftest import grid, sparse_parity, symbol_add, teacher, tiny_config, with_values
@@ -149,12 +149,6 @@ def test_dict_configs_validate_too():
 
 
 # --- Hydra composition -----------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def hydra_compose():
-    with initialize_config_module(config_module="toy_quanta.conf", version_base=None):
-        yield lambda overrides=(): compose("config", overrides=list(overrides))
-
 
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}

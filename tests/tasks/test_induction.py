@@ -190,11 +190,3 @@ def test_the_experiment_composes_as_the_anchor_s_model(hydra_compose):
     assert (cfg.task.name, cfg.task.vocab, m.name, m.n_layers, m.d_model, m.n_heads, m.attn_only) == (
         "induction", 128, "transformer", 2, 48, 4, True)
     assert (o.name, o.lr, o.weight_decay, cfg.ensemble.seeds) == ("adamw", 1e-3, 1.0, 5)
-
-
-@pytest.fixture(scope="module")
-def hydra_compose():
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module(config_module="toy_quanta.conf", version_base=None):
-        yield lambda overrides=(): compose("config", overrides=list(overrides))

@@ -33,6 +33,7 @@ import yaml
 from scipy import stats
 
 from toy_quanta import results
+from toy_quanta.analysis.milestones import crossings
 
 LEVEL = 0.99  # test accuracy at which a parity counts as learned
 PLATEAU_DROP = 0.05  # the plateau ends when the test loss falls 5% below its step-0 value
@@ -81,18 +82,7 @@ class ExponentFit:
 def steps_to_learn(acc_LxM: np.ndarray, steps_L: np.ndarray, level: float = LEVEL) -> np.ndarray:
     """(M,) the step at which each member's accuracy first reached `level`, interpolated linearly
     from the log step before; NaN where it never did (a NaN accuracy never counts)."""
-    acc_LxM = np.asarray(acc_LxM, np.float64)
-    steps_L = np.asarray(steps_L, np.float64)
-    reached_LxM = acc_LxM >= level
-    first_M = np.argmax(reached_LxM, axis=0)
-    before_M = np.maximum(first_M - 1, 0)
-    cols = np.arange(acc_LxM.shape[1])
-    a0_M, a1_M = acc_LxM[before_M, cols], acc_LxM[first_M, cols]
-    s0_M, s1_M = steps_L[before_M], steps_L[first_M]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac_M = np.where(a1_M > a0_M, (level - a0_M) / (a1_M - a0_M), 1.0)
-    at_M = np.where(first_M == 0, s1_M, s0_M + np.clip(frac_M, 0.0, 1.0) * (s1_M - s0_M))
-    return np.where(reached_LxM.any(axis=0), at_M, np.nan)
+    return crossings(acc_LxM, steps_L, level, "linear")
 
 
 def _slopes(log_n_RxN: np.ndarray, log_s_RxN: np.ndarray) -> np.ndarray:

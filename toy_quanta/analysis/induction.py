@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from toy_quanta.analysis.milestones import steps_to
+
 
 def _xp(x: Any):
     """The array module of x: jax.numpy for a JAX array, else NumPy."""
@@ -112,8 +114,8 @@ def phase_change_step(steps_L: Sequence[int], loss_L: Sequence[float]) -> int | 
 
 def first_step_above(steps_L: Sequence[int], score_L: Sequence[float], level: float) -> int | None:
     """The first log step at which score reaches level, or None."""
-    above = np.flatnonzero(np.asarray(score_L) >= level)
-    return int(np.asarray(steps_L)[above[0]]) if len(above) else None
+    at = steps_to(np.asarray(score_L, np.float64)[:, None], np.asarray(steps_L), level)[0]
+    return None if np.isnan(at) else int(at)
 
 
 def head_name(index: int, n_heads: int) -> str:

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import optimize
 
+from toy_quanta.analysis.milestones import crossings
+
 EMERGED = 0.5  # a skill has emerged when its strength reaches this fraction of S
 RULE = (f"a skill has emerged at the first step its strength R_k (the mean of f(x) y over its points) "
         f"reaches {EMERGED:g} S, interpolated in log step between log steps; the model is calibrated by a "
@@ -60,17 +62,8 @@ def exponents(alpha: float) -> dict[str, float]:
 def crossing_step(steps_L: np.ndarray, value_L: np.ndarray, level: float) -> float | None:
     """The first step at which value_L reaches level, interpolated linearly in log(1 + step)
     between the log steps around it; None if it never does."""
-    steps_L, value_L = np.asarray(steps_L, np.float64), np.asarray(value_L, np.float64)
-    above = np.flatnonzero(value_L >= level)
-    if above.size == 0:
-        return None
-    i = int(above[0])
-    if i == 0:
-        return float(steps_L[0])
-    x0, x1 = np.log1p(steps_L[i - 1]), np.log1p(steps_L[i])
-    v0, v1 = value_L[i - 1], value_L[i]
-    frac = (level - v0) / (v1 - v0) if v1 != v0 else 1.0
-    return float(np.expm1(x0 + frac * (x1 - x0)))
+    at = crossings(np.asarray(value_L, np.float64)[:, None], steps_L, level, "log")[0]
+    return None if np.isnan(at) else float(at)
 
 
 @dataclass
