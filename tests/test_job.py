@@ -130,6 +130,7 @@ def test_run_job_writes_every_file(divergent_job):
     for name in JOB_FILES:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "tensorboard").exists()  # train.tensorboard is off by default
     assert read_summary(out) == json.loads(json.dumps(summary))
     assert summary["status"] == "completed" and summary["steps"] == cfg.train.steps
     assert summary["n_members"] == 2

@@ -94,13 +94,16 @@ class TrainConfig:
     # Also every member's parameters at every log step, to snapshots.msgpack (progress measures
     # over training: toy-quanta-progress). Costs log steps x parameters x members x 4 bytes.
     snapshots: bool = False
+    # TensorBoard event files in the job's tensorboard/ (one run per member, every metric at every
+    # log step, the figures at the end): `tensorboard --logdir outputs` watches runs live.
+    tensorboard: bool = False
 
 
 @dataclass
 class EnsembleConfig:
-    """Members of one job, trained as one vmapped program: the product of the lists, times seeds."""
+    """Members of one job, trained as one vmapped program: the product of the lists (in this
+    order, the first varying slowest), times seeds."""
 
-    # The lists multiply in this order (the first varies slowest).
     seeds: int = 1  # members per grid point, with seeds seed, seed+1, ...
     alpha: Optional[list[float]] = None  # sparse parity: task.alpha
     init_scale: Optional[list[float]] = None
@@ -293,6 +296,8 @@ def validate(cfg: Any) -> None:
     for key in ("train.log_count", "train.microbatch", "train.devices"):
         if get(cfg, key) is not None:
             checks.positive_int(cfg, key)
+    for key in ("train.progress", "train.checkpoint", "train.snapshots", "train.tensorboard"):
+        checks.boolean(cfg, key)
 
     checks.positive_int(cfg, "ensemble.seeds")
     checks.list_of(cfg, "ensemble.lr", positive=True)

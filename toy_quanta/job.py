@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from toy_quanta import compilation_cache, registry, results, stopping
+from toy_quanta import compilation_cache, monitor, registry, results, stopping
 from toy_quanta.analysis import arms, lu, phase, slingshot
 from toy_quanta.config import Config, validate
 from toy_quanta.engine.checkpoint import STATE_FILE
@@ -30,8 +30,9 @@ from toy_quanta.errors import ConfigError, Interrupted, RunFileError
 log = logging.getLogger("toy_quanta")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices on every run
 
-# Settings, not values a sweep varies; the first four may also change when a run resumes.
-SETTINGS = ("train.progress", "train.checkpoint_every_s", "train.devices", "train.compilation_cache")
+# Settings, not values a sweep varies; these may also change when a run resumes.
+SETTINGS = ("train.progress", "train.checkpoint_every_s", "train.devices", "train.compilation_cache",
+            "train.tensorboard")
 _NOT_SWEPT = (*SETTINGS, "train.checkpoint", "name", "tasks_module")
 FLUSH_EVERY_S = 10.0  # rewrite metrics.parquet at most this often while training
 MAX_SPIKES_LISTED = 20  # summary.json lists a member's first loss spikes, and counts them all
@@ -115,12 +116,22 @@ class JobWriter:
         self.started = time.time()
         self.last_flush = 0.0
         self.latest: FitResult | None = None  # the run as far as it got, for fail()
+        self.tensorboard: monitor.TensorBoardLog | None = None  # with train.tensorboard, from the first log step
+
+    def _tensorboard(self, result: FitResult) -> monitor.TensorBoardLog | None:
+        if self.cfg is None or not self.cfg.train.tensorboard:
+            return None
+        if self.tensorboard is None:
+            self.tensorboard = monitor.TensorBoardLog(self.out_dir, result.members)
+        return self.tensorboard
 
     def write_config(self, text: str) -> None:
         results.atomic_write(self.out_dir / "config.yaml", lambda p: p.write_text(text))
 
     def on_log(self, result: FitResult) -> None:
         self.latest = result
+        if tensorboard := self._tensorboard(result):
+            tensorboard.scalars(result)
         if time.time() - self.last_flush >= FLUSH_EVERY_S:
             results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
             self.last_flush = time.time()
@@ -164,6 +175,10 @@ class JobWriter:
         self._grid_analyses(result, frame, summary, title)
         results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
         task.figures(result, cfg, self.out_dir, title)
+        if tensorboard := self._tensorboard(result):
+            tensorboard.scalars(result)  # all of them when another process trained it (the vmap launcher)
+            tensorboard.figures(sorted(self.out_dir.glob("*.png")), result.steps_done)
+            tensorboard.close()
         state = self.out_dir / STATE_FILE
         if state.is_file():  # completed and saved: the final parameters are in checkpoint.msgpack
             state.unlink()
@@ -228,6 +243,9 @@ class JobWriter:
             results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
         if result is not None and result.snapshots:
             results.save_snapshots(self.out_dir / results.SNAPSHOTS_FILE, result.steps, result.snapshots)
+        if result is not None and (tensorboard := self._tensorboard(result)):
+            tensorboard.scalars(result)
+            tensorboard.close()
         stopped = isinstance(exc, Interrupted)
         state = self.out_dir / STATE_FILE
         results.write_json(self.out_dir / results.SUMMARY_FILE, {

@@ -46,7 +46,7 @@ class SparseParityConfig:
     test_size: int = 20_000  # evaluation set drawn from the task distribution
     per_task_test: int = 200  # points per subtask in the per-subtask evaluation set
     subset_seed: Optional[int] = None  # None: subsets drawn from the top-level seed
-    loss: str = "cross_entropy"  # one of LOSSES
+    loss: str = "cross_entropy"  # cross_entropy (two logits); hinge or mse (one output: Barak et al., Nam et al.)
     target_scale: float = 1.0  # S: mse's targets are +-S (Nam et al.: 5)
     progress: bool = False  # log each subtask's weight on its relevant bits (subtask_relevant_weight)
 
