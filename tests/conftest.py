@@ -94,24 +94,34 @@ def _multirun(tmp_path_factory, name: str, extra: list[str], sweep: list[str], e
     return sweep_dir
 
 
-@pytest.fixture(scope="session")
-def basic_sweep(tmp_path_factory) -> Path:
-    """seed=0,1 with Hydra's basic launcher: two jobs one after another."""
-    return _multirun(tmp_path_factory, "basic", [], ["seed=0,1"])
+# The app's multiruns that several test modules read, each run once per session in the background
+# pool (started with the session when a selected test asks for it; see _background_runs).
+SESSION = "<session>"  # their key in _background_runs
+SESSION_SWEEPS = {
+    # seed=0,1 with Hydra's basic launcher: two jobs one after another
+    "basic_sweep": lambda tmp: _multirun(tmp, "basic", [], ["seed=0,1"]),
+    # the same seed=0,1 sweep with hydra/launcher=vmap: one group of two members
+    "vmap_sweep": lambda tmp: _multirun(tmp, "vmap", ["hydra/launcher=vmap"], ["seed=0,1"]),
+    # a vmap sweep over a shape key, model.width=8,16,0: two groups of valid jobs (0, 1), and an
+    # invalid job (2, width 0) that fails on its own
+    "vmap_width_sweep": lambda tmp: _multirun(tmp, "vmapwidth", ["hydra/launcher=vmap"], ["model.width=8,16,0"],
+                                              expect_failure="model.width=0"),
+}
 
 
 @pytest.fixture(scope="session")
-def vmap_sweep(tmp_path_factory) -> Path:
-    """The same seed=0,1 sweep with hydra/launcher=vmap: one group of two members."""
-    return _multirun(tmp_path_factory, "vmap", ["hydra/launcher=vmap"], ["seed=0,1"])
+def basic_sweep(_background_runs) -> Path:
+    return _background_runs[SESSION]["basic_sweep"].result()
 
 
 @pytest.fixture(scope="session")
-def vmap_width_sweep(tmp_path_factory) -> Path:
-    """A vmap sweep over a shape key, model.width=8,16,0: two groups of valid jobs (0, 1), and an
-    invalid job (2, width 0) that fails on its own."""
-    return _multirun(tmp_path_factory, "vmapwidth", ["hydra/launcher=vmap"], ["model.width=8,16,0"],
-                     expect_failure="model.width=0")
+def vmap_sweep(_background_runs) -> Path:
+    return _background_runs[SESSION]["vmap_sweep"].result()
+
+
+@pytest.fixture(scope="session")
+def vmap_width_sweep(_background_runs) -> Path:
+    return _background_runs[SESSION]["vmap_width_sweep"].result()
 
 
 def read_summary(job_dir: Path) -> dict:
@@ -178,18 +188,23 @@ def run_pool():
 
 @pytest.fixture(scope="session", autouse=True)
 def _background_runs(request, run_pool, tmp_path_factory) -> dict:
-    """At the start of the session: every test module with a function background_runs(items,
-    tmp_path_factory) -> {name: job} gets each job (a call without arguments) started in run_pool,
-    modules in run order; `items` are the module's selected tests, so only runs they need start."""
+    """At the start of the session: the SESSION_SWEEPS that selected tests ask for, then every
+    test module's runs (a module with a function background_runs(items, tmp_path_factory) ->
+    {name: job}) are started in run_pool, modules in run order; `items` are the module's selected
+    tests, so only runs they need start. {module name or SESSION: {name: future}}."""
     tmp_path_factory.getbasetemp()  # made here, not by two threads at once
     items_of: dict = {}
     for item in request.session.items:
         module = getattr(item, "module", None)
         if module is not None and hasattr(module, "background_runs"):
             items_of.setdefault(module, []).append(item)
-    return {module.__name__: {name: run_pool.submit(job)
-                              for name, job in module.background_runs(items, tmp_path_factory).items()}
-            for module, items in items_of.items()}
+    used = {name for item in request.session.items for name in getattr(item, "fixturenames", ()) if name in SESSION_SWEEPS}
+    runs = {SESSION: {name: run_pool.submit(lambda name=name: SESSION_SWEEPS[name](tmp_path_factory))
+                      for name in SESSION_SWEEPS if name in used}}
+    runs.update({module.__name__: {name: run_pool.submit(job)
+                                   for name, job in module.background_runs(items, tmp_path_factory).items()}
+                 for module, items in items_of.items()})
+    return runs
 
 
 @pytest.fixture

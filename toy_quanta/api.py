@@ -16,15 +16,12 @@ of sweeps (`toy_quanta.analysis.sweep.load_sweeps`, `collect`, `toy-quanta-analy
 from __future__ import annotations
 
 import difflib
-import importlib
 import itertools
 import json
 import logging
 import sys
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,8 +147,7 @@ def run(*overrides: str, out_dir: str | Path | None = None) -> Run:
         out_dir = Path("runs") / f"{cfg.name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _keeping_backend():
-        summary = run_job(cfg, out_dir, list(overrides))
+    summary = run_job(cfg, out_dir, list(overrides))
     return Run(out_dir, summary)
 
 
@@ -215,39 +211,6 @@ def load(job_dir: str | Path) -> Run:
     return Run(job_dir, summary)
 
 
-@contextmanager
-def _keeping_backend() -> Iterator[None]:
-    """The job's figure writers select matplotlib's file backend (Agg) when first imported; the
-    caller's backend (a notebook's inline one) is put back afterwards, so its plt.show() still shows."""
-    import matplotlib
-
-    before = matplotlib.get_backend()
-    try:
-        yield
-    finally:
-        if matplotlib.get_backend() != before:
-            ipython = sys.modules.get("IPython")
-            shell = ipython.get_ipython() if ipython is not None else None
-            if shell is not None:
-                shell.enable_matplotlib(before)  # IPython's own switch: it also shows figures inline again
-            else:
-                import matplotlib.pyplot as plt
-
-                plt.switch_backend(before)
-
-
-def _import_figure_writers() -> None:
-    """Import the package's figure modules now, keeping the caller's backend: each selects Agg
-    when first imported, which would otherwise happen later, inside an analysis call."""
-    import pkgutil
-
-    import toy_quanta.plots
-
-    with _keeping_backend():
-        for module in pkgutil.iter_modules(toy_quanta.plots.__path__):
-            importlib.import_module(f"toy_quanta.plots.{module.name}")
-
-
 def _parsed(value: str) -> Any:
     """An override's value as the command line means it (3, not '3'), or the text if not YAML."""
     try:
@@ -265,5 +228,3 @@ def _log_to_stderr() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
 
-
-_import_figure_writers()

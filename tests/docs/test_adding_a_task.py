@@ -25,9 +25,7 @@ def page_commands(text: str) -> list[str]:
     return [line for block in blocks for line in block.splitlines() if line.startswith("toy-quanta")]
 
 
-@pytest.fixture(scope="module")
-def ran(tmp_path_factory) -> tuple[Path, list[subprocess.CompletedProcess]]:
-    folder = tmp_path_factory.mktemp("user_task")
+def _run_page(folder: Path) -> tuple[Path, list[subprocess.CompletedProcess]]:
     text = PAGE.read_text()
     for name, content in page_files(text).items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +36,19 @@ def ran(tmp_path_factory) -> tuple[Path, list[subprocess.CompletedProcess]]:
         procs.append(subprocess.run([str(BIN / program), *args], cwd=folder, capture_output=True, text=True,
                                     timeout=600))
     return folder, procs
+
+
+def background_runs(items, tmp_path_factory) -> dict:
+    """The page's commands, one after another in their folder, in the suite's background pool."""
+    if not any("ran" in item.fixturenames for item in items):
+        return {}
+    folder = tmp_path_factory.mktemp("user_task")
+    return {"page": lambda: _run_page(folder)}
+
+
+@pytest.fixture(scope="module")
+def ran(background) -> tuple[Path, list[subprocess.CompletedProcess]]:
+    return background["page"].result()
 
 
 def test_the_page_has_its_files_and_commands():

@@ -6,15 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from toy_quanta.plots.curves import save_figure  # noqa: E402
+from toy_quanta.plots.curves import save_figure
 
 
 def plot_arms(frame: pd.DataFrame, comparison: dict[str, Any], path: Path, title: str = "") -> str:

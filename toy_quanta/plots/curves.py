@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from toy_quanta.data.sparse_parity import LN2  # noqa: E402
-from toy_quanta.engine.loop import FitResult  # noqa: E402
-from toy_quanta.results import atomic_write  # noqa: E402
+from toy_quanta.data.sparse_parity import LN2
+from toy_quanta.engine.loop import FitResult
+from toy_quanta.results import atomic_write
 
 
 def save_figure(fig, path: Path | str, dpi: int = 110) -> str:

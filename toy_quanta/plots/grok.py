@@ -6,17 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
+import matplotlib.pyplot as plt
+import jax
+import numpy as np
+from flax import nnx
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from toy_quanta.analysis.milestones import grokking_summary  # noqa: E402
-from toy_quanta.engine.loop import FitResult  # noqa: E402
-from toy_quanta.plots.curves import member_label, save_figure  # noqa: E402
+from toy_quanta.analysis.milestones import grokking_summary
+from toy_quanta.engine.loop import FitResult
+from toy_quanta.plots.curves import member_label, save_figure
 
 if TYPE_CHECKING:
     from toy_quanta.analysis.progress import Progress

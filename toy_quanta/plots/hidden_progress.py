@@ -9,16 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker as mticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from toy_quanta.analysis.hidden_progress import LOSS, RATIO  # noqa: E402
-from toy_quanta.plots.curves import save_figure  # noqa: E402
+from toy_quanta.analysis.hidden_progress import LOSS, RATIO
+from toy_quanta.plots.curves import save_figure
 
 
 def plot_hidden_progress(curves: pd.DataFrame, members: pd.DataFrame, result: dict[str, Any], path: Path,

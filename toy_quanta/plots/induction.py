@@ -7,15 +7,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from toy_quanta.analysis.induction import head_name, phase_change_step  # noqa: E402
-from toy_quanta.engine.loop import FitResult  # noqa: E402
-from toy_quanta.plots.curves import save_figure  # noqa: E402
+from toy_quanta.analysis.induction import head_name, phase_change_step
+from toy_quanta.engine.loop import FitResult
+from toy_quanta.plots.curves import save_figure
 
 
 def plot_induction(result: FitResult, path: Path, vocab: int, n_heads: int, title: str = "") -> str:

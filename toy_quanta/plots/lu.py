@@ -6,15 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.transforms as mtransforms
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.transforms as mtransforms  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from toy_quanta.plots.curves import save_figure  # noqa: E402
+from toy_quanta.plots.curves import save_figure
 
 COLORS = {"train": "tab:orange", "test": "tab:blue"}
 NAMES = {"train": "training", "test": "test"}

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from toy_quanta.plots.curves import save_figure  # noqa: E402
+from toy_quanta.plots.curves import save_figure
 
 # The Goldilocks zone (comprehension, grokking) in blue and green; memorisation warm; confusion grey.
 COLORS = {"comprehension": "#2c7fb8", "grokking": "#41ab5d", "memorisation": "#fdae61", "confusion": "#bdbdbd"}

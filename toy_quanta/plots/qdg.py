@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from toy_quanta.analysis.clusters import SlopeFit  # noqa: E402
-from toy_quanta.plots.curves import save_figure  # noqa: E402
+from toy_quanta.analysis.clusters import SlopeFit
+from toy_quanta.plots.curves import save_figure
 
 MAX_SHOWN = 1500  # samples drawn in the similarity figure (a 10k x 10k image would be all noise)
 

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from toy_quanta.analysis.references import OTHER_STUDIES  # noqa: E402
-from toy_quanta.analysis.scaling import (  # noqa: E402
+from toy_quanta.analysis.references import OTHER_STUDIES
+from toy_quanta.analysis.scaling import (
     LEARNED_BITS, PAPER_CONVERGENCE_EXPONENT, QUANTITY_LABEL, ConvergenceAnalysis, ScaleAnalysis)
-from toy_quanta.data.sparse_parity import LN2  # noqa: E402
-from toy_quanta.plots.curves import save_figure  # noqa: E402
+from toy_quanta.data.sparse_parity import LN2
+from toy_quanta.plots.curves import save_figure
 
 
 

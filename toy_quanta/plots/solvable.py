@@ -7,16 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
-
-from toy_quanta.analysis.solvable import EMERGED, Calibration  # noqa: E402
-from toy_quanta.analysis.solvable import loss as solvable_loss  # noqa: E402
-from toy_quanta.plots.curves import save_figure  # noqa: E402
+from toy_quanta.analysis.solvable import EMERGED, Calibration
+from toy_quanta.analysis.solvable import loss as solvable_loss
+from toy_quanta.plots.curves import save_figure
 
 
 def plot_solvable(steps_L: np.ndarray, R_MxLxK: np.ndarray, p_MxK: np.ndarray, S: float,
