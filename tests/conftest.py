@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-import toy_quanta.cli.app  # noqa: F401  (registers the tasks, the models and the Hydra configs)
+# The fast suite is compile-bound: over a thousand tiny programs, each run for a few steps. At XLA's
+# backend optimisation level 0 (LLVM without its optimisation passes) they compile in about half
+# the time and compute the same functions (no fast-math at either level); they only run slower,
+# which matters for the long runs of `pytest -m slow`, left at the default level. Set before JAX
+# starts its backend; subprocesses (the app, notebook kernels) inherit it.
+if not any(arg.startswith("-m") for arg in sys.argv[1:]) and "xla_backend_optimization_level" not in os.environ.get(
+        "XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+
+import toy_quanta.cli.app  # noqa: E402, F401  (registers the tasks, the models and the Hydra configs)
 from toy_quanta.config import Config, EnsembleConfig, OptimConfig, PhaseConfig, TrainConfig
 from toy_quanta.models.dense_mlp import DenseMLPConfig
 from toy_quanta.models.embed_mlp import EmbedMLPConfig

@@ -3,6 +3,7 @@ TensorBoard's own reader and compared with metrics.parquet."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -56,8 +57,8 @@ def test_each_member_is_a_run_with_every_metric_at_every_log_step(job):
 def test_the_figures_are_images_of_the_written_files(job):
     out, summary, _ = job
     acc = read(out / "tensorboard" / monitor.FIGURES_RUN)
-    pngs = sorted(out.glob("*.png"))
-    assert pngs and set(acc.Tags()["images"]) == {p.stem for p in pngs}
+    pngs = monitor.job_figures(out)
+    assert [p.name for p in pngs] == ["curves.png"] and set(acc.Tags()["images"]) == {"curves"}
     for path in pngs:
         (image,) = acc.Images(path.stem)
         assert image.step == summary["steps"]
@@ -104,3 +105,30 @@ def test_run_names_name_only_what_differs():
     names = monitor.run_names([{"seed": s, "arm": a, "task.alpha": 0.4} for a in ("base", "ema") for s in range(6)])
     assert names[0] == "m00_seed=0_arm=base" and names[11] == "m11_seed=5_arm=ema"
     assert len(set(names)) == 12
+
+
+def test_figures_in_subfolders_are_tagged_by_their_path(tmp_path):
+    import matplotlib.pyplot as plt
+
+    (tmp_path / "progress").mkdir()
+    for name in ("curves.png", "progress/fourier.png"):
+        fig, ax = plt.subplots(figsize=(2, 1))
+        fig.savefig(tmp_path / name)
+        plt.close(fig)
+    log = monitor.TensorBoardLog(tmp_path, [{"seed": 0}])
+    log.figures(monitor.job_figures(tmp_path), step=7)
+    assert set(read(tmp_path / "tensorboard" / monitor.FIGURES_RUN).Tags()["images"]) == {"curves", "progress/fourier"}
+    assert monitor.job_figures(tmp_path) == [tmp_path / "curves.png", tmp_path / "progress" / "fourier.png"]
+
+
+def test_a_failure_to_write_them_never_fails_the_run(tmp_path, monkeypatch):
+    """The job completes and keeps its results; summary.json says why the monitoring stopped."""
+    def full_disk(self, result):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(monitor.TensorBoardLog, "scalars", full_disk)
+    cfg = tiny_config(train={"tensorboard": True}, ensemble={"seeds": 2, "lr": [1e-2, 3e-2]})
+    summary = app.run_job(cfg, tmp_path / "job")
+    assert summary["status"] == "completed" and "No space left" in summary["tensorboard_error"]
+    assert json.loads((tmp_path / "job" / "summary.json").read_text())["tensorboard_error"] == summary["tensorboard_error"]
+    assert (tmp_path / "job" / "metrics.parquet").is_file() and (tmp_path / "job" / "checkpoint.msgpack").is_file()

@@ -117,21 +117,32 @@ class JobWriter:
         self.last_flush = 0.0
         self.latest: FitResult | None = None  # the run as far as it got, for fail()
         self.tensorboard: monitor.TensorBoardLog | None = None  # with train.tensorboard, from the first log step
+        self.tensorboard_error: str | None = None
 
-    def _tensorboard(self, result: FitResult) -> monitor.TensorBoardLog | None:
-        if self.cfg is None or not self.cfg.train.tensorboard:
-            return None
-        if self.tensorboard is None:
-            self.tensorboard = monitor.TensorBoardLog(self.out_dir, result.members)
-        return self.tensorboard
+    def _tensorboard(self, result: FitResult, *, figures: bool = False, close: bool = False) -> str | None:
+        """Write the run's new log steps (and at the end its figures) to TensorBoard. Monitoring
+        never fails a run: an error is logged, returned, and ends the monitoring."""
+        if self.cfg is None or not self.cfg.train.tensorboard or self.tensorboard_error:
+            return self.tensorboard_error
+        try:
+            if self.tensorboard is None:
+                self.tensorboard = monitor.TensorBoardLog(self.out_dir, result.members)
+            self.tensorboard.scalars(result)
+            if figures:
+                self.tensorboard.figures(monitor.job_figures(self.out_dir), result.steps_done)
+            if close:
+                self.tensorboard.close()
+        except Exception as exc:  # noqa: BLE001  (a full disk, an unreadable figure: the run goes on)
+            self.tensorboard_error = f"{type(exc).__name__}: {exc}"
+            log.warning("TensorBoard files are no longer written (%s)", self.tensorboard_error)
+        return self.tensorboard_error
 
     def write_config(self, text: str) -> None:
         results.atomic_write(self.out_dir / "config.yaml", lambda p: p.write_text(text))
 
     def on_log(self, result: FitResult) -> None:
         self.latest = result
-        if tensorboard := self._tensorboard(result):
-            tensorboard.scalars(result)
+        self._tensorboard(result)
         if time.time() - self.last_flush >= FLUSH_EVERY_S:
             results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
             self.last_flush = time.time()
@@ -175,10 +186,10 @@ class JobWriter:
         self._grid_analyses(result, frame, summary, title)
         results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
         task.figures(result, cfg, self.out_dir, title)
-        if tensorboard := self._tensorboard(result):
-            tensorboard.scalars(result)  # all of them when another process trained it (the vmap launcher)
-            tensorboard.figures(sorted(self.out_dir.glob("*.png")), result.steps_done)
-            tensorboard.close()
+        # every log step when another process trained the job (the vmap launcher), then the figures
+        if self._tensorboard(result, figures=True, close=True):
+            summary["tensorboard_error"] = self.tensorboard_error
+            results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
         state = self.out_dir / STATE_FILE
         if state.is_file():  # completed and saved: the final parameters are in checkpoint.msgpack
             state.unlink()
@@ -243,9 +254,8 @@ class JobWriter:
             results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
         if result is not None and result.snapshots:
             results.save_snapshots(self.out_dir / results.SNAPSHOTS_FILE, result.steps, result.snapshots)
-        if result is not None and (tensorboard := self._tensorboard(result)):
-            tensorboard.scalars(result)
-            tensorboard.close()
+        if result is not None:
+            self._tensorboard(result, close=True)
         stopped = isinstance(exc, Interrupted)
         state = self.out_dir / STATE_FILE
         results.write_json(self.out_dir / results.SUMMARY_FILE, {

@@ -3,9 +3,9 @@ sweep's jobs side by side: `tensorboard --logdir outputs` (or a multirun's folde
 
 Under the job's `tensorboard/`: one run per member (`m03_seed=1_optim.lr=0.001`: its index, then
 the per-member values that differ between members), every logged metric at every log step, and a
-run `figures` with the job's figures as images at the end. A per-subtask (or per-head) metric is
-one scalar per index, `subtask_test_loss/07`, up to MAX_PER_METRIC of them; the full table is
-metrics.parquet."""
+run `figures` with the job's figures (every PNG in its directory) as images at the end. A
+per-subtask (or per-head) metric is one scalar per index, `subtask_test_loss/07`, up to
+MAX_PER_METRIC of them; the full table is metrics.parquet."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ def run_names(members: Sequence[dict[str, Any]]) -> list[str]:
 
 def _short(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def job_figures(job_dir: Path) -> list[Path]:
+    """Every PNG a job wrote (its subfolders too: progress/, analysis/), in path order."""
+    job_dir = Path(job_dir)
+    return sorted(p for p in job_dir.rglob("*.png") if TENSORBOARD_DIR not in p.relative_to(job_dir).parts)
 
 
 class TensorBoardLog:
@@ -76,13 +82,15 @@ class TensorBoardLog:
             writer.flush()
 
     def figures(self, paths: Sequence[Path], step: int) -> None:
-        """The job's figures (PNG files) as images, in the run `figures`."""
+        """The job's figures (PNG files in the job's directory) as images, in the run `figures`,
+        each tagged by its path there without the suffix (progress/fourier)."""
         values = []
         for path in paths:
             with Image.open(path) as image:
                 width, height = image.size
                 channels = len(image.getbands())
-            values.append(Summary.Value(tag=Path(path).stem, image=Summary.Image(
+            tag = Path(path).relative_to(self.root.parent).with_suffix("").as_posix()
+            values.append(Summary.Value(tag=tag, image=Summary.Image(
                 height=height, width=width, colorspace=channels, encoded_image_string=Path(path).read_bytes())))
         if values:
             writer = EventFileWriter(str(self.root / FIGURES_RUN))
