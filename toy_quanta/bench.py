@@ -25,10 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from toy_quanta.config import Config, OptimConfig, TrainConfig, register_configs, validate
+from toy_quanta import api
+from toy_quanta.config import Config, OptimConfig, TrainConfig, validate
 from toy_quanta.models.mlp import MLPConfig
 from toy_quanta.tasks.sparse_parity import SparseParityConfig
 from toy_quanta.data import sparse_parity as sp
@@ -42,7 +42,6 @@ from toy_quanta.models.transformer import train_flops_per_sequence
 from toy_quanta.results import device_info
 
 SECTIONS = ("paper", "small", "grok")
-register_configs()  # grok_config composes experiment=grok_power
 
 
 def _best_time(fn: Callable[[], Any], repeats: int, warm_up: bool = True) -> float:
@@ -168,10 +167,8 @@ def plain_loop_steps_per_s(cfg: Config, steps: int) -> float:
 def grok_config(steps: int, overrides: Sequence[str] = ()) -> Config:
     """conf/experiment/grok_power.yaml composed by Hydra as `toy-quanta experiment=grok_power`
     composes it, with train.steps set to `steps` (plus any further overrides), then validated."""
-    with initialize_config_module(config_module="toy_quanta.conf", version_base=None):
-        dcfg = compose("config", overrides=["experiment=grok_power", f"train.steps={steps}", "train.progress=false",
-                                            *overrides])
-    cfg = OmegaConf.to_object(dcfg)
+    cfg = OmegaConf.to_object(api.compose("experiment=grok_power", f"train.steps={steps}", "train.progress=false",
+                                          *overrides))
     validate(cfg)
     return cfg
 

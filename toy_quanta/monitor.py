@@ -52,18 +52,18 @@ class TensorBoardLog:
         self.writers: list[EventFileWriter] | None = None
         self.written = 0  # log steps of the run already written
 
-    def _open(self, resumed_from: int | None, n_logged: int, steps: Sequence[int]) -> None:
+    def _open(self, resumed_from: int | None, steps: Sequence[int]) -> None:
         self.writers = [EventFileWriter(str(self.root / name)) for name in self.names]
         if resumed_from is not None:
             # TensorBoard's reader drops every earlier event at a step >= a START's step.
             self._add_all(Event(wall_time=time.time(), step=resumed_from + 1,
                                 session_log=SessionLog(status=SessionLog.START)))
-            self.written = sum(1 for s in steps[:n_logged] if s <= resumed_from)
+            self.written = sum(1 for s in steps if s <= resumed_from)
 
     def scalars(self, result: Any) -> None:
         """Every log step of `result` (engine.loop.FitResult) not written yet."""
         if self.writers is None:
-            self._open(result.resumed_from, len(result.steps), result.steps)
+            self._open(result.resumed_from, result.steps)
         now = time.time()
         for j in range(self.written, len(result.steps)):
             step = int(result.steps[j])

@@ -125,6 +125,7 @@ def allowed(base: Any, key: str, tp: Any, check: Callable[[Any], None]) -> str:
     return "; ".join(said) or _UNCHECKED.get(_bare(tp), "")
 
 
+_NODES = ("task", "model", "optim", "train", "ensemble", "phase")  # Config's fields that hold configs
 _UNCHECKED = {bool: "true or false", int: "any integer", float: "any number", str: "any string"}
 
 
@@ -142,6 +143,8 @@ def table(cls: type, base: Any, prefix: str, check: Callable[[Any], None] | None
     for f in dataclasses.fields(cls):
         if f.name == "name" and prefix in ("task.", "model.", "optim."):
             continue  # the group option itself
+        if cls is Config and f.name in _NODES:
+            continue  # a group or a node: its keys have their own table
         key = prefix + f.name
         what = allowed(base, key, hints[f.name], check) if check is not None and base is not None else ""
         rows.append("| " + " | ".join(_cell(c) for c in (
@@ -240,9 +243,6 @@ def render() -> str:
                                ("`ensemble`", config.EnsembleConfig, "ensemble."),
                                ("`phase`", config.PhaseConfig, "phase.")):
         rows = table(cls, _with_phase(default) if prefix == "phase." else default, prefix, validate)
-        if prefix == "":
-            rows = [r for r in rows if not r.startswith(("| `task`", "| `model`", "| `optim`", "| `train`",
-                                                         "| `ensemble`", "| `phase`"))]
         out += [f"### {title}", "", *_doc(cls), *rows, ""]
     out += ["## Tasks", "", "`task=NAME` picks the task; its keys are `task.*`. The models listed are the ones it can train.", ""]
     for name, task in tasks.items():
