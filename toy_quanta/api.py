@@ -165,11 +165,10 @@ class Multirun:
         return collect(self.dir)[0]
 
 
-def sweep(*overrides: str, out_dir: str | Path | None = None) -> Multirun:
-    """Run the jobs `toy-quanta -m OVERRIDES` would run (`model.width=8,16,32`: one job per value,
-    the product over every swept key, with an experiment's own hydra.sweeper.params), one after
-    another, into out_dir/0, out_dir/1, ... (default: a new multirun/NAME_TIME). Each job is `run`'s:
-    a finished one is reused. The directory reads as a sweep (analysis.sweep.load_sweeps, collect)."""
+def sweep_jobs(*overrides: str) -> tuple[list[list[str]], dict[str, str], DictConfig]:
+    """The jobs `toy-quanta -m OVERRIDES` would run (each its list of overrides, the sweep's values in
+    place of its lists; the product over every swept key, an experiment's own hydra.sweeper.params
+    included), the sweeper's params, and the composed base config."""
     parser = OverridesParser.create()
     given = parser.parse_overrides(list(overrides))
     fixed = [o.input_line for o in given if not o.is_sweep_override()]
@@ -184,7 +183,15 @@ def sweep(*overrides: str, out_dir: str | Path | None = None) -> Multirun:
             lists[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
         else:
             lists[key] = [f"{key}={override.get_value_element_as_str()}"]
-    jobs = [list(combo) for combo in itertools.product(*lists.values())]
+    return [list(combo) for combo in itertools.product(*lists.values())], params, base
+
+
+def sweep(*overrides: str, out_dir: str | Path | None = None) -> Multirun:
+    """Run the jobs `toy-quanta -m OVERRIDES` would run (`model.width=8,16,32`: one job per value,
+    the product over every swept key, with an experiment's own hydra.sweeper.params), one after
+    another, into out_dir/0, out_dir/1, ... (default: a new multirun/NAME_TIME). Each job is `run`'s:
+    a finished one is reused. The directory reads as a sweep (analysis.sweep.load_sweeps, collect)."""
+    jobs, params, base = sweep_jobs(*overrides)
     if out_dir is None:
         name = OmegaConf.select(base, "name") or "run"
         out_dir = Path("multirun") / f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from toy_quanta import checks, registry
 from toy_quanta.checks import get
@@ -97,6 +98,14 @@ class TrainConfig:
     # TensorBoard event files in the job's tensorboard/ (one run per member, every metric at every
     # log step, the figures at the end): `tensorboard --logdir outputs` watches runs live.
     tensorboard: bool = False
+    # End the run before train.steps once every member has had stop_metric at stop_at_least (or
+    # at most stop_at_most) for stop_hold consecutive log steps (a per-subtask metric: every
+    # subtask); summary.json["stopped"] records it. stop_metric null: the whole budget, whatever
+    # the levels say (engine/milestone.py).
+    stop_metric: Optional[str] = None
+    stop_at_least: Optional[float] = None
+    stop_at_most: Optional[float] = None
+    stop_hold: int = 3
 
 
 @dataclass
@@ -238,7 +247,10 @@ if JobLibLauncherConf is not None:
 
 def register_configs() -> None:
     """Store the schema in Hydra's ConfigStore: the core configs, and a task/ and model/ group
-    option for every registered task and model."""
+    option for every registered task and model; and the `div` resolver (`${div:6.4,${task.n}}`:
+    a value in proportion to another key, e.g. conf/lr_rule/inverse_n.yaml)."""
+    if not OmegaConf.has_resolver("div"):
+        OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(name="qdg_config", node=QDGConfig)
@@ -298,6 +310,7 @@ def validate(cfg: Any) -> None:
             checks.positive_int(cfg, key)
     for key in ("train.progress", "train.checkpoint", "train.snapshots", "train.tensorboard"):
         checks.boolean(cfg, key)
+    _validate_stop(cfg)
 
     checks.positive_int(cfg, "ensemble.seeds")
     checks.list_of(cfg, "ensemble.lr", positive=True)
@@ -307,6 +320,21 @@ def validate(cfg: Any) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31 - get(cfg, "ensemble.seeds"):
         raise ConfigError("seed", seed, "an integer in [0, 2^31 - ensemble.seeds)")
     _validate_arms(cfg, task)
+
+
+def _validate_stop(cfg: Any) -> None:
+    """train.stop_*: a metric's name and exactly one level for it, or no rule at all (whether the
+    task logs the metric is checked when its program is built, before it compiles: engine.loop.fit)."""
+    metric, least, most = (get(cfg, f"train.stop_{k}") for k in ("metric", "at_least", "at_most"))
+    checks.positive_int(cfg, "train.stop_hold")
+    if metric is None:  # no rule: `train.stop_metric=null` alone turns an experiment's rule off
+        return
+    if not isinstance(metric, str) or not metric:
+        raise ConfigError("train.stop_metric", metric, "the name of a logged metric (e.g. test_acc), or null")
+    if (least is None) == (most is None):
+        raise ConfigError("train.stop_at_least", least, "a number, with train.stop_at_most null (or the other way "
+                                                        f"round: exactly one level for train.stop_metric={metric})")
+    checks.finite(cfg, "train.stop_at_least" if least is not None else "train.stop_at_most")
 
 
 def _validate_output_scale(cfg: Any, model: Any) -> None:

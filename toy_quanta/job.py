@@ -18,10 +18,11 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from toy_quanta import compilation_cache, monitor, registry, results, stopping
+from toy_quanta import compilation_cache, registry, results, stopping
 from toy_quanta.analysis import arms, lu, phase, slingshot
 from toy_quanta.config import Config, validate
 from toy_quanta.engine.checkpoint import STATE_FILE
+from toy_quanta.engine import milestone
 from toy_quanta.engine.loop import FitResult, fit
 from toy_quanta.engine.members import expand, vector_keys
 from toy_quanta.engine.train import DIVERGENCE_RULE
@@ -116,7 +117,7 @@ class JobWriter:
         self.started = time.time()
         self.last_flush = 0.0
         self.latest: FitResult | None = None  # the run as far as it got, for fail()
-        self.tensorboard: monitor.TensorBoardLog | None = None  # with train.tensorboard, from the first log step
+        self.tensorboard: Any = None  # with train.tensorboard, from the first log step
         self.tensorboard_error: str | None = None
 
     def _tensorboard(self, result: FitResult, *, figures: bool = False, close: bool = False) -> str | None:
@@ -125,6 +126,8 @@ class JobWriter:
         if self.cfg is None or not self.cfg.train.tensorboard or self.tensorboard_error:
             return self.tensorboard_error
         try:
+            from toy_quanta import monitor  # TensorBoard's writer, imported by the runs that write its files
+
             if self.tensorboard is None:
                 self.tensorboard = monitor.TensorBoardLog(self.out_dir, result.members)
             self.tensorboard.scalars(result)
@@ -172,6 +175,7 @@ class JobWriter:
             "model_steps_per_s": result.steps_per_s * (group or {}).get("group_members", n_members),
             "device": {**results.device_info(), "devices_used": result.devices_used},
             "resumed_from": result.resumed_from,
+            "stopped": stop_summary(cfg, result),
             "divergence_rule": DIVERGENCE_RULE,
             "group": group,
             "members": results.member_summaries(result),
@@ -207,9 +211,10 @@ class JobWriter:
         if not {"train_acc", "test_acc"} <= set(result.logs):
             return
         threshold, gap = self.cfg.phase.threshold, self.cfg.phase.gap_steps
+        reachable = registry.task(self.cfg.task.name).reachable(self.cfg)
         found = phase.diagnose(np.asarray(result.steps), result.log_array("train_acc"), result.log_array("test_acc"),
-                               threshold, gap)
-        summary["diagnosis_rule"] = phase.diagnosis_rule(threshold, gap)
+                               threshold, gap, reachable=reachable)
+        summary["diagnosis_rule"] = phase.diagnosis_rule(threshold, gap, reachable=reachable)
         for i, member in enumerate(summary["members"]):
             member["diagnosis"] = str(found["diagnosis"][i])
             member["grokking_delay"] = None if np.isnan(found["delay"][i]) else float(found["delay"][i])
@@ -270,6 +275,14 @@ class JobWriter:
             "steps": result.steps_done if result is not None else 0,
             "wall_time_s": time.time() - self.started,
         })
+
+
+def stop_summary(cfg: Config, result: FitResult) -> dict[str, Any] | None:
+    """How the milestone stop (train.stop_*) ended the run, or None when it ran its budget."""
+    rule = milestone.from_config(cfg.train)
+    if rule is None:
+        return None
+    return {"rule": rule.describe(), "step": result.stopped_at, "budget": cfg.train.steps}
 
 
 def describe(cfg: Config) -> str:
@@ -335,6 +348,8 @@ def _report(summary: dict[str, Any], task: Any) -> None:
             log.info("  %s", line)
     for line in task.report_lines(summary):
         log.info("%s", line)
-    log.info("%d steps in %.1f s (+%.1f s compile), %.0f steps/s", summary["steps"], summary["train_s"],
+    stopped = summary.get("stopped") or {}
+    budget = f" of {stopped['budget']} (milestone reached)" if stopped.get("step") is not None else ""
+    log.info("%d steps%s in %.1f s (+%.1f s compile), %.0f steps/s", summary["steps"], budget, summary["train_s"],
              summary["compile_s"], summary["steps_per_s"])
     print(f"output directory: {summary['output_dir']}", flush=True)

@@ -134,3 +134,54 @@ def test_first_step_above_and_head_names():
     assert ind.first_step_above(steps, [0.1, 0.2, 0.6, 0.9], 0.5) == 100
     assert ind.first_step_above(steps, [0.1, 0.2, 0.3, 0.4], 0.5) is None
     assert [ind.head_name(i, 4) for i in (0, 3, 4, 7)] == ["L0H0", "L0H3", "L1H0", "L1H3"]
+
+
+def latest_occurrence(tokens_S, q):
+    earlier = [j for j in range(q) if tokens_S[j] == tokens_S[q]]
+    return earlier[-1] if earlier else 0
+
+
+def test_a_duplicate_token_head_scores_one_and_an_induction_head_does_not():
+    """A head attending from each token to its own previous occurrence scores 1 on duplicates and 0
+    on induction (the key after the occurrence is the next position); an induction head the other
+    way round; uniform attention scores (duplicates before q) / (q + 1), by a loop."""
+    rng = np.random.default_rng(0)
+    tokens = periodic(rng, 8, 24, 12, 3, 6)
+    dup = planted(tokens, latest_occurrence)
+    assert ind.duplicate_token_score(dup, tokens)[0] == pytest.approx(1.0)
+    assert ind.induction_score(dup, tokens)[0] == pytest.approx(0.0)
+    induction = planted(tokens, after_latest_occurrence)
+    assert ind.duplicate_token_score(induction, tokens)[0] == pytest.approx(0.0)
+    S = tokens.shape[1]
+    want, n = 0.0, 0
+    for tokens_S in tokens:
+        for q in range(S):
+            count = sum(tokens_S[k] == tokens_S[q] for k in range(q))
+            if count:
+                want, n = want + count / (q + 1), n + 1
+    np.testing.assert_allclose(ind.duplicate_token_score(uniform(8, 1, S), tokens)[0], want / n)
+    np.testing.assert_allclose(np.asarray(ind.duplicate_token_score(jnp.asarray(uniform(8, 1, S)), jnp.asarray(tokens))),
+                               ind.duplicate_token_score(uniform(8, 1, S), tokens), rtol=1e-6)
+
+
+def test_the_circuit_reads_the_scores_and_the_ablations():
+    """Heads layer-major, 2 layers x 2 heads: the best induction head and the head below it whose
+    zeroing costs most; canonical only when both pass their score and their zeroing costs >= NEEDED."""
+    induction_T = [0.05, 0.04, 0.7, 0.2]
+    previous_T = [0.1, 0.8, 0.02, 0.03]
+    duplicate_T = [0.0, 0.0, 0.0, 0.0]
+    rise_T = [0.0, 1.2, 2.5, 0.01]
+    c = ind.circuit(induction_T, previous_T, duplicate_T, rise_T, n_heads=2)
+    assert c["induction_head"]["head"] == "L1H0" and c["previous_token_head"]["head"] == "L0H1"
+    assert c["canonical"] and c["needed"] == ["L0H1", "L1H0"]
+    assert c["induction_heads"] == ["L1H0"] and c["previous_token_heads"] == ["L0H1"]
+    # the previous-token head is not needed (its zeroing costs nothing): not the canonical circuit
+    assert not ind.circuit(induction_T, previous_T, duplicate_T, [0.0, 0.05, 2.5, 0.0], 2)["canonical"]
+    # the needed head below is no previous-token head (score 0.3): not canonical, and it is the one named
+    c = ind.circuit(induction_T, [0.8, 0.3, 0.02, 0.03], duplicate_T, [0.05, 1.2, 2.5, 0.0], 2)
+    assert c["previous_token_head"]["head"] == "L0H1" and not c["canonical"]
+    # a previous-token head in the same layer as the induction head does not feed it
+    c = ind.circuit([0.05, 0.04, 0.7, 0.2], [0.1, 0.1, 0.02, 0.9], duplicate_T, [0.0, 0.0, 2.5, 1.0], 2)
+    assert c["previous_token_head"]["head"] in ("L0H0", "L0H1") and not c["canonical"]
+    # an induction head in layer 0 has nothing below it
+    assert ind.circuit([0.9, 0.0, 0.0, 0.0], previous_T, duplicate_T, rise_T, 2)["previous_token_head"] is None

@@ -289,3 +289,22 @@ def test_diagnose_labels_planted_curves_by_the_stated_rule():
     late_drop = up_at(3000) - 0.2 * up_at(4500)
     assert diagnose(steps, up_at(500), late_drop, 0.9, 1000)["diagnosis"][0] == "overfitting"
     assert "0.9" in diagnosis_rule(0.9, 1000) and "1000" in diagnosis_rule(0.9, 1000)
+
+
+def test_the_diagnosis_scales_the_threshold_by_what_the_task_can_reach():
+    """A task whose perfect model reaches 0.84 (an induction sequence's unpredictable first copy): a
+    member at 0.83 has fitted it, at threshold 0.9 x 0.84; validation before training is no delay."""
+    from toy_quanta.analysis.phase import diagnose, diagnosis_rule
+
+    steps = np.arange(0, 5001, 500)
+    up_at = lambda s, top: top * (steps >= s).astype(float)  # noqa: E731
+    train, val = np.stack([up_at(500, 0.83), up_at(1000, 0.83)], 1), np.stack([up_at(3000, 0.83), up_at(500, 0.83)], 1)
+    plain = diagnose(steps, train, val, 0.9, 1000)
+    assert list(plain["diagnosis"]) == ["not fitted", "not fitted"]
+    reach = {"train_acc": 0.84, "test_acc": 0.84}
+    scaled = diagnose(steps, train, val, 0.9, 1000, reachable=reach)
+    assert list(scaled["diagnosis"]) == ["grokked", "generalised"]
+    assert scaled["delay"][0] == 2500 and np.isnan(scaled["delay"][1])  # validation first: no delay, not -500
+    assert scaled["peak_val"][0] == pytest.approx(0.83)
+    rule = diagnosis_rule(0.9, 1000, reachable=reach)
+    assert "0.756" in rule and "0.84" in rule and rule != diagnosis_rule(0.9, 1000)

@@ -117,3 +117,58 @@ def test_the_data_law_approaches_its_exponent_for_many_skills():
     D = np.array([1e3, 1e4])
     slope = np.diff(np.log(solvable.loss_data(D, p_K, 1.0))) / np.diff(np.log(D))
     assert slope[0] == pytest.approx(-solvable.exponents(alpha)["data"], abs=0.03)
+
+
+def test_their_calibration_recovers_the_rate_with_r0_fixed_and_predicts_every_skill():
+    """Nam et al.'s calibration: the rate of a planted one-skill curve (p = 1) with R_0 known, then
+    each skill of a planted several-skill network predicted with rate x p_k and the same R_0."""
+    S, eta, std = 5.0, 0.002, 0.01
+    R0 = solvable.their_R0(std)
+    assert R0 == pytest.approx(std**2 / 3.6)
+    steps, one = _planted(np.array([1.0]), S=S, R0=R0, eta=eta, noise=0.005)
+    rate, se = solvable.fit_rate(steps, one[:, 0], S, R0)
+    assert rate == pytest.approx(2 * eta * S, rel=0.02) and 0 < se < 0.01 * rate
+    p_K = np.array([0.55, 0.25, 0.12, 0.08])
+    steps, R = _planted(p_K, S=S, R0=R0, eta=eta, noise=0.005)
+    cal = solvable.their_calibration(rate, R0, S, p_K[0])
+    out = solvable.compare_member(steps, R, p_K, S, cal)
+    for s, p in zip(out["skills"], p_K):
+        assert s["predicted_step"] == pytest.approx(solvable.emergence_time(p, S, R0, eta), rel=0.03)
+        assert s["ratio"] == pytest.approx(1.0, abs=0.03)
+    with pytest.raises(ValueError, match="never reached"):
+        solvable.fit_rate(steps, np.zeros_like(steps), S, R0)
+
+
+def test_calibrations_of_a_sweep_of_one_skill_and_several_skill_jobs():
+    """calibrations() on jobs as the metrics tables hold them: one-skill jobs give the rate, every
+    several-skill member gets both predictions; a several-skill network whose skills follow the
+    closed form is predicted within 3% by either."""
+    import pandas as pd
+    from types import SimpleNamespace
+
+    S, eta, std, alpha = 5.0, 0.002, 0.01, 0.6
+    R0 = solvable.their_R0(std)
+
+    def job(n_tasks: int, members: int) -> tuple:
+        from toy_quanta.data.sparse_parity import zipf_probs
+
+        p_K = zipf_probs(n_tasks, alpha)
+        rows = []
+        for m in range(members):
+            steps, R = _planted(p_K, S=S, R0=R0, eta=eta, noise=0.003, seed=m)
+            for i, step in enumerate(steps):
+                for k in range(n_tasks):
+                    rows.append({"member": m, "step": int(step), "metric": "subtask_strength", "subtask": k,
+                                 "value": R[i, k]})
+        cfg = SimpleNamespace(task=SimpleNamespace(n_tasks=n_tasks, alpha=alpha, target_scale=S),
+                              model=SimpleNamespace(init_std=std))
+        return cfg, pd.DataFrame(rows)
+
+    result = solvable.calibrations([job(5, 2), job(1, 2)])
+    assert result["R0"] == pytest.approx(R0) and result["rate_single"] == pytest.approx(2 * eta * S, rel=0.02)
+    assert len(result["one_skill"]) == 2 and len(result["theirs"]["members"]) == 2
+    for name in ("theirs", "ours"):
+        for row in result[name]["skills"]:
+            assert row["ratio"]["value"] == pytest.approx(1.0, abs=0.03), (name, row)
+    with pytest.raises(ValueError, match="n_tasks=1"):
+        solvable.calibrations([job(5, 1)])

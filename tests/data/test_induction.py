@@ -74,3 +74,51 @@ def test_the_probe_repeats_a_random_block(seq_len, vocab):
         assert len(set(tokens_S[:period].tolist())) == period
         np.testing.assert_array_equal(tokens_S[period:], np.resize(tokens_S[:period], seq_len - period))
     assert len({tuple(t) for t in probe.tolist()}) == 6  # each row its own block
+
+
+def find_copy(tokens_S: np.ndarray, mask_S: np.ndarray) -> tuple[int, int, int]:
+    """(source start, copy start, length) of the segment layout, read off by a loop: the mask is
+    the copy's positions but its last, so the copy is [d, d + L) with L = mask.sum() + 1; its
+    source is an earlier window holding the same tokens."""
+    d, length = int(np.argmax(mask_S)), int(mask_S.sum()) + 1
+    window = tokens_S[d:d + length]
+    sources = [s for s in range(0, d - length + 1) if np.array_equal(tokens_S[s:s + length], window)]
+    assert sources, "no earlier window equals the copy"
+    return sources[0], d, length
+
+
+@pytest.mark.parametrize("seq_len,vocab,lo,hi", [(64, 128, 16, 32), (24, 50, 3, 6), (12, 7, 2, 6), (20, 9, 10, 10)])
+def test_the_segment_layout_copies_one_segment_further_on(seq_len, vocab, lo, hi):
+    """Olsson et al.'s layout: random tokens, one segment of lo..hi tokens copied at a random later
+    offset; the mask is the copy's positions whose next token is the source's next one."""
+    tokens, mask = jax.jit(induction.segment, static_argnums=(1, 2, 3, 4, 5))(jax.random.key(seq_len), 300, seq_len,
+                                                                            vocab, lo, hi)
+    tokens, mask = np.asarray(tokens), np.asarray(mask)
+    assert tokens.shape == mask.shape == (300, seq_len) and tokens.min() >= 0 and tokens.max() < vocab
+    lengths, starts, offsets = [], [], []
+    for tokens_S, mask_S in zip(tokens, mask):
+        src, dst, length = find_copy(tokens_S, mask_S)
+        assert lo <= length <= hi and dst >= src + length and dst + length <= seq_len
+        assert np.flatnonzero(mask_S).tolist() == list(range(dst, dst + length - 1))  # contiguous, all but the last
+        for i in np.flatnonzero(mask_S):  # the next token is the source's next token
+            assert tokens_S[i + 1] == tokens_S[src + (i - dst) + 1]
+        lengths.append(length), starts.append(dst), offsets.append(dst - src)
+    assert set(lengths) == set(range(lo, hi + 1))
+    if seq_len > 2 * hi + 2:  # room to move: the copy is not at a fixed position or distance
+        assert len(set(starts)) > 3 and len(set(offsets)) > 3
+
+
+def test_the_segment_layout_is_refused_when_the_copy_cannot_fit():
+    from conftest import with_values
+    from toy_quanta.config import validate
+    from toy_quanta.errors import ConfigError
+    from toy_quanta.job import to_config
+    from toy_quanta import api
+
+    cfg = to_config(api.compose("experiment=induction", "task.layout=segment", "task.seq_len=30", "task.block_max=16"))
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert info.value.key == "task.seq_len" and "2 x task.block_max = 32" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        validate(with_values(cfg, task__layout="spiral"))
+    assert info.value.key == "task.layout"

@@ -200,3 +200,41 @@ def test_subsets_are_not_biased_to_low_indices():
 def test_impossible_subset_requests_raise(n_tasks, n, k):
     with pytest.raises(ValueError):
         sp.draw_subsets(n_tasks, n, k, seed=0)
+
+
+# --- disjoint subsets and the ±1 encoding ---------------------------------------------------------
+
+@pytest.mark.parametrize("n_tasks,n,k", [(5, 32, 3), (4, 8, 2), (1, 10, 3), (10, 30, 3)])
+def test_disjoint_subsets_share_no_bit(n_tasks, n, k):
+    """Nam et al.'s layout: n_tasks * k distinct bits, each subset sorted, none shared."""
+    for seed in range(5):
+        subsets = sp.draw_subsets(n_tasks, n, k, seed, "disjoint")
+        assert subsets.shape == (n_tasks, k) and subsets.dtype == np.int32
+        assert len(np.unique(subsets)) == n_tasks * k and subsets.min() >= 0 and subsets.max() < n
+        assert (np.diff(subsets, axis=1) > 0).all()
+    draws = {tuple(sp.draw_subsets(n_tasks, n, k, s, "disjoint").ravel()) for s in range(20)}
+    assert len(draws) > 1 or n_tasks * k == n  # the seed chooses them
+
+
+def test_disjoint_subsets_need_room_and_distinct_stays_as_it_was():
+    with pytest.raises(ValueError, match="n_tasks \\* k <= n"):
+        sp.draw_subsets(6, 17, 3, 0, "disjoint")
+    with pytest.raises(ValueError, match="distinct"):
+        sp.draw_subsets(2, 10, 3, 0, "overlapping")
+    # the default kind draws what it always drew (the same stream, the same subsets)
+    np.testing.assert_array_equal(sp.draw_subsets(20, 30, 3, 7), sp.draw_subsets(20, 30, 3, 7, "distinct"))
+
+
+def test_encode_maps_bits_to_plus_minus_one_and_keeps_zero_one():
+    bits = np.random.default_rng(0).integers(0, 2, (50, 9)).astype(np.uint8)
+    same = sp.encode(jnp.asarray(bits), "zero_one")
+    assert same.dtype == jnp.uint8 and np.array_equal(np.asarray(same), bits)
+    pm = np.asarray(sp.encode(jnp.asarray(bits), "plus_minus"))
+    assert pm.dtype == np.int8 and set(np.unique(pm).tolist()) == {-1, 1}
+    np.testing.assert_array_equal(pm, 2 * bits.astype(np.int64) - 1)
+    # the label (parity of the bits) is the product of the ±1 coordinates up to (-1)^k
+    subsets = sp.draw_subsets(4, 9, 3, 0)
+    task = np.arange(50) % 4
+    parity = numpy_parity(bits, subsets, task)
+    product = np.prod(np.take_along_axis(pm, subsets[task], axis=1), axis=1)
+    np.testing.assert_array_equal(product, (-1) ** 3 * (1 - 2 * parity))

@@ -203,3 +203,19 @@ def test_rngs_seed_determines_the_parameters():
     c = nnx.to_pure_dict(nnx.state(MLP(3, 4, 5, rngs=nnx.Rngs(1))))
     np.testing.assert_array_equal(a["inp"]["kernel"], b["inp"]["kernel"])
     assert not np.allclose(a["inp"]["kernel"], c["inp"]["kernel"])
+
+
+def test_init_std_draws_every_weight_and_bias_from_a_normal():
+    """model.init_std (Nam et al.'s initialisation): every kernel and bias ~ N(0, init_std^2),
+    whatever the fan-in; the default stays PyTorch's uniform."""
+    from scipy import stats
+
+    model = MLP(5, 32, 1000, n_out=1, init_std=0.01, rngs=nnx.Rngs(0))
+    for layer in (model.inp, model.out):
+        for values in (np.asarray(layer.kernel[...]).ravel(), np.asarray(layer.bias[...]).ravel()):
+            assert abs(values.mean()) < 4 * 0.01 / np.sqrt(values.size)
+            if values.size >= 1000:
+                assert abs(values.std() - 0.01) < 0.001
+                assert stats.kstest(values / 0.01, "norm").pvalue > 1e-3
+    default = MLP(5, 32, 1000, n_out=1, rngs=nnx.Rngs(0))
+    assert np.abs(np.asarray(default.inp.kernel[...])).max() <= 1 / np.sqrt(37)

@@ -190,3 +190,60 @@ def test_the_experiment_composes_as_the_anchor_s_model(hydra_compose):
     assert (cfg.task.name, cfg.task.vocab, m.name, m.n_layers, m.d_model, m.n_heads, m.attn_only) == (
         "induction", 128, "transformer", 2, 48, 4, True)
     assert (o.name, o.lr, o.weight_decay, cfg.ensemble.seeds) == ("adamw", 1e-3, 1.0, 5)
+
+
+def test_duplicate_token_scores_and_head_ablations_equal_a_recomputation(run):
+    """duplicate_token_score by a loop over (sequence, query); ablation_loss_rise by zeroing each
+    head's rows of its layer's output projection in the parameters (the head's contribution to
+    the residual stream) and recomputing the repeated part's loss on the probe sequences."""
+    cfg, trainer, state, hyper, logs = run
+    member = jax.tree.map(lambda x: x[1], hyper)
+    data = trainer.program.init(member, None, jax.random.key(member["seed"]))
+    P, H = cfg.task.probe_size, cfg.model.n_heads
+    tokens, mask = np.asarray(data.test)[:P], np.asarray(data.test_mask)[:P, :-1]
+    params = jax.tree.map(lambda x: x[1], state.params)
+    E = cfg.model.d_model // H
+
+    def repeated_loss(p) -> float:
+        logits = np.asarray(nnx.merge(trainer.graphdef, p).all_logits(jnp.asarray(tokens)), np.float64)[:, :-1]
+        logp = logits - logits.max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        loss = -np.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0]
+        return loss[mask].mean()
+
+    full = repeated_loss(params)
+    pure = nnx.to_pure_dict(params)
+    rises = []
+    for layer in range(cfg.model.n_layers):
+        for head in range(H):
+            zeroed = jax.tree.map(lambda x: x, pure)
+            kernel = np.array(zeroed["blocks"][layer]["o"]["kernel"])
+            kernel[head * E:(head + 1) * E] = 0.0
+            zeroed["blocks"][layer]["o"]["kernel"] = jnp.asarray(kernel)
+            p = jax.tree.map(lambda x: x, params)
+            nnx.replace_by_pure_dict(p, zeroed)
+            rises.append(repeated_loss(p) - full)
+    np.testing.assert_allclose(logs["ablation_loss_rise"][-1, 1], rises, rtol=1e-3, atol=2e-5)
+
+    attn = np.asarray(nnx.merge(trainer.graphdef, params).attention_patterns(jnp.asarray(tokens)), np.float64)
+    total, count = 0.0, 0
+    for b in range(P):
+        for q in range(tokens.shape[1]):
+            keys = [k for k in range(q) if tokens[b, k] == tokens[b, q]]
+            if keys:
+                total, count = total + attn[:, b, :, q][..., keys].sum(-1), count + 1
+    np.testing.assert_allclose(logs["duplicate_token_score"][-1, 1], (total / count).reshape(-1), rtol=2e-4, atol=2e-5)
+
+
+def test_the_segment_layout_trains_and_its_reachable_accuracy_is_its_predictable_share():
+    from toy_quanta.tasks.induction import Induction
+
+    cfg = _cfg(task={"layout": "segment", "seq_len": 16, "block_min": 3, "block_max": 6}, steps=2, seeds=1)
+    validate(cfg)
+    _, _, _, logs = _train(cfg)
+    assert np.all(np.isfinite(logs["repeated_loss"]))
+    reach = Induction().reachable(cfg)["test_acc"]
+    share = np.mean([(length - 1) / 15 for length in range(3, 7)])
+    assert reach == pytest.approx(share + (1 - share) / 16)
+    periodic = Induction().reachable(_cfg())["train_acc"]
+    assert periodic == pytest.approx(np.mean([(13 - L) / 13 for L in range(3, 6)]) * (1 - 1 / 16) + 1 / 16)

@@ -149,3 +149,51 @@ def test_squared_loss_run_calibrates_the_solvable_model(tmp_path):
     cal = out["members"][0]["calibration"]
     assert cal["rate"] > 0 and 0 < cal["R0"] < 2.0
     assert any("skill 2" in line for line in task.report_lines({"solvable": out}))
+
+
+@pytest.mark.parametrize("loss", ["hinge", "cross_entropy"])
+def test_plus_minus_inputs_reach_the_model_as_plus_minus_one(loss):
+    """task.encoding=plus_minus: the logged test loss equals a NumPy evaluation of the final
+    parameters on 2 b - 1 (and not on the {0, 1} bits)."""
+    import jax
+    from flax import nnx
+
+    from toy_quanta.engine.loop import fit, make_trainer, trainer_inputs
+
+    cfg = tiny_config(task={"loss": loss, "encoding": "plus_minus"}, train={"steps": 40})
+    members = expand(cfg)
+    r = fit(cfg, members)
+    acfg, trainer = make_trainer(cfg, members)
+    _, data = jax.device_get(jax.jit(jax.vmap(trainer.init))(*trainer_inputs(acfg, trainer, members)))
+    params = jax.tree.map(lambda x: np.asarray(x)[0], nnx.to_pure_dict(r.params))
+    task, bits, label = (np.asarray(x)[0] for x in data.task.test)
+    y = 2.0 * label - 1
+
+    def mean_loss(inputs):
+        p = {k: {n: np.asarray(v, np.float64) for n, v in layer.items()} for k, layer in params.items()}
+        n_control = p["inp"]["kernel"].shape[0] - inputs.shape[1]
+        x = np.concatenate([np.eye(n_control)[task], inputs], axis=1)
+        out = np.maximum(x @ p["inp"]["kernel"] + p["inp"]["bias"], 0) @ p["out"]["kernel"] + p["out"]["bias"]
+        if loss == "hinge":
+            return np.mean(np.maximum(0, 1 - y * out[:, 0]))
+        margin = out[:, 1] - out[:, 0]
+        return np.mean(np.logaddexp(0, -y * margin))
+
+    logged = r.log_array("test_loss")[-1, 0]
+    np.testing.assert_allclose(logged, mean_loss(2.0 * bits - 1), rtol=1e-4)
+    assert abs(logged - mean_loss(bits.astype(np.float64))) > 1e-3
+
+
+def test_disjoint_subsets_and_encoding_are_validated():
+    from toy_quanta.config import validate
+    from toy_quanta.errors import ConfigError
+
+    validate(tiny_config(task={"subsets": "disjoint", "n_tasks": 2, "n": 8, "k": 3}))
+    for task, key in (({"subsets": "disjoint", "n_tasks": 3, "n": 8, "k": 3}, "task.n_tasks"),
+                      ({"subsets": "apart"}, "task.subsets"), ({"encoding": "pm1"}, "task.encoding")):
+        with pytest.raises(ConfigError) as info:
+            validate(tiny_config(task=task))
+        assert info.value.key == key
+    cfg = tiny_config(task={"subsets": "disjoint", "n_tasks": 2, "n": 8, "k": 3}, ensemble={"seeds": 3})
+    for s in subsets_for(cfg, expand(cfg)):
+        assert len(np.unique(s)) == 6

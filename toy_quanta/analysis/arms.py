@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from toy_quanta import results
 from toy_quanta.analysis.milestones import steps_to
@@ -56,6 +55,8 @@ def _interval(samples: tuple[np.ndarray, ...], statistic, seed: int) -> list[flo
     if all(np.ptp(s) == 0 for s in samples):  # no spread to resample: the interval is the point
         value = float(statistic(*samples, axis=-1))
         return [value, value]
+    from scipy import stats  # here, not at import: scipy.stats costs every job's start-up 0.5 s
+
     res = stats.bootstrap(samples, statistic, n_resamples=N_RESAMPLES, confidence_level=CONFIDENCE,
                           method="percentile", vectorized=True, rng=np.random.default_rng(seed))
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]

@@ -13,6 +13,10 @@ per head: (..., H).
 - prefix-matching score: the same measure on the standard probe (a random block repeated,
   data.induction.repeated_probe), where the scored queries are the second copy.
 - previous-token score: attention from position q to q - 1, averaged over q >= 1.
+- duplicate-token score: attention from a token to its own earlier occurrences (keys k < q with
+  tokens[k] == tokens[q]), summed over them and averaged over the queries that have one.
+- ablation: the rise in the loss on the predictable positions when one head's output is zeroed
+  (the task computes it with the model; `circuit` reads the heads' scores and rises).
 """
 
 from __future__ import annotations
@@ -63,6 +67,18 @@ def induction_score(attn_BxHxSxS: Any, tokens_BxS: Any) -> Any:
 def prefix_matching_score(attn_BxHxSxS: Any, probe_BxS: Any) -> Any:
     """(..., H): the induction score on repeated random tokens (data.induction.repeated_probe)."""
     return induction_score(attn_BxHxSxS, probe_BxS)
+
+
+def duplicate_targets(tokens_BxS: Any) -> Any:
+    """(B, S, S) bool: [b, q, k] is True where key k < q holds the query's token."""
+    S = tokens_BxS.shape[1]
+    k_lt_q_SxS = np.arange(S)[None, :] < np.arange(S)[:, None]
+    return (tokens_BxS[:, None, :] == tokens_BxS[:, :, None]) & k_lt_q_SxS
+
+
+def duplicate_token_score(attn_BxHxSxS: Any, tokens_BxS: Any) -> Any:
+    """(..., H): attention to the query token's own earlier occurrences."""
+    return attention_to(attn_BxHxSxS, duplicate_targets(tokens_BxS))
 
 
 def previous_token_score(attn_BxHxSxS: Any) -> Any:
@@ -121,6 +137,40 @@ def first_step_above(steps_L: Sequence[int], score_L: Sequence[float], level: fl
 def head_name(index: int, n_heads: int) -> str:
     """'L1H2': layer and head of a flat head index (layer-major, as the task logs them)."""
     return f"L{index // n_heads}H{index % n_heads}"
+
+
+# The canonical circuit (Olsson et al.): an induction head fed by a previous-token head in a layer
+# below, each of which the repeated part's loss needs. A head "is" one kind when its score reaches
+# SCORE_LEVEL; the model "needs" a head when zeroing it raises that loss by at least NEEDED nats.
+# The head below that the circuit needs most is the one whose zeroing costs most.
+SCORE_LEVEL = 0.5
+NEEDED = 0.1
+CIRCUIT_RULE = (f"an induction head (induction score >= {SCORE_LEVEL:g}) whose zeroing raises the repeated part's loss "
+                f"by >= {NEEDED:g} nats, and below it the head whose zeroing raises it most: needed too, and a "
+                f"previous-token head (previous-token score >= {SCORE_LEVEL:g})")
+
+
+def circuit(induction_T: Any, previous_T: Any, duplicate_T: Any, rise_T: Any, n_heads: int) -> dict[str, Any]:
+    """Which heads do what at one log step (heads layer-major): the best induction head and the
+    head below it whose zeroing costs most, each with its scores and that cost; whether they form
+    the canonical circuit (CIRCUIT_RULE); the heads each score or cost picks out."""
+    induction_T, previous_T, duplicate_T, rise_T = (np.asarray(x, np.float64) for x in
+                                                    (induction_T, previous_T, duplicate_T, rise_T))
+    layer_T = np.arange(len(induction_T)) // n_heads
+
+    def head(i: int) -> dict[str, Any]:
+        return {"head": head_name(i, n_heads), "induction": float(induction_T[i]), "previous_token": float(previous_T[i]),
+                "duplicate_token": float(duplicate_T[i]), "ablation_rise": float(rise_T[i])}
+
+    ind = int(np.argmax(induction_T))
+    below = np.flatnonzero(layer_T < layer_T[ind])
+    feeder = int(below[np.argmax(rise_T[below])]) if len(below) else None
+    canonical = bool(induction_T[ind] >= SCORE_LEVEL and rise_T[ind] >= NEEDED and feeder is not None
+                     and previous_T[feeder] >= SCORE_LEVEL and rise_T[feeder] >= NEEDED)
+    return {"induction_head": head(ind), "previous_token_head": None if feeder is None else head(feeder),
+            "canonical": canonical, "needed": [head_name(i, n_heads) for i in np.flatnonzero(rise_T >= NEEDED)],
+            "induction_heads": [head_name(i, n_heads) for i in np.flatnonzero(induction_T >= SCORE_LEVEL)],
+            "previous_token_heads": [head_name(i, n_heads) for i in np.flatnonzero(previous_T >= SCORE_LEVEL)]}
 
 
 def uniform_previous_token_score(seq_len: int) -> float:

@@ -83,18 +83,28 @@ OVERFIT_DROP = 0.1  # validation accuracy this far below its peak at the end: ov
 
 
 def diagnosis_rule(threshold: float = DEFAULT_THRESHOLD, gap_steps: float = DEFAULT_GAP_STEPS,
-                   drop: float = OVERFIT_DROP) -> str:
-    return (f"not fitted: training accuracy never reached {threshold:g}; overfitting: it did, and the final "
-            f"validation accuracy is more than {drop:g} below its peak; generalised: validation reached {threshold:g} "
-            f"at most {gap_steps:g} steps after training did; grokked: more than {gap_steps:g} steps after (the "
-            f"delay is given); memorised: validation never reached {threshold:g} within the budget")
+                   drop: float = OVERFIT_DROP, reachable: dict[str, float] | None = None) -> str:
+    reach = reachable or {"train_acc": 1.0, "test_acc": 1.0}
+    train, val = (f"{threshold * reach[k]:.3g}" for k in ("train_acc", "test_acc"))
+    scaled = ("" if all(v == 1.0 for v in reach.values()) else
+              f" (the threshold {threshold:g} times the accuracy the task can reach: {reach['train_acc']:.3g} in "
+              f"training, {reach['test_acc']:.3g} in validation)")
+    return (f"not fitted: training accuracy never reached {train}{scaled}; overfitting: it did, and the final "
+            f"validation accuracy is more than {drop:g} below its peak; generalised: validation reached {val} "
+            f"at most {gap_steps:g} steps after training did (or before it); grokked: more than {gap_steps:g} steps "
+            f"after (the delay is given); memorised: validation never reached {val} within the budget")
 
 
 def diagnose(steps_L: np.ndarray, train_acc_LxM: np.ndarray, val_acc_LxM: np.ndarray,
              threshold: float = DEFAULT_THRESHOLD, gap_steps: float = DEFAULT_GAP_STEPS,
-             drop: float = OVERFIT_DROP) -> dict[str, np.ndarray]:
+             drop: float = OVERFIT_DROP, reachable: dict[str, float] | None = None) -> dict[str, np.ndarray]:
     """Per member (M,): "diagnosis" (one of DIAGNOSES, by diagnosis_rule), "delay" (validation's
-    step minus training's at the threshold, NaN unless both reached) and "peak_val"."""
+    step minus training's at the threshold, NaN unless both reached, and unless validation came
+    after training) and "peak_val". `reachable` (Task.reachable) scales each split's threshold by
+    the accuracy the task can reach there."""
+    reach = reachable or {"train_acc": 1.0, "test_acc": 1.0}
+    train_acc_LxM = np.asarray(train_acc_LxM, np.float64) / reach["train_acc"]
+    val_acc_LxM = np.asarray(val_acc_LxM, np.float64) / reach["test_acc"]
     phases = classify(steps_L, train_acc_LxM, val_acc_LxM, threshold, gap_steps)
     val_LxM = _as_LxM(val_acc_LxM, len(steps_L), "val_acc_LxM")
     peak_M = np.nanmax(np.where(np.isnan(val_LxM), -np.inf, val_LxM), axis=0)
@@ -103,7 +113,9 @@ def diagnose(steps_L: np.ndarray, train_acc_LxM: np.ndarray, val_acc_LxM: np.nda
     fell_M = fitted_M & ~(final_M >= peak_M - drop)  # NaN at the end (diverged) counts as fallen
     label_M = np.select([~fitted_M, fell_M, phases["phase"] == "comprehension", phases["phase"] == "grokking"],
                         ["not fitted", "overfitting", "generalised", "grokked"], default="memorised")
-    return {"diagnosis": label_M.astype(object), "delay": phases["gap"], "peak_val": peak_M}
+    # validation first (a negative gap) is no delay: nothing was waited for
+    delay_M = np.where(phases["gap"] >= 0, phases["gap"], np.nan)
+    return {"diagnosis": label_M.astype(object), "delay": delay_M, "peak_val": peak_M * reach["test_acc"]}
 
 
 def _as_LxM(acc: np.ndarray, n_steps: int, name: str) -> np.ndarray:

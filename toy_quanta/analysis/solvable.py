@@ -113,10 +113,46 @@ def calibrate(steps_L: np.ndarray, R_L: np.ndarray, S: float, p1: float) -> Cali
     return Calibration(float(rate), float(midpoint), float(se[0]), float(se[1]), float(S), float(p1))
 
 
-def compare_member(steps_L: np.ndarray, R_LxK: np.ndarray, p_K: np.ndarray, S: float) -> dict[str, Any]:
-    """Calibrate on skill 1, then each skill's predicted and measured emergence step (None: not
-    reached by the last step, reported as a bound) and the rise time, 10% to 90% of S."""
-    cal = calibrate(steps_L, R_LxK[:, 0], S, float(p_K[0]))
+# Nam et al.'s own calibration (their plot_emergence_calibration_all.py and train1_time.py): R_0
+# from the initialisation, and one rate constant fitted on a separate network trained on one skill
+# alone; every skill k of a network is then predicted with rate c_single p_k.
+THEIR_R0_RULE = ("R_0 = sigma^2 / 3.6 for weights and biases drawn from N(0, sigma^2) (their empirical formula); "
+                 "the rate fitted on a network of one skill (p = 1) with R_0 fixed; skill k's rate is that times p_k")
+
+
+def their_R0(init_std: float) -> float:
+    """R_0 from the initialisation's standard deviation, as their code computes it."""
+    return init_std**2 / 3.6
+
+
+def fit_rate(steps_L: np.ndarray, R_L: np.ndarray, S: float, R0: float) -> tuple[float, float]:
+    """(c, its standard error): the least-squares rate of R / S = 1 / (1 + (S / R0 - 1) exp(-c T))
+    with R0 fixed, through one skill's measured strength. ValueError if it never reaches S / 2."""
+    steps_L, y_L = np.asarray(steps_L, np.float64), np.asarray(R_L, np.float64) / S
+    t_half = crossing_step(steps_L, y_L, EMERGED)
+    if t_half is None:
+        raise ValueError(f"the skill never reached {EMERGED:g} S (its largest strength is {np.max(y_L) * S:.3g}): "
+                         "nothing to fit; train longer")
+    log_c0 = math.log(S / R0 - 1.0)
+
+    def logistic(T, rate):
+        return 1.0 / (1.0 + np.exp(np.clip(log_c0 - rate * T, -500, 500)))
+
+    (rate,), cov = optimize.curve_fit(logistic, steps_L, y_L, p0=(log_c0 / max(t_half, 1.0),), maxfev=20_000)
+    return float(rate), float(np.sqrt(cov[0, 0])) if np.isfinite(cov[0, 0]) else float("nan")
+
+
+def their_calibration(rate_single: float, R0: float, S: float, p1: float) -> Calibration:
+    """The closed form for a network whose skill 1 has frequency p1, from a one-skill rate and R_0."""
+    rate = rate_single * p1
+    return Calibration(rate, math.log(S / R0 - 1.0) / rate, float("nan"), float("nan"), S, p1)
+
+
+def compare_member(steps_L: np.ndarray, R_LxK: np.ndarray, p_K: np.ndarray, S: float,
+                   cal: Calibration | None = None) -> dict[str, Any]:
+    """Calibrate on skill 1 (or use `cal`), then each skill's predicted and measured emergence step
+    (None: not reached by the last step, reported as a bound) and the rise time, 10% to 90% of S."""
+    cal = cal if cal is not None else calibrate(steps_L, R_LxK[:, 0], S, float(p_K[0]))
     last = float(steps_L[-1])
     skills = []
     for k in range(R_LxK.shape[1]):
@@ -179,3 +215,78 @@ def lines(rows: Sequence[dict[str, Any]]) -> list[str]:
         out.append(f"skill {r['skill']} (p={r['p']:.3f}): predicted step {r['predicted_step']:,.0f}, "
                    f"measured {measured}{shown}{late}")
     return out
+
+
+def _strengths(frame: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(steps (L,), R (M, L, K)) from a job's metrics table (subtask_strength)."""
+    rows = frame[frame["metric"] == "subtask_strength"]
+    table = rows.pivot_table(index="step", columns=["member", "subtask"], values="value").sort_index()
+    M, K = int(rows["member"].max()) + 1, int(rows["subtask"].max()) + 1
+    return table.index.to_numpy(np.float64), table.to_numpy().reshape(len(table), M, K).transpose(1, 0, 2)
+
+
+def calibrations(jobs: Sequence[tuple[Any, Any]]) -> dict[str, Any]:
+    """Both calibrations of every several-skill member of a sweep of (config, metrics table) jobs:
+    ours (skill 1 of the same network: compare_member) and theirs (THEIR_R0_RULE: the rate from its
+    one-skill jobs, the geometric mean over their members). Per skill and calibration, measured over
+    predicted emergence step across the members (summarize)."""
+    from toy_quanta.data.sparse_parity import zipf_probs
+
+    single, several = [], []
+    for cfg, frame in jobs:
+        steps_L, R_MxLxK = _strengths(frame)
+        (single if cfg.task.n_tasks == 1 else several).append((cfg, steps_L, R_MxLxK))
+    if not single or not several:
+        raise ValueError("needs jobs with task.n_tasks=1 (the calibration network) and task.n_tasks > 1")
+    S = float(several[0][0].task.target_scale)
+    init_std = getattr(single[0][0].model, "init_std", None)
+    rates, one_skill = [], []
+    for cfg, steps_L, R_MxLxK in single:
+        for m in range(R_MxLxK.shape[0]):
+            if init_std is not None:
+                rate, se = fit_rate(steps_L, R_MxLxK[m, :, 0], S, their_R0(init_std))
+                R0 = their_R0(init_std)
+            else:  # no N(0, sigma^2) initialisation to read R_0 from: fit it on the one-skill network too
+                cal = calibrate(steps_L, R_MxLxK[m, :, 0], S, 1.0)
+                rate, se, R0 = cal.rate, cal.rate_se, cal.R0
+            rates.append(rate)
+            one_skill.append({"rate": rate, "rate_se": se, "R0": R0,
+                              "emerged_step": crossing_step(steps_L, R_MxLxK[m, :, 0] / S, EMERGED)})
+    rate_single = float(np.exp(np.mean(np.log(rates))))
+    R0 = their_R0(init_std) if init_std is not None else float(np.exp(np.mean(np.log([o["R0"] for o in one_skill]))))
+    ours, theirs = [], []
+    for cfg, steps_L, R_MxLxK in several:
+        p_K = zipf_probs(cfg.task.n_tasks, cfg.task.alpha)
+        for m in range(R_MxLxK.shape[0]):
+            theirs.append(compare_member(steps_L, R_MxLxK[m], p_K, S, their_calibration(rate_single, R0, S, p_K[0])))
+            try:
+                ours.append(compare_member(steps_L, R_MxLxK[m], p_K, S))
+            except (ValueError, RuntimeError):
+                pass
+    return {"rule": RULE, "their_rule": THEIR_R0_RULE, "S": S, "R0": R0, "rate_single": rate_single,
+            "one_skill": one_skill, "p": [float(p) for p in p_K],
+            "theirs": {"members": theirs, "skills": summarize(theirs)},
+            "ours": {"members": ours, "skills": summarize(ours) if ours else []}}
+
+
+SWEEP_FILES = {"json": "solvable.json", "figure": "solvable_calibrations.png"}
+
+
+def write_calibrations(sweep_dir: Any) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """calibrations() of a sweep directory's completed jobs, written to SWEEP_FILES["json"] there
+    (`toy-quanta-collect DIR --solvable`); returns it with the first several-skill job's steps and
+    strengths (L,), (M, L, K), for the figure."""
+    from pathlib import Path
+
+    from toy_quanta import results
+    from toy_quanta.analysis.collect import job_dirs
+
+    sweep_dir = Path(sweep_dir)
+    jobs = []
+    for job in job_dirs(sweep_dir):
+        if (job / results.SUMMARY_FILE).is_file():
+            jobs.append((results.load_config(job), results.read_metrics(job / results.METRICS_FILE)))
+    result = calibrations(jobs)
+    several = [frame for cfg, frame in jobs if cfg.task.n_tasks > 1][0]
+    results.write_json(sweep_dir / SWEEP_FILES["json"], results.json_safe(result))
+    return (result, *_strengths(several))

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from toy_quanta.analysis import arms, hidden_progress
+from toy_quanta.analysis import arms, hidden_progress, solvable
 from toy_quanta.analysis.collect import COLLECTED_FILE, collect
 from toy_quanta.errors import RunFileError
 from toy_quanta.results import atomic_write
@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also fit steps to learn against the swept KEY (task.n) per task.k, with the hidden-progress "
                              "numbers of each member's plateau: DIR/hidden_progress.json, .csv and .png "
                              "(analysis/hidden_progress.py)")
+    parser.add_argument("--solvable", action="store_true",
+                        help="also predict each skill's emergence with Nam et al.'s calibration (R_0 from the "
+                             "initialisation, the rate from the sweep's task.n_tasks=1 jobs) and with ours (skill 1 of "
+                             "the same network): DIR/solvable.json and solvable_calibrations.png (analysis/solvable.py)")
     args = parser.parse_args(argv)
     try:
         table, report = collect(args.sweep_dir)
@@ -80,6 +84,22 @@ def main(argv: list[str] | None = None) -> int:
         for line in hidden_progress.lines(result):
             print(f"  {line}")
         report["hidden_progress"] = str(args.sweep_dir / hidden_progress.FILES["json"])
+    if args.solvable and len(table):
+        from toy_quanta.plots.solvable import plot_calibrations
+
+        try:
+            result, steps_L, R_MxLxK = solvable.write_calibrations(args.sweep_dir)
+        except ValueError as exc:
+            print(f"toy-quanta-collect: {exc}", file=sys.stderr)
+            return 2
+        plot_calibrations(result, steps_L, R_MxLxK, args.sweep_dir / solvable.SWEEP_FILES["figure"],
+                          f"{args.sweep_dir.name}: both calibrations")
+        for name, what in (("theirs", "their calibration (R_0 from the initialisation, the rate from the one-skill "
+                                      "network)"), ("ours", "ours (skill 1 of the same network)")):
+            print(f"{what}, measured / predicted emergence step (geometric mean over seeds [95% CI]):")
+            for line in solvable.lines(result[name]["skills"]):
+                print(f"  {line}")
+        report["solvable"] = str(args.sweep_dir / solvable.SWEEP_FILES["json"])
     print(json.dumps(report, default=str))
     return 1 if report["jobs_failed"] or report["jobs_missing"] else 0
 

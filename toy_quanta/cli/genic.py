@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from toy_quanta.analysis.genic import (FLAT, LABELS, MIN_DROP, MONOGENIC, POLYGENIC, THRESHOLD, WINDOW, GenicResult,
                                        by_group, check_params, classify, validate_curves)
 from toy_quanta.analysis.collect import job_dirs
-from toy_quanta.data.sparse_parity import LN2, sample, zipf_probs
+from toy_quanta.data.sparse_parity import LN2, encode, sample, zipf_probs
 from toy_quanta.job import flatten
 from toy_quanta.results import CHECKPOINT_FILE, SUMMARY_FILE, atomic_write, json_safe, load_run, write_json
 
@@ -170,7 +170,7 @@ def sweep_curves(sources: list[Path], n_samples: int = N_SAMPLES, seed: int | No
         model = run.model(i)
         for lo in range(0, n_samples, batch):
             rows = slice(lo, lo + batch)
-            logits_Bx2 = model(task_B[rows], bits_BxI[rows])
+            logits_Bx2 = model(task_B[rows], encode(bits_BxI[rows], run.cfg.task.encoding))
             nats_B = optax.softmax_cross_entropy_with_integer_labels(logits_Bx2.astype(jnp.float32), label_B[rows])
             loss_NxG[rows, k] = np.asarray(nats_B, np.float64) / LN2
     models = [{"scale": s, "job": str(by_scale[s][0]), "member": by_scale[s][1]} for s in scales]

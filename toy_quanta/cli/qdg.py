@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from toy_quanta.analysis import clusters, qdg
 from toy_quanta.config import QDGConfig, register_configs, validate_qdg
-from toy_quanta.data.sparse_parity import LN2, sample
+from toy_quanta.data.sparse_parity import LN2, encode, sample
 from toy_quanta.errors import ConfigError, RunFileError
 from toy_quanta.models.mlp import MLP
 from toy_quanta.plots import qdg as qdg_plots
@@ -42,12 +42,14 @@ log = logging.getLogger("toy_quanta.qdg")
 DRAW_BLOCK = 8192
 
 
-def select_samples(model: MLP, subsets_TxK: np.ndarray, alpha: float, n: int, cfg: QDGConfig):
+def select_samples(model: MLP, subsets_TxK: np.ndarray, alpha: float, n: int, cfg: QDGConfig,
+                   encoding: str = "zero_one"):
     """Samples of the task distribution (every subtask equally often if cfg.balanced) whose loss is
     below the threshold, drawn in blocks until n_samples are found:
-    (task_N, bits_NxI, label_N, loss_bits_N, n_drawn)."""
+    (task_N, bits_NxI, label_N, loss_bits_N, n_drawn); the bits as drawn, {0, 1}."""
     alpha = -1.0 if cfg.balanced else alpha  # p_i ∝ i^-(alpha+1) = 1
-    loss_fn = jax.jit(lambda t, b, y: optax.softmax_cross_entropy_with_integer_labels(model(t, b), y) / LN2)
+    loss_fn = jax.jit(lambda t, b, y: optax.softmax_cross_entropy_with_integer_labels(model(t, encode(b, encoding)), y)
+                      / LN2)
     subsets = jnp.asarray(subsets_TxK)
     key = jax.random.key(cfg.seed)
     parts, found, drawn = [], 0, 0
@@ -93,7 +95,7 @@ def run_qdg(cfg: QDGConfig, out_dir: Path) -> dict[str, Any]:
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
-    task, bits, label, loss_bits, drawn = select_samples(model, subsets_TxK, alpha, t.n, cfg)
+    task, bits, label, loss_bits, drawn = select_samples(model, subsets_TxK, alpha, t.n, cfg, t.encoding)
     timings["select_s"] = time.perf_counter() - start
     if len(task) <= max(counts):
         raise ConfigError("loss_threshold_bits", cfg.loss_threshold_bits,
@@ -107,7 +109,8 @@ def run_qdg(cfg: QDGConfig, out_dir: Path) -> dict[str, Any]:
              len(np.unique(task)))
 
     start = time.perf_counter()
-    factors = qdg.layer_factors(model, jnp.asarray(task), jnp.asarray(bits), jnp.asarray(label), tuple(cfg.params),
+    factors = qdg.layer_factors(model, jnp.asarray(task), encode(jnp.asarray(bits), t.encoding), jnp.asarray(label),
+                                tuple(cfg.params),
                                 margin=cfg.gradient == "margin")
     cos_NxN = qdg.cosine_similarity(factors, cfg.block)
     del factors

@@ -19,6 +19,18 @@ i < seq_len - 1 (the last position has no next token).
 
 The standard probe for prefix matching is `repeated_probe`: a block of seq_len // 2 distinct random
 tokens, repeated (twice when the vocabulary holds that many tokens).
+
+`segment` is the other layout, Olsson et al.'s: uniform random tokens in which one segment of
+L (uniform in [block_min, block_max]) tokens is copied once further on, at a random offset:
+
+    position  0 1 2 3 4 5 6 7 8 9 10 11 ...   (L = 4, source at 2, copy at 7)
+    token     q x a b c d y z a b c  d  w ...
+
+Positions do not line up with the repeat (the copy starts anywhere after its source), so
+absolute positions predict nothing: only looking back from a token to what followed its earlier
+occurrence does. Its mask marks the copy's positions but its last (i in [d, d + L - 2]): their
+next token is the source's next one. Tokens may repeat by chance elsewhere (copying them is then
+a guess); the loss on the mask is what an induction head brings down.
 """
 
 from __future__ import annotations
@@ -39,6 +51,30 @@ def periodic(key: jax.Array, batch: int, seq_len: int, vocab: int, block_min: in
     tokens_BxS = jnp.take_along_axis(block, pos_S[None, :] % period_B[:, None], axis=1).astype(jnp.int32)
     mask_BxS = (pos_S[None, :] >= period_B[:, None]) & (pos_S[None, :] < seq_len - 1)
     return tokens_BxS, mask_BxS
+
+
+def segment(key: jax.Array, batch: int, seq_len: int, vocab: int, block_min: int,
+            block_max: int) -> tuple[jax.Array, jax.Array]:
+    """(tokens_BxS int32, mask_BxS bool): `batch` sequences of random tokens with one segment copied
+    at a random offset (the layout above). Needs seq_len >= 2 * block_max."""
+    k_tok, k_len, k_src, k_dst = jax.random.split(key, 4)
+    tokens_BxS = jax.random.randint(k_tok, (batch, seq_len), 0, vocab, dtype=jnp.int32)
+    length_B = jax.random.randint(k_len, (batch,), block_min, block_max + 1)
+    # source start s in [0, seq_len - 2L], copy start d in [s + L, seq_len - L]: both whole, no overlap
+    u_src, u_dst = jax.random.uniform(k_src, (batch,)), jax.random.uniform(k_dst, (batch,))
+    src_B = jnp.floor(u_src * (seq_len - 2 * length_B + 1)).astype(jnp.int32)
+    dst_B = src_B + length_B + jnp.floor(u_dst * (seq_len - src_B - 2 * length_B + 1)).astype(jnp.int32)
+    pos_S = jnp.arange(seq_len)
+    offset_BxS = pos_S[None, :] - dst_B[:, None]
+    in_copy_BxS = (offset_BxS >= 0) & (offset_BxS < length_B[:, None])
+    source_BxS = jnp.clip(src_B[:, None] + offset_BxS, 0, seq_len - 1)
+    copied_BxS = jnp.take_along_axis(tokens_BxS, source_BxS, axis=1)
+    tokens_BxS = jnp.where(in_copy_BxS, copied_BxS, tokens_BxS)
+    mask_BxS = (offset_BxS >= 0) & (offset_BxS < length_B[:, None] - 1)
+    return tokens_BxS, mask_BxS
+
+
+LAYOUTS = {"periodic": periodic, "segment": segment}
 
 
 def probe_period(seq_len: int, vocab: int) -> int:

@@ -23,12 +23,27 @@ _SUBSET_STREAM = 0x5B5E7
 LN2 = math.log(2.0)  # nats per bit: the loss of an unlearned subtask (a coin flip)
 
 
-def draw_subsets(n_tasks: int, n: int, k: int, seed: int) -> np.ndarray:
-    """n_tasks distinct sorted k-subsets of range(n), as an int32 array (n_tasks, k)."""
+SUBSETS = ("distinct", "disjoint")
+# zero_one: the bits as they are (Michaud et al.'s and Nam et al.'s inputs); plus_minus: 2 b - 1,
+# the hypercube {-1, +1}^n of Barak et al. (the label, parity of the bits, is then the product of
+# the subset's coordinates up to the sign (-1)^k)
+ENCODINGS = ("zero_one", "plus_minus")
+
+
+def draw_subsets(n_tasks: int, n: int, k: int, seed: int, kind: str = "distinct") -> np.ndarray:
+    """n_tasks sorted k-subsets of range(n), as an int32 array (n_tasks, k): all distinct, or
+    (kind "disjoint") sharing no bit, n_tasks * k distinct bits split in turn, as Nam et al.'s
+    data generator draws them."""
+    rng = np.random.default_rng([seed, _SUBSET_STREAM])
+    if kind == "disjoint":
+        if not 1 <= k or not 1 <= n_tasks * k <= n:
+            raise ValueError(f"disjoint subsets need 1 <= n_tasks * k <= n; got n_tasks={n_tasks}, n={n}, k={k}")
+        return np.sort(rng.choice(n, size=n_tasks * k, replace=False).reshape(n_tasks, k), axis=1).astype(np.int32)
+    if kind != "distinct":
+        raise ValueError(f"subsets {kind!r}: one of {SUBSETS}")
     n_subsets = math.comb(n, k)
     if not 1 <= k <= n or not 1 <= n_tasks <= n_subsets:
         raise ValueError(f"need 1 <= k <= n and 1 <= n_tasks <= C(n, k); got n_tasks={n_tasks}, n={n}, k={k}")
-    rng = np.random.default_rng([seed, _SUBSET_STREAM])
     if n_tasks > n_subsets // 2:
         # Dense regime: rejection would stall, so choose from the full list of subsets.
         every = np.array(list(itertools.combinations(range(n), k)), dtype=np.int32)
@@ -41,6 +56,14 @@ def draw_subsets(n_tasks: int, n: int, k: int, seed: int) -> np.ndarray:
             seen.add(subset)
             subsets.append(subset)
     return np.array(subsets, dtype=np.int32)
+
+
+def encode(bits_BxI: jax.Array, encoding: str) -> jax.Array:
+    """The model's input from the {0, 1} bits: the bits themselves (zero_one), or 2 b - 1 as int8
+    (plus_minus). Integers either way: the first layer takes no gradient with respect to them."""
+    if encoding == "zero_one":
+        return bits_BxI
+    return (2 * bits_BxI.astype(jnp.int8) - 1).astype(jnp.int8)
 
 
 def zipf_probs(n_tasks: int, alpha: float) -> np.ndarray:

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.special import erf
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf  # here: importing scipy.special costs every job's start-up 0.2 s
+
     return 0.5 * x * (1 + erf(x / np.sqrt(2)))
 
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from toy_quanta import registry
 from toy_quanta.config import Config
 from toy_quanta.engine import checkpoint as ckpt
-from toy_quanta.engine import devices
+from toy_quanta.engine import devices, milestone
 from toy_quanta.engine.members import stack
 from toy_quanta.engine.train import Trainer, make_train
 from toy_quanta.errors import Interrupted
@@ -41,6 +41,7 @@ class FitResult:
     steps_done: int = 0
     devices_used: int = 1
     resumed_from: int | None = None  # the step a resumed run started from
+    stopped_at: int | None = None  # the log step at which the milestone stop (train.stop_*) ended it
 
     def log_array(self, name: str) -> np.ndarray:
         """(L, M) or (L, M, T): metric `name` at every log step."""
@@ -134,7 +135,11 @@ def fit(
     state, data = init(hyper, task_data)
     if checkpoint is not None and Path(checkpoint).is_file():
         state = _resume(Path(checkpoint), state, result, cfg)
-    chunk = chunk.lower(state, data, np.int32(0), np.bool_(True)).compile()
+    lowered = chunk.lower(state, data, np.int32(0), np.bool_(True))
+    rule = milestone.from_config(cfg.train)
+    if rule is not None:  # a metric the task does not log: refused before anything compiles
+        milestone.check_metric(rule, list(lowered.out_info[1]))
+    chunk = lowered.compile()
     jax.block_until_ready(state)
     result.compile_s = time.perf_counter() - t0
 
@@ -147,6 +152,8 @@ def fit(
     done = result.steps_done
     span = FIRST_SUBCHUNK
     pending = [int(t) for t in trainer.log_steps if not result.steps or t > result.steps[-1]]
+    if rule is not None and rule.fires(result.logs):  # stopped by a signal at the very step the rule fired
+        result.stopped_at, pending = result.steps[-1], []
     bar = tqdm(total=cfg.train.steps, initial=done, desc=cfg.name, unit="step", disable=not cfg.train.progress,
                dynamic_ncols=True, leave=True)
     try:
@@ -170,6 +177,9 @@ def fit(
                                     test_acc=f"{_finite_mean(logs['test_acc'][:n_members]):.3f}")
                     if on_log is not None:
                         on_log(result)
+                    if rule is not None and rule.fires(result.logs):
+                        result.stopped_at = done
+                        break  # finished: a signal now changes nothing
                 stop = should_stop() if should_stop is not None else None
                 if checkpoint is not None and (stop or (every is not None and time.monotonic() - last_save >= every)):
                     save()
@@ -179,6 +189,9 @@ def fit(
                     raise Interrupted(stop, done, result)
                 if is_log:
                     break
+            if result.stopped_at is not None:
+                log.info("every member reached its milestone at step %d: %s", done, rule.describe())
+                break
         if checkpoint is not None:
             save()  # a failure after training (figures, analyses) then costs no training
     finally:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -79,8 +79,8 @@ def _control_linear_bwd(res, d_out_BxW):
 control_linear.defvjp(_control_linear_fwd, _control_linear_bwd)
 
 
-def _linear(d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
-    init = _uniform_fan_in(d_in)
+def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, init_std: float | None = None) -> nnx.Linear:
+    init = _uniform_fan_in(d_in) if init_std is None else nnx.initializers.normal(stddev=init_std)
     return nnx.Linear(d_in, d_out, kernel_init=init, bias_init=init, rngs=rngs)
 
 
@@ -94,15 +94,16 @@ class MLP(nnx.Module):
         n_out: int = 2,
         activation: str = "relu",
         control_gather: bool = True,
+        init_std: float | None = None,
         *,
         rngs: nnx.Rngs,
     ):
         self.n_control = n_control
         self.control_gather = control_gather
         self.act = ACTIVATIONS[activation]
-        self.inp = _linear(n_control + n_bits, width, rngs)
-        self.hidden = nnx.List([_linear(width, width, rngs) for _ in range(depth - 1)])
-        self.out = _linear(width, n_out, rngs)
+        self.inp = _linear(n_control + n_bits, width, rngs, init_std)
+        self.hidden = nnx.List([_linear(width, width, rngs, init_std) for _ in range(depth - 1)])
+        self.out = _linear(width, n_out, rngs, init_std)
 
     def first_layer(self, task_B: jax.Array, bits_BxI: jax.Array) -> jax.Array:
         kernel_JxW, bias_W = self.inp.kernel[...], self.inp.bias[...]
@@ -170,18 +171,23 @@ class MLPConfig:
     output_scale: float = 1.0  # outputs times this (lazy training: larger is lazier); per member: ensemble.output_scale
     centred: bool = False  # outputs minus the initial model's (Kumar et al.'s centred model)
     control_gather: bool = True  # gather the control row instead of a one-hot matmul (same function)
+    # every weight and bias drawn from N(0, init_std^2), as Nam et al.'s code does; null: PyTorch's
+    # nn.Linear default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (Michaud et al.'s). init_scale multiplies either.
+    init_std: Optional[float] = None
 
 
 def _validate(cfg: Any) -> None:
     checks.choice(cfg, "model.activation", tuple(ACTIVATIONS))
     for key in ("model.width", "model.depth"):
         checks.positive_int(cfg, key)
+    if checks.get(cfg, "model.init_std") is not None:
+        checks.finite(cfg, "model.init_std", positive=True)
 
 
 def _build(m: MLPConfig, io: dict[str, int], key: jax.Array) -> MLP:
     """io: n_control (control codes), n_bits, n_out."""
     return MLP(io["n_control"], io["n_bits"], m.width, m.depth, io["n_out"], m.activation, m.control_gather,
-               rngs=nnx.Rngs(key))
+               getattr(m, "init_std", None), rngs=nnx.Rngs(key))
 
 
 register_model(Model("mlp", MLPConfig, _build, _validate))

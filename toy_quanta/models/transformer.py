@@ -1,8 +1,8 @@
 """A decoder-only transformer: modular arithmetic's tokens [a, OP, b, EQ] -> logits over residues,
 and the induction task's long sequences -> next-token logits at every position.
 
-Presets follow Power et al. 2022 (2 layers, pre-LN) and Nanda et al. 2023 (1 layer, no LN); see
-/work/shared/reference/grokking.md. Initialisation: linear kernels N(0, 1/fan_in) (std
+Presets follow Power et al. 2022 (2 layers; pre-LN here, their code post-LN) and Nanda et al. 2023
+(1 layer, no LN); docs/references.md has both. Initialisation: linear kernels N(0, 1/fan_in) (std
 1/sqrt(fan_in)), token and learned position embeddings N(0, 1/d_model), biases 0, LayerNorm scale 1
 and bias 0; then every parameter times `init_scale` (Omnigrok's alpha). Attention has no biases;
 the MLP has; the untied unembedding has none.
@@ -172,11 +172,14 @@ class Block(nnx.Module):
             Q, xq_RxD, hq_RxD = S, x_RxD, h_RxD
         return xq_RxD, Q, heads(self.q(hq_RxD), Q), k_BxSxHxE, v_BxSxHxE
 
-    def __call__(self, x_BxSxD: jax.Array, last_only: bool = False) -> jax.Array:
-        """Returns (B, S, D), or (B, 1, D) for the last position when last_only."""
+    def __call__(self, x_BxSxD: jax.Array, last_only: bool = False, head_mask_H: jax.Array | None = None) -> jax.Array:
+        """Returns (B, S, D), or (B, 1, D) for the last position when last_only. head_mask_H
+        multiplies each head's output before the output projection (0: the head ablated)."""
         B, S, D = x_BxSxD.shape
         xq_RxD, Q, q_BxQxHxE, k_BxSxHxE, v_BxSxHxE = self._heads(x_BxSxD, last_only)
         z_BxQxHxE = attention(q_BxQxHxE, k_BxSxHxE, v_BxSxHxE)
+        if head_mask_H is not None:
+            z_BxQxHxE = z_BxQxHxE * head_mask_H[:, None].astype(z_BxQxHxE.dtype)
         xq_RxD = xq_RxD + self.o(z_BxQxHxE.reshape(B * Q, D))
         if self.mlp_in is not None:
             hm_RxD = self.ln_mlp(xq_RxD) if self.ln_mlp is not None else xq_RxD
@@ -244,11 +247,12 @@ class Transformer(nnx.Module):
             return jnp.asarray(sinusoidal_positions(self.seq_len, self.embed_matrix.shape[1])[:S])
         return self.pos[...][:S]
 
-    def _forward(self, tokens_BxS: jax.Array, last_only: bool) -> jax.Array:
+    def _forward(self, tokens_BxS: jax.Array, last_only: bool, head_mask_LxH: jax.Array | None = None) -> jax.Array:
         x_BxSxD = self.embed(tokens_BxS) + self._positions(tokens_BxS.shape[1])
         n = len(self.blocks)
         for i, block in enumerate(self.blocks):
-            x_BxSxD = block(x_BxSxD, last_only=last_only and i == n - 1)
+            x_BxSxD = block(x_BxSxD, last_only=last_only and i == n - 1,
+                            head_mask_H=None if head_mask_LxH is None else head_mask_LxH[i])
         if self.ln_final is not None:
             x_BxSxD = self.ln_final(x_BxSxD)
         if self.tied:
@@ -268,9 +272,10 @@ class Transformer(nnx.Module):
         """The trainer's common entry point (same as __call__)."""
         return self(tokens_BxS)
 
-    def all_logits(self, tokens_BxS: jax.Array) -> jax.Array:
-        """Logits at every position, (B, S, n_out): what next-token training uses."""
-        return self._forward(tokens_BxS, last_only=False)
+    def all_logits(self, tokens_BxS: jax.Array, head_mask_LxH: jax.Array | None = None) -> jax.Array:
+        """Logits at every position, (B, S, n_out): what next-token training uses. head_mask_LxH
+        (n_layers, n_heads) scales each head's output (0: ablated; None: every head as it is)."""
+        return self._forward(tokens_BxS, last_only=False, head_mask_LxH=head_mask_LxH)
 
     def attention_patterns(self, tokens_BxS: jax.Array) -> jax.Array:
         """Every layer's post-softmax causal attention, (n_layers, B, H, S, S): [l, b, h, q, k] is

@@ -17,7 +17,7 @@ MAX_SHOWN = 1500  # samples drawn in the similarity figure (a 10k x 10k image wo
 
 def plot_rank_frequency(path: Path, sizes: dict[int, np.ndarray], env: np.ndarray, fit: SlopeFit,
                         true_sizes: np.ndarray, expected_slope: float) -> str:
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), constrained_layout=True)
     cmap = plt.get_cmap("viridis")
     for i, (k, s) in enumerate(sorted(sizes.items())):
         ax.plot(np.arange(1, len(s) + 1), s, color=cmap(i / max(1, len(sizes) - 1)), lw=0.9, alpha=0.7,
@@ -48,7 +48,7 @@ def _order(primary_N: np.ndarray, secondary_N: np.ndarray) -> np.ndarray:
 def plot_similarity(path: Path, cos_NxN: np.ndarray, cluster_N: np.ndarray, task_N: np.ndarray, seed: int = 0) -> str:
     shown = np.sort(np.random.default_rng(seed).permutation(len(task_N))[:MAX_SHOWN])
     c, t = cluster_N[shown], task_N[shown]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), constrained_layout=True)
     for ax, order, title in [(axes[0], _order(c, t), "sorted by cluster"), (axes[1], _order(t, c), "sorted by true subtask")]:
         idx = shown[order]
         im = ax.imshow(cos_NxN[np.ix_(idx, idx)], cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")

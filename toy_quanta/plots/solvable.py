@@ -66,3 +66,46 @@ def plot_solvable(steps_L: np.ndarray, R_MxLxK: np.ndarray, p_MxK: np.ndarray, S
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
+
+
+def plot_calibrations(result: dict[str, Any], steps_L: np.ndarray, R_MxLxK: np.ndarray, path: Path,
+                      title: str = "") -> str:
+    """Both calibrations of analysis.solvable.calibrations: each skill's measured strength (every
+    member) with the closed form from their calibration (dashed), and measured over predicted
+    emergence step per skill for theirs and ours (geometric mean over members, 95% interval)."""
+    from toy_quanta.analysis.solvable import their_calibration
+
+    S, p_K = result["S"], np.asarray(result["p"])
+    K = len(p_K)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, K))
+    fig, (ax_r, ax_q) = plt.subplots(1, 2, figsize=(14, 4.8), constrained_layout=True,
+                                     gridspec_kw={"width_ratios": [1.5, 1]})
+    x = np.maximum(np.asarray(steps_L, np.float64), 1)
+    cal = their_calibration(result["rate_single"], result["R0"], S, p_K[0])
+    for k in range(K):
+        for m in range(R_MxLxK.shape[0]):
+            ax_r.plot(x, R_MxLxK[m, :, k] / S, color=colors[k], lw=1, alpha=0.7,
+                      label=f"skill {k + 1} (p={p_K[k]:.3f})" if m == 0 else None)
+        ax_r.plot(x, cal.predict(x, p_K[k]) / S, color=colors[k], ls="--", lw=1.5)
+    ax_r.axhline(EMERGED, color="k", lw=0.6, ls=":")
+    ax_r.set(xscale="log", xlabel="step", ylabel="skill strength R_k / S",
+             title=f"measured (solid) and their calibration's closed form (dashed): R_0 {result['R0']:.2g}, "
+                   f"one-skill rate {result['rate_single']:.3g}/step")
+    ax_r.legend(fontsize=8)
+    for shift, (name, marker) in zip((-0.1, 0.1), (("theirs", "o"), ("ours", "s"))):
+        rows = result[name]["skills"]
+        for r in rows:
+            ratio = r["ratio"]
+            if ratio["value"] is None:
+                continue
+            low, high = ratio["interval"] or (ratio["value"], ratio["value"])
+            ax_q.errorbar([r["skill"] + shift], [ratio["value"]], yerr=[[ratio["value"] - low], [high - ratio["value"]]],
+                          fmt=marker, color="C0" if name == "theirs" else "C1", capsize=3,
+                          label=(f"their calibration (R_0 from the init, rate from a one-skill network)" if name == "theirs"
+                                 else "ours (skill 1 of the same network)") if r["skill"] == 1 else None)
+    ax_q.axhline(1.0, color="k", lw=0.8)
+    ax_q.set(xlabel="skill", ylabel="measured / predicted emergence step", xticks=list(range(1, K + 1)),
+             title="emergence: measured over predicted (geometric mean over seeds, 95% interval)")
+    ax_q.legend(fontsize=8)
+    fig.suptitle(title or "the solvable model's two calibrations")
+    return save_figure(fig, path)

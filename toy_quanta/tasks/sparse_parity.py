@@ -46,6 +46,8 @@ class SparseParityConfig:
     test_size: int = 20_000  # evaluation set drawn from the task distribution
     per_task_test: int = 200  # points per subtask in the per-subtask evaluation set
     subset_seed: Optional[int] = None  # None: subsets drawn from the top-level seed
+    subsets: str = "distinct"  # distinct (any two differ), or disjoint (no bit shared: Nam et al.'s; n_tasks * k <= n)
+    encoding: str = "zero_one"  # the model's inputs: zero_one (the bits), or plus_minus (2 b - 1: Barak et al.'s ±1)
     loss: str = "cross_entropy"  # cross_entropy (two logits); hinge or mse (one output: Barak et al., Nam et al.)
     target_scale: float = 1.0  # S: mse's targets are +-S (Nam et al.: 5)
     progress: bool = False  # log each subtask's weight on its relevant bits (subtask_relevant_weight)
@@ -70,7 +72,7 @@ def subsets_for(cfg: Any, members: Sequence[dict]) -> np.ndarray:
     """(M, n_tasks, k): each member's subsets, from task.subset_seed or else the member's seed."""
     t = cfg.task
     seeds = [t.subset_seed if t.subset_seed is not None else m["seed"] for m in members]
-    cache = {s: sp.draw_subsets(t.n_tasks, t.n, t.k, s) for s in set(seeds)}
+    cache = {s: sp.draw_subsets(t.n_tasks, t.n, t.k, s, t.subsets) for s in set(seeds)}
     return np.stack([cache[s] for s in seeds])
 
 
@@ -140,9 +142,16 @@ class SparseParity(Task):
         n, k, n_tasks = checks.get(cfg, "task.n"), checks.get(cfg, "task.k"), checks.get(cfg, "task.n_tasks")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
             raise ConfigError("task.k", k, f"an integer with 1 <= k <= task.n={n}")
-        n_subsets = _comb_up_to(n, k, n_tasks)  # math.comb(n, k) of a huge n would take minutes
-        if n_tasks > n_subsets:
-            raise ConfigError("task.n_tasks", n_tasks, f"at most C(task.n={n}, task.k={k}) = {n_subsets} distinct subsets")
+        checks.choice(cfg, "task.subsets", sp.SUBSETS)
+        checks.choice(cfg, "task.encoding", sp.ENCODINGS)
+        if checks.get(cfg, "task.subsets") == "disjoint":
+            if n_tasks * k > n:
+                raise ConfigError("task.n_tasks", n_tasks, f"at most task.n / task.k = {n // k} subtasks with "
+                                                           f"task.subsets=disjoint (n={n}, k={k})")
+        else:
+            n_subsets = _comb_up_to(n, k, n_tasks)  # math.comb(n, k) of a huge n would take minutes
+            if n_tasks > n_subsets:
+                raise ConfigError("task.n_tasks", n_tasks, f"at most C(task.n={n}, task.k={k}) = {n_subsets} distinct subsets")
         checks.finite(cfg, "task.alpha", nonneg=True)
         if checks.get(cfg, "task.D") is not None:
             checks.positive_int(cfg, "task.D")
@@ -206,7 +215,8 @@ class SparseParity(Task):
             return jax.tree.map(lambda x: x[idx_B], data.train), weight_B
 
         real = t.loss != "cross_entropy"
-        real_loss = real_output_loss(t.loss, t.target_scale)
+        encoded = lambda b: b._replace(bits=sp.encode(b.bits, t.encoding))  # noqa: E731  (the model's inputs)
+        real_loss = lambda model, b: real_output_loss(t.loss, t.target_scale)(model, encoded(b))  # noqa: E731
 
         def evaluate(ctx: EvalContext, data: Data, hyper) -> dict[str, jax.Array]:
             test_loss, test_correct = ctx.per_sample(data.test)
@@ -240,7 +250,7 @@ class SparseParity(Task):
                 **extra,
             }
 
-        loss = (lambda model, b: real_loss(model, b)[:2]) if real else loss_and_acc
+        loss = (lambda model, b: real_loss(model, b)[:2]) if real else (lambda model, b: loss_and_acc(model, encoded(b)))
         return Program(init=init, batch=batch, loss=loss, evaluate=evaluate, batch_rows=batch_len,
                        model_io=self.model_io(cfg), cpu_microbatch=True)
 
@@ -303,6 +313,8 @@ class SparseParity(Task):
         sizes = cfg.ensemble.D
         data = f"D in {list(sizes)}" if sizes is not None else "online" if t.D is None else f"D={t.D}"
         loss = {"hinge": "; hinge loss", "mse": f"; MSE, targets ±{t.target_scale:g}"}.get(t.loss, "")
+        loss += "; ±1 inputs" if t.encoding == "plus_minus" else ""
+        loss += "; disjoint subsets" if t.subsets == "disjoint" else ""
         return (f"{t.n_tasks} subtasks, n={t.n}, k={t.k}, alpha={t.alpha:g} (p ∝ i^-{t.alpha + 1:g}), {data}{loss}; "
                 f"width {m.width}, depth {m.depth}; {cfg.optim.name} lr={cfg.optim.lr:g}, batch {cfg.train.batch_size}")
 
