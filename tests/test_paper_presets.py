@@ -25,7 +25,8 @@ MIN_ROWS = 3
 # those whose yaml says so in its first comment line (claimed_by_comment).
 PAPER_SETTINGS = {"grok_power", "grok_nanda", "omnigrok_mnist", "lu_mnist", "effective_toy", "phase_toy",
                   "paper", "quanta_params_paper", "quanta_data_paper", "quanta_steps_paper", "grokfast_paper",
-                  "grokfast_mnist_paper", "collapse", "solvable_emergence", "induction"}
+                  "grokfast_mnist_paper", "collapse", "solvable_emergence", "induction", "solvable_emergence_paper",
+                  "hidden_progress"}
 # "# Power et al. 2022's setting: ...", "# The paper's headline run ...", "# The paper's data scaling ..."
 CLAIM = re.compile(r"^#\s*(?:the paper's\b|[\w-]+ et al\.? \d{4}'s setting\b)", re.I)
 
@@ -104,6 +105,11 @@ def test_the_page_has_tables_and_unique_rows():
     duplicates = {p for p in pairs if pairs.count(p) > 1}
     assert not duplicates, f"rows given twice: {sorted(duplicates)}"
     assert all(source for *_, source in ROWS), "every row names its source"
+    # every source points into docs/references.md, at an entry that exists
+    anchors = set(re.findall(r"\{#([a-z0-9-]+)\}", (PAGE.parent / "references.md").read_text()))
+    bad = sorted({source for *_, source in ROWS if not source.startswith("references.md#")
+                  or source.removeprefix("references.md#").split(":")[0] not in anchors})
+    assert not bad, f"sources that name no entry of docs/references.md: {bad[:5]}"
 
 
 def test_every_row_names_an_existing_experiment():
