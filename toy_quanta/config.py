@@ -103,9 +103,9 @@ class TrainConfig:
     # subtask); summary.json["stopped"] records it. stop_metric null: the whole budget, whatever
     # the levels say (engine/milestone.py).
     stop_metric: Optional[str] = None
-    stop_at_least: Optional[float] = None
-    stop_at_most: Optional[float] = None
-    stop_hold: int = 3
+    stop_at_least: Optional[float] = None  # the level stop_metric must reach (an accuracy, a strength)
+    stop_at_most: Optional[float] = None  # or fall to (a loss); exactly one of the two with a metric
+    stop_hold: int = 3  # consecutive log steps every member must hold it
 
 
 @dataclass

@@ -122,6 +122,11 @@ def test_a_sweep_table_gives_per_k_fits_and_per_n_numbers():
         assert entry["n"]["16"]["geomean"] == pytest.approx(np.exp(np.mean(np.log(at16))), rel=0.03)
         assert [(e["n_from"], e["n_to"]) for e in entry["local_exponents"]] == [(16, 32), (32, 64)]
         assert all(abs(x["exponent"] - e) < 0.3 for x in entry["local_exponents"])
+        # each local exponent is the log of the geometric means' ratio, inside its own interval
+        for x in entry["local_exponents"]:
+            a, b = (entry["n"][str(int(v))]["geomean"] for v in (x["n_from"], x["n_to"]))
+            assert x["exponent"] == pytest.approx(np.log(b / a) / np.log(x["n_to"] / x["n_from"]), rel=1e-9)
+            assert x["ci_low"] < x["exponent"] < x["ci_high"] and x["ci_high"] - x["ci_low"] < 0.6
         assert entry["hidden_progress"] == {"members": 4 * 3 - (k == 3), "of": 12}
     assert result["k"]["3"]["fit"]["n_censored"] == 1 and result["k"]["3"]["n"]["64"]["learned"] == 3
     assert any("k=3" in line and "1 censored" in line for line in hp.lines(result))

@@ -38,12 +38,23 @@ GOOD = Experiment("tiny", TINY, cost_s=10)
 BAD = Experiment("tiny_bad", (*TINY, "model.width=0"), cost_s=10)
 
 
-@pytest.fixture(scope="module")
-def first(tmp_path_factory):
-    root = tmp_path_factory.mktemp("claims")
+def _ledger(root: Path) -> tuple:
     selected = [_claim("tiny-learns", GOOD, level=0.6), _claim("tiny-bad", BAD),
                 _claim("tiny-broken", GOOD, measure=lambda runs: 1 / 0)]
     ran = runner.run_all(root, selected, jobs=2)
+    return root, selected, ran
+
+
+def background_runs(items, tmp_path_factory) -> dict:
+    """The tiny ledger's experiments (subprocesses) start with the session (conftest._background_runs)."""
+    if not any("first" in getattr(item, "fixturenames", ()) for item in items):
+        return {}
+    return {"ledger": lambda: _ledger(tmp_path_factory.mktemp("claims"))}
+
+
+@pytest.fixture(scope="module")
+def first(background):
+    root, selected, ran = background["ledger"].result()
     outcomes = runner.judge_all(root, selected, ran)
     table = report.write(root, outcomes, 1.0)
     return root, selected, ran, outcomes, table
@@ -56,6 +67,9 @@ def test_the_experiment_runs_once_into_its_directory_with_the_command_line(first
     assert summary(out)["status"] == "completed" and summary(out)["name"] == "tinyclaim"
     record = json.loads((out / runner.DONE).read_text())
     assert record["command"] == GOOD.command and GOOD.command.startswith("toy-quanta task.n_tasks=4")
+    assert record["finished"] - record["started"] == pytest.approx(record["wall_s"], abs=1.0)
+    span = runner.span(root, [_claim("again", GOOD)])  # when it ran, read back from its mark
+    assert span["experiments"] == 1 and span["wall_s"] == pytest.approx(record["wall_s"], abs=1.0)
     assert "$ " in (out / runner.LOG_FILE).read_text()
 
 
@@ -114,20 +128,26 @@ def test_the_cheapest_selection_keeps_within_its_budget_counting_shared_experime
     assert len(cheapest(600)) >= 6
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "toy_quanta.cli.claims", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, env={**os.environ})
+def test_the_command_lists_the_claims_and_refuses_an_unknown_one(tmp_path, capsys, monkeypatch):
+    from toy_quanta.cli.claims import main
 
-
-def test_the_command_lists_the_claims_and_refuses_an_unknown_one(tmp_path):
-    listed = _cli("list", cwd=tmp_path)
-    assert listed.returncode == 0 and len(listed.stdout.splitlines()) >= 25
-    assert "quanta-alpha-n" in listed.stdout and "claims," in listed.stdout.splitlines()[-1]
-    as_json = json.loads(_cli("list", "--json", cwd=tmp_path).stdout)
+    monkeypatch.chdir(tmp_path)
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert len(listed.splitlines()) >= 25
+    assert "quanta-alpha-n" in listed and "claims," in listed.splitlines()[-1]
+    assert main(["list", "--json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
     assert len(as_json) == len(claims()) and all(r["experiments"] for r in as_json)
-    unknown = _cli("run", "quanta-alpha-nn", cwd=tmp_path)
-    assert unknown.returncode != 0 and "no claim 'quanta-alpha-nn' (did you mean quanta-alpha-n?)" in unknown.stderr
+    with pytest.raises(SystemExit, match=r"no claim 'quanta-alpha-nn' \(did you mean quanta-alpha-n\?\)"):
+        main(["run", "quanta-alpha-nn"])
     assert not (tmp_path / "claims").exists()
+
+
+def test_the_module_runs_as_the_console_script():
+    proc = subprocess.run([sys.executable, "-m", "toy_quanta.cli.claims", "run"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ})
+    assert proc.returncode != 0 and "name claims, or --all, or --cheapest SECONDS" in proc.stderr
 
 
 def test_papers_are_registered_once_with_an_anchor():

@@ -56,7 +56,8 @@ def test_the_experiment_sweeps_n_for_k_2_and_3_in_barak_et_al_s_setting():
     for cfg in cfgs:
         validate(cfg)
         t = cfg.task
-        assert (t.n_tasks, t.D, t.loss, t.progress) == (1, None, "hinge", True)
+        assert (t.n_tasks, t.D, t.loss, t.progress, t.encoding) == (1, None, "hinge", True, "plus_minus")
+        assert (cfg.train.stop_metric, cfg.train.stop_at_least) == ("test_acc", 0.99)
         assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum) == ("sgd", 0.1, 0.0, 0.0)
         assert (cfg.train.batch_size, cfg.ensemble.seeds, cfg.model.depth, cfg.model.activation) == (32, 8, 1, "relu")
     for k in (2, 3):
@@ -92,11 +93,12 @@ def test_collect_refuses_a_key_that_is_not_in_the_sweep(tiny_sweep, capsys):
 
 @pytest.mark.slow
 def test_a_real_parity_learns_after_a_plateau_that_hides_progress(tmp_path):
-    """(n=128, k=2) in the experiment's setting, 4 seeds (about 40 s): every seed reaches 0.99 test
-    accuracy, and before its test loss is 5% down the relevant-weight ratio has grown x1.8 or more
-    (the sweep: x2.4-3.5), rising at most log steps, while the loss stayed within 15% of its start."""
-    proc = run_app(["experiment=hidden_progress", "task.k=2", "task.n=128", "train.steps=4000", "ensemble.seeds=4",
-                    "train.progress=false",
+    """(n=128, k=2) in the experiment's setting with {0, 1} inputs (the compared row), 4 seeds (about
+    40 s): every seed reaches 0.99 test accuracy, and before its test loss is 5% down the
+    relevant-weight ratio has grown x1.8 or more (the sweep: x2.4-3.5), rising at most log steps,
+    while the loss stayed within 15% of its start."""
+    proc = run_app(["experiment=hidden_progress", "task.k=2", "task.n=128", "task.encoding=zero_one", "train.steps=4000",
+                    "train.log_count=150", "train.stop_metric=null", "ensemble.seeds=4", "train.progress=false",
                     f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_parquet(tmp_path / "run" / "metrics.parquet").assign(job="run")

@@ -52,7 +52,8 @@ RULES = {
            "learned after the budget, so censoring at the largest n biases the exponent low",
     "plateau": f"log steps before the first at which the test loss is below (1 - {PLATEAU_DROP:g}) x its step-0 value",
     "hidden_progress": f"relevant-weight ratio at the plateau's last log step >= {HIDDEN_GAIN:g} x its step-0 value",
-    "local_exponents": "slope of log(geometric mean steps) between consecutive n (where one power law bends)",
+    "local_exponents": "slope of log(steps to learn) between consecutive n (the log of the geometric means' ratio, "
+                       "where one power law bends), with the fit's bootstrap interval over the two n's members",
 }
 
 
@@ -254,12 +255,19 @@ def _geo(steps: np.ndarray) -> dict[str, float | None]:
             "min": float(steps.min()), "max": float(steps.max())}
 
 
-def local_exponents(per_n: dict[str, dict[str, Any]]) -> list[dict[str, float]]:
-    """The slope of log(geometric mean steps) between consecutive n: where a single power law
-    bends (n's that no seed learned are skipped)."""
-    points = [(float(n), e["geomean"]) for n, e in per_n.items() if e["geomean"] is not None]
-    return [{"n_from": a, "n_to": b, "exponent": float(np.log(gb / ga) / np.log(b / a))}
-            for (a, ga), (b, gb) in zip(points, points[1:])]
+def local_exponents(members: pd.DataFrame, seed: int = 0) -> list[dict[str, float]]:
+    """Between consecutive n (those some member learned at): the exponent of steps to learn, the
+    least-squares slope over the two n's members, which is the log of their geometric means' ratio
+    over log(n_to / n_from), with fit_exponent's bootstrap interval. Where one power law bends."""
+    learned = members[np.isfinite(members["steps_to_learn"].to_numpy(np.float64))]
+    ns = sorted(learned["n"].unique())
+    out = []
+    for a, b in zip(ns, ns[1:]):
+        pair = learned[learned["n"].isin([a, b])]
+        fit = fit_exponent(pair["n"].to_numpy(), pair["steps_to_learn"].to_numpy(), seed=seed)
+        out.append({"n_from": float(a), "n_to": float(b), "exponent": fit.exponent, "ci_low": fit.ci_low,
+                    "ci_high": fit.ci_high})
+    return out
 
 
 def _median(x: pd.Series) -> float | None:
@@ -293,7 +301,7 @@ def analyse(members: pd.DataFrame, key: str = "task.n", seed: int = 0) -> dict[s
                 "distance_end_fraction": _median(at_n["distance_end_fraction"]),
                 "hidden_progress": f"{int(hidden.sum())}/{len(hidden)}" if len(hidden) else None,
             }
-        entry["local_exponents"] = local_exponents(entry["n"])
+        entry["local_exponents"] = local_exponents(mine, seed)
         try:
             fit = fit_exponent(mine["n"].to_numpy(), mine["steps_to_learn"].to_numpy(), seed=seed)
             entry["fit"] = fit.as_dict()
@@ -323,7 +331,8 @@ def lines(result: dict[str, Any]) -> list[str]:
                        f"{entry['hidden_progress']['of']} members")
             if entry["local_exponents"]:
                 out.append("  between consecutive n: " + ", ".join(
-                    f"{e['n_from']:g}-{e['n_to']:g}: {e['exponent']:.2f}" for e in entry["local_exponents"]))
+                    f"{e['n_from']:g}-{e['n_to']:g}: {e['exponent']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
+                    for e in entry["local_exponents"]))
         for n, e in entry["n"].items():
             steps = "never" if e["geomean"] is None else (
                 f"{e['geomean']:8.0f} (x/÷ {e['gsd']:.2f})" if e["gsd"] else f"{e['geomean']:8.0f}")

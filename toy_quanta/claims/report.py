@@ -73,8 +73,9 @@ def record(o: Outcome, figure: str | None) -> dict[str, Any]:
         "details": m.details if m else {}, "figure": figure, "runs": o.runs})
 
 
-def write(root: Path, outcomes: list[Outcome], wall_s: float) -> dict[str, Any]:
-    """claims.json, claims.csv, claims.md and figures/<id>.png into root; returns the JSON."""
+def write(root: Path, outcomes: list[Outcome], wall_s: float, runs: dict[str, float] | None = None) -> dict[str, Any]:
+    """claims.json, claims.csv, claims.md and figures/<id>.png into root; returns the JSON. wall_s:
+    this invocation's time; runs: when the experiments ran (runner.span)."""
     root = Path(root)
     (root / FIGURES).mkdir(parents=True, exist_ok=True)
     rows = []
@@ -90,7 +91,7 @@ def write(root: Path, outcomes: list[Outcome], wall_s: float) -> dict[str, Any]:
                 plt.close("all")
         rows.append(record(o, figure))
     table = {"generated": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": cpu_name(), "wall_s": wall_s,
-             "counts": counts(rows), "claims": rows}
+             "runs": runs, "counts": counts(rows), "claims": rows}
     atomic_write(root / "claims.json", lambda p: p.write_text(json.dumps(table, indent=2) + "\n"))
     atomic_write(root / "claims.csv", lambda p: p.write_text(to_csv(rows)))
     atomic_write(root / "claims.md", lambda p: p.write_text(render(table, links=False)))
@@ -124,6 +125,14 @@ def _cell(text: Any) -> str:
     return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
 
 
+def _run_time(table: dict[str, Any]) -> str:
+    runs = table.get("runs")
+    if not runs:
+        return f"The command took {_minutes(table['wall_s'])}."
+    return (f"Its {runs['experiments']} experiments ran in {_minutes(runs['wall_s'])} of wall time, two at a time "
+            f"({_minutes(runs['sum_s'])} added up).")
+
+
 def render(table: dict[str, Any], links: bool = True, figures: str = FIGURES) -> str:
     """The ledger as Markdown: with `links`, papers link into references.md and pages into the site
     (docs/claims.md); without, plain text (a run's own claims.md)."""
@@ -144,8 +153,8 @@ def render(table: dict[str, Any], links: bool = True, figures: str = FIGURES) ->
         "toy-quanta-claims list                        # the claims, their papers, experiments and costs",
         "```",
         "",
-        f"This table: generated {table['generated']} on {table['machine']}; the whole run took "
-        f"{_minutes(table['wall_s'])}. Verdicts: " + ", ".join(f"{n} {v}" for v, n in c.items() if n) + ".",
+        f"This table: generated {table['generated']} on {table['machine']}. " + _run_time(table) + " Verdicts: "
+        + ", ".join(f"{n} {v}" for v, n in c.items() if n) + ".",
         "",
         "| claim | paper | measured [95% CI] | verdict | cost | command |",
         "| --- | --- | --- | --- | --- | --- |",

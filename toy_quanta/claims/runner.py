@@ -80,7 +80,7 @@ def run_experiment(root: Path, e: Experiment) -> float:
         return 0.0
     out = run_dir(root, e)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
+    start, started = time.monotonic(), time.time()
     log.info("%s: %s", e.id, e.command)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(out / LOG_FILE, "a") as sink:
@@ -93,10 +93,20 @@ def run_experiment(root: Path, e: Experiment) -> float:
                 raise ExperimentFailed(f"{e.id}: `{shlex.join(argv[1:])}` exited with status {proc.returncode} "
                                        f"({out / LOG_FILE}): " + " | ".join(tail))
     wall = time.monotonic() - start
-    record = {"command": e.command, "then": list(e.then), "wall_s": wall, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record = {"command": e.command, "then": list(e.then), "wall_s": wall, "started": started, "finished": time.time()}
     (out / DONE).write_text(json.dumps(record, indent=2) + "\n")
     log.info("%s: done in %.0f s", e.id, wall)
     return wall
+
+
+def span(root: Path, selected: list[Claim]) -> dict[str, float] | None:
+    """When the selected claims' experiments ran (from their marks, however many invocations it
+    took): the wall time from the first start to the last end, and the sum of their own times."""
+    records = [r for e in experiments(selected) if (r := completed(root, e)) is not None and "started" in r]
+    if not records:
+        return None
+    return {"wall_s": max(r["finished"] for r in records) - min(r["started"] for r in records),
+            "sum_s": sum(r["wall_s"] for r in records), "experiments": len(records)}
 
 
 def run_all(root: Path, selected: list[Claim], jobs: int = 1,

@@ -84,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     ran = runner.run_all(root, selected, jobs=args.jobs, on_done=progress)
     outcomes = runner.judge_all(root, selected, ran)
-    table = report.write(root, outcomes, time.monotonic() - start)
+    table = report.write(root, outcomes, time.monotonic() - start, runner.span(root, selected))
     width = max(len(o.claim.id) for o in outcomes)
     for row in table["claims"]:
         print(f"{row['id']:<{width}}  {row['verdict']:<15}  {row['measured'] or row['reason']}")

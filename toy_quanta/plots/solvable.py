@@ -39,7 +39,7 @@ def plot_solvable(steps_L: np.ndarray, R_MxLxK: np.ndarray, p_MxK: np.ndarray, S
     ax_r.axhline(EMERGED, color="0.6", lw=0.8, ls=":")
     ax_r.set(xscale="log", xlabel="step", ylabel="skill strength R_k / S", ylim=(-0.05, 1.1),
              title="measured (dots, every seed) and the closed form calibrated on skill 1 (lines)")
-    ax_r.legend(fontsize=8, loc="upper left")
+    ax_r.legend(fontsize=8, loc="center right")
 
     measured = [(s["predicted_step"], s["measured_step"], s["skill"]) for r in members if r is not None
                 for s in r["skills"] if s["measured_step"] is not None]
@@ -88,10 +88,11 @@ def plot_calibrations(result: dict[str, Any], steps_L: np.ndarray, R_MxLxK: np.n
                       label=f"skill {k + 1} (p={p_K[k]:.3f})" if m == 0 else None)
         ax_r.plot(x, cal.predict(x, p_K[k]) / S, color=colors[k], ls="--", lw=1.5)
     ax_r.axhline(EMERGED, color="k", lw=0.6, ls=":")
-    ax_r.set(xscale="log", xlabel="step", ylabel="skill strength R_k / S",
-             title=f"measured (solid) and their calibration's closed form (dashed): R_0 {result['R0']:.2g}, "
-                   f"one-skill rate {result['rate_single']:.3g}/step")
-    ax_r.legend(fontsize=8)
+    ax_r.set(xlabel="step", ylabel="skill strength R_k / S",
+             title="measured (solid), their calibration's closed form (dashed)")
+    ax_r.text(0.99, 0.03, f"R_0 = {result['R0']:.2g} (from the init)\none-skill rate {result['rate_single']:.3g} per step",
+              transform=ax_r.transAxes, ha="right", va="bottom", fontsize=8)
+    ax_r.legend(fontsize=8, loc="center right")
     for shift, (name, marker) in zip((-0.1, 0.1), (("theirs", "o"), ("ours", "s"))):
         rows = result[name]["skills"]
         for r in rows:
@@ -105,7 +106,7 @@ def plot_calibrations(result: dict[str, Any], steps_L: np.ndarray, R_MxLxK: np.n
                                  else "ours (skill 1 of the same network)") if r["skill"] == 1 else None)
     ax_q.axhline(1.0, color="k", lw=0.8)
     ax_q.set(xlabel="skill", ylabel="measured / predicted emergence step", xticks=list(range(1, K + 1)),
-             title="emergence: measured over predicted (geometric mean over seeds, 95% interval)")
+             title="measured / predicted (geometric mean, 95% CI)")
     ax_q.legend(fontsize=8)
     fig.suptitle(title or "the solvable model's two calibrations")
     return save_figure(fig, path)

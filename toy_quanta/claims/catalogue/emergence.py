@@ -35,8 +35,10 @@ ARMS = {
 }
 HIDDEN = {(arm, k): _hidden(arm, k, extra, N_BY_K[k] if arm != "01_fixed" else N_BY_K[k][:4], cost[k])
           for arm, (_, extra, cost) in ARMS.items() for k in (2, 3)}
-SOLVABLE = Experiment("solvable_emergence_paper", ("experiment=solvable_emergence_paper", "ensemble.seeds=2"),
-                      sweep=True, then=("toy-quanta-collect {dir} --solvable",), cost_s=600)
+# 2 seeds, each run ending once every skill has held 70% of S (the emergence at S / 2 is measured)
+SOLVABLE = Experiment("solvable_emergence_paper", ("experiment=solvable_emergence_paper", "ensemble.seeds=2",
+                                                   "train.stop_at_least=3.5"),
+                      sweep=True, then=("toy-quanta-collect {dir} --solvable",), cost_s=540)
 _checks_judge, _checks_rule = verdicts.checks(partly_at_least=1)
 
 
@@ -57,6 +59,9 @@ def _plateau(runs: Runs) -> Measured:
         checks[f"k={k}, n={n_max}: every seed learns, after a plateau where the loss stays within 10% of its start"] = (
             learned and flat)
         checks[f"k={k}, n={n_max}: on the plateau every seed's relevant weight grows x1.5 or more"] = of > 0 and gained == of
+        checks[f"k={k}, n={n_max}: on the plateau the parameters travel at least 20% of their distance from the "
+               "initialisation (the median seed)"] = e["distance_end_fraction"] is not None and \
+            e["distance_end_fraction"] >= 0.2
         rows.append(f"k={k}, n={n_max}: plateau to step {e['plateau_end_step']:,.0f} (median), loss at most "
                     f"{e['loss_max_ratio']:.2f} x start, relevant weight x{e['ratio_gain']:.2f} on it, "
                     f"{e['distance_end_fraction']:.0%} of the distance from init travelled ({e['hidden_progress']} "
@@ -96,8 +101,10 @@ def _scaling(runs: Runs) -> Measured:
                 rows = local[(arm, k)]
                 if not rows:
                     continue
-                mid = [np.sqrt(r["n_from"] * r["n_to"]) for r in rows]
-                ax.plot(mid, [r["exponent"] for r in rows], "o-", color=f"C{i}", label=label)
+                mid = np.array([np.sqrt(r["n_from"] * r["n_to"]) for r in rows]) * (1 + 0.04 * (i - 1))
+                value = np.array([r["exponent"] for r in rows])
+                err = [value - [r.get("ci_low", np.nan) for r in rows], [r.get("ci_high", np.nan) for r in rows] - value]
+                ax.errorbar(mid, value, yerr=err, fmt="o-", color=f"C{i}", capsize=3, label=label)
             ax.axhline(k - 1, color="k", ls="--", lw=0.8, label=f"n^(k-1) = n^{k - 1}: sign SGD's sample bound (Kou et al.)")
             ax.axhline(k, color="k", ls=":", lw=0.8, label=f"n^k = n^{k}: the SQ count of subsets")
             ax.set(xscale="log", xlabel="n (between consecutive values)", ylabel="local exponent of steps to learn",

@@ -11,23 +11,24 @@ import numpy as np
 from toy_quanta.claims import verdicts
 from toy_quanta.claims.catalogue.papers import GROKFAST, KUMAR, OLSSON, PRIETO, THILAK
 from toy_quanta.claims.catalogue.read import copy_figure, curve, fmt, metrics, summary
+from toy_quanta.claims.catalogue.omnigrok import MNIST as OMNIGROK_MNIST
 from toy_quanta.claims.ledger import Experiment, Measured, Runs, Verdict, claim
 
 GROKFAST_CPU = Experiment("grokfast", ("experiment=grokfast",), cost_s=160)
 # Their MNIST setting, 8 seeds per arm: the filtered arm against the baseline with the same weight
-# decay (both reach 90% within about 1.1e4 steps: the run ends once every member has held it), and
-# against their baseline (weight decay 0.01, which needs about 3e4 steps to 80%)
+# decay, compared at 80% test accuracy (both reach it within about 2,000 steps: the run ends once
+# every member has held it). Their baseline (weight decay 0.01) needs about 3e4 steps to 80%: it is
+# omnigrok_mnist's init-x8 member, the same setting and seed, which the Omnigrok claim runs anyway.
 MNIST_FAIR = Experiment("grokfast_mnist_fair", (
-    "experiment=grokfast_mnist_paper", "~ensemble.arms.baseline", "train.stop_metric=test_acc",
-    "train.stop_at_least=0.9"), cost_s=420)
-MNIST_HEADLINE = Experiment("grokfast_mnist_headline", (
-    "experiment=grokfast_mnist_paper", "~ensemble.arms.baseline_ema_wd", "ensemble.arms_levels=[0.8]",
-    "ensemble.seeds=3", "train.stop_metric=test_acc", "train.stop_at_least=0.8"), cost_s=400)
-COLLAPSE = {fix: Experiment(f"collapse_{fix}", ("experiment=collapse", f"+collapse_fix={fix}", "ensemble.seeds=2",
+    "experiment=grokfast_mnist_paper", "~ensemble.arms.baseline", "ensemble.arms_levels=[0.8]",
+    "train.stop_metric=test_acc", "train.stop_at_least=0.8"), cost_s=150)
+# 2 seeds of the float32 run and of orthogonal gradients (which ends at its milestone); 1 seed of
+# StableMax and float64, whose claim is only partly testable here
+COLLAPSE = {fix: Experiment(f"collapse_{fix}", ("experiment=collapse", f"+collapse_fix={fix}", f"ensemble.seeds={seeds}",
                                                  *extra), cost_s=cost)
-            for fix, extra, cost in (("none", (), 110),
-                                     ("orthogonal", ("train.stop_metric=test_acc", "train.stop_at_least=0.99"), 25),
-                                     ("stablemax", (), 110), ("float64", (), 110))}
+            for fix, seeds, extra, cost in (("none", 2, (), 110),
+                                            ("orthogonal", 2, ("train.stop_metric=test_acc", "train.stop_at_least=0.99"), 25),
+                                            ("stablemax", 1, (), 70), ("float64", 1, (), 70))}
 SLINGSHOT = Experiment("slingshot", ("experiment=slingshot", "ensemble.eps=[1e-8,1e-4]", "ensemble.seeds=1"), cost_s=120)
 LAZY = Experiment("lazy_rich", ("experiment=lazy_rich",), cost_s=190)
 INDUCTION = Experiment("induction", ("experiment=induction",), cost_s=100)
@@ -71,31 +72,50 @@ claim(id="grokfast-algorithmic", paper=GROKFAST, section="README table, algorith
 
 
 def _mnist_headline(runs: Runs) -> Measured:
-    s = summary(runs[MNIST_HEADLINE.id])
-    speed, interval, bound = _arm_speedup(s, "ema", "baseline", 80)
-    arms = s["arms"]["arms"]
-    text = (f"EMA {fmt(arms['ema']['80']['geomean'], tuple(arms['ema']['80']['interval']))} steps to 80% against the "
-            f"baseline's {fmt(arms['baseline']['80']['geomean'], tuple(arms['baseline']['80']['interval']))}: "
-            f"{fmt(speed, interval, 3)}x{' (' + bound + ')' if bound else ''}")
-    return Measured(speed, interval, text, details={"arms": arms, "bound": bound},
-                    figure=copy_figure(Path(runs[MNIST_HEADLINE.id]) / "arms.png"))
+    from toy_quanta.analysis.milestones import crossings
+
+    frame = metrics(runs[OMNIGROK_MNIST.id])
+    steps_L, test_LxM = curve(frame, "test_acc")
+    scale = frame.drop_duplicates("member").set_index("member")["model.init_scale"].sort_index().to_numpy()
+    baseline = float(crossings(test_LxM[:, [int(np.argmax(scale))]], steps_L, 0.8)[0])
+    ema = np.asarray(summary(runs[MNIST_FAIR.id])["arms"]["arms"]["ema"]["80"]["steps"], np.float64)
+    value = baseline / float(np.exp(np.mean(np.log(ema))))
+    rng = np.random.default_rng(0)
+    boot = [baseline / np.exp(np.mean(np.log(rng.choice(ema, len(ema))))) for _ in range(2000)]
+    interval = tuple(float(q) for q in np.percentile(boot, [2.5, 97.5]))
+    final = float(test_LxM[-1].max())
+    text = (f"to 80% test accuracy: baseline {baseline:,.0f} steps (1 seed), EMA {np.exp(np.mean(np.log(ema))):,.0f} "
+            f"({len(ema)} seeds): {fmt(value, interval, 3)}x; 95% is reached by no run here (best final accuracy "
+            f"{final:.1%})")
+    return Measured(value, interval, text, details={"baseline_80": baseline, "ema_80": ema.tolist(),
+                                                    "best_final_accuracy": final},
+                    figure=copy_figure(Path(runs[MNIST_FAIR.id]) / "arms.png"))
 
 
 _speed_judge, _speed_rule = verdicts.number(22.0, 0.25, "the paper's 22x (44,022 / 2,001)")
+
+
+def _judge_headline(m: Measured) -> Verdict:
+    v = _speed_judge(m)
+    if v.verdict == "differs":
+        return v
+    return Verdict("partly", f"at 80% test accuracy: {v.reason}; the paper's counts are to 95%, which no arm reaches "
+                             f"on the offline digits (best {m.details['best_final_accuracy']:.1%})")
+
+
 claim(id="grokfast-mnist", paper=GROKFAST, section="README table, MNIST",
       claim="On MNIST from a large initialisation, Grokfast's EMA filter (with weight decay 2.0) reaches the "
             "generalisation level about 22 times sooner than the baseline (weight decay 0.01).",
-      paper_value="baseline 44,022 iterations, EMA 2,001 (22x); the accuracy level is not in our notes (80% here)",
-      experiments=(MNIST_HEADLINE,), measure=_mnist_headline, judge=_speed_judge, rule=_speed_rule,
+      paper_value="steps to 95% test accuracy: baseline 44,022, EMA 2,001 (22x) (their README)",
+      experiments=(MNIST_FAIR, OMNIGROK_MNIST), measure=_mnist_headline, judge=_judge_headline,
+      rule=_speed_rule + "; at most partly when measured at another accuracy level than the paper's",
       page="grokking-mechanisms.md#grokfast-is-the-speed-up-the-filter-or-the-weight-decay")
 
 
 def _mnist_fair(runs: Runs) -> Measured:
     s = summary(runs[MNIST_FAIR.id])
-    out = {}
-    for level in (80, 90):
-        out[level] = _arm_speedup(s, "ema", "baseline_ema_wd", level)
-    speed, interval, _ = out[90]
+    out = {level: _arm_speedup(s, "ema", "baseline_ema_wd", level) for level in (80,)}
+    speed, interval, _ = out[80]
     text = "; ".join(f"{level}%: {fmt(v, i, 3)}x" for level, (v, i, _) in out.items())
     return Measured(speed, interval, "EMA over the baseline with the same weight decay 2.0, " + text,
                     details={"by_level": {str(k): [v, *i] for k, (v, i, _) in out.items()},
@@ -122,8 +142,8 @@ claim(id="grokfast-mnist-filter", paper=GROKFAST, section="README table, MNIST (
             "run's own weight decay.",
       paper_value="attributed to the filter (their baseline has weight decay 0.01, the filtered run 2.0)",
       experiments=(MNIST_FAIR,), measure=_mnist_fair, judge=_judge_fair,
-      rule="reproduced if the interval of EMA's speed-up over the baseline with weight decay 2.0 (to 90% test "
-           "accuracy) lies above 1; differs otherwise",
+      rule="reproduced if the interval of EMA's speed-up over the baseline with weight decay 2.0 (to 80% test "
+           "accuracy, 8 seeds per arm) lies above 1; differs otherwise",
       page="grokking-mechanisms.md#grokfast-is-the-speed-up-the-filter-or-the-weight-decay")
 
 
