@@ -40,9 +40,9 @@ QUICK = False  # True: a tiny version (the test suite runs every notebook this w
 OUT = "runs/grokking"  # where the jobs write their results
 
 # %%
-# Sizes. The default is experiment=grok_modadd's whole budget (12,000 full-batch steps, about 30 s
-# on 2 CPU cores; the command line's run stops at its milestone, here the clean-up after it is
-# the point); QUICK trains a few hundred steps, enough to run every cell.
+# Sizes. The default is experiment=grok_modadd_progress as it stands (grok_modadd's whole budget of
+# 12,000 full-batch steps, about 30 s on 2 CPU cores: the clean-up after the milestone is the
+# point); QUICK trains a few hundred steps, enough to run every cell.
 STEPS = 150 if QUICK else 12_000
 LOG_COUNT = 12 if QUICK else 60
 
@@ -57,14 +57,13 @@ from toy_quanta.analysis import milestones
 # %% [markdown]
 # ## Train
 #
-# The same job as `toy-quanta experiment=grok_modadd train.stop_metric=null train.steps=...` on
-# the command line (`train.stop_metric=null`: past the milestone, to the end of the budget). It
-# saves the parameters at every log step (`train.snapshots=true` in the experiment), so the job
+# The same job as `toy-quanta experiment=grok_modadd_progress train.steps=...` on the command line.
+# It saves the parameters at every log step (`train.snapshots=true` in the experiment), so the job
 # computes the progress measures of member 0 after training (`progress/` in its directory; the
 # command `toy-quanta-progress RUN_DIR --member M` does the same for any member).
 
 # %%
-run = api.run("experiment=grok_modadd", "train.stop_metric=null", f"train.steps={STEPS}", f"train.log_count={LOG_COUNT}",
+run = api.run("experiment=grok_modadd_progress", f"train.steps={STEPS}", f"train.log_count={LOG_COUNT}",
               "train.progress=false", out_dir=f"{OUT}/grok_modadd")
 run.show("curves.png")
 

@@ -17,7 +17,7 @@ from toy_quanta import results
 from toy_quanta.analysis import progress
 from toy_quanta.cli import progress as progress_cli
 
-TINY = ["experiment=grok_modadd", "task.p=11", "train.steps=300", "train.log_count=12", "train.progress=false",
+TINY = ["experiment=grok_modadd_progress", "task.p=11", "train.steps=300", "train.log_count=12", "train.progress=false",
         "model.d_embed=16", "model.width=32", "ensemble.seeds=2"]
 
 

@@ -1,6 +1,6 @@
 """`toy-quanta-progress RUN_DIR`: the mechanism of a grokking run, over training.
 
-    toy-quanta experiment=grok_modadd            # saves snapshots.msgpack (train.snapshots=true)
+    toy-quanta experiment=grok_modadd_progress   # saves snapshots.msgpack (train.snapshots=true)
     toy-quanta-progress outputs/DATE/TIME        # -> outputs/DATE/TIME/progress/DATE_TIME/
 
 For one member, at every log step it saved: the Fourier norms of the residue embeddings, their

@@ -18,7 +18,7 @@ from toy_quanta.claims.ledger import Experiment, Measured, Runs, Verdict, claim
 from toy_quanta.plots.curves import save_figure
 
 GROK = Experiment("grok_modadd", ("experiment=grok_modadd",), cost_s=20)
-GROK_FULL = Experiment("grok_modadd_full", ("experiment=grok_modadd", "train.stop_metric=null"), cost_s=35)
+GROK_FULL = Experiment("grok_modadd_progress", ("experiment=grok_modadd_progress",), cost_s=35)
 WEIGHT_DECAY = Experiment("grok_weight_decay", ("experiment=grok_weight_decay", "ensemble.weight_decay=[0.0,1.0]"),
                           cost_s=80)
 # grok_fraction's setting at the fractions near its edge (0.25 does not grok within 12,000 steps)
