@@ -41,6 +41,8 @@ from toy_quanta.models.transformer import POSITIONS
 from toy_quanta.engine import losses
 from toy_quanta.tasks.mnist import LOSSES
 from toy_quanta.tasks.sparse_parity import LOSSES as PARITY_LOSSES
+from toy_quanta.data.sparse_parity import ENCODINGS, SUBSETS
+from toy_quanta.data.induction import LAYOUTS
 from toy_quanta.tasks.teacher_student import TEACHER_ACTIVATIONS
 
 NAN, INF = float("nan"), float("inf")
@@ -226,6 +228,14 @@ def _bad_fraction_symbol_add(v: dict) -> list:
     return [0, 0.0, 1, 1.0, 1.5, -0.1, NAN, INF, HUGE_INT, "0.5", True, None, 0.2 / n, (n - 0.2) / n]
 
 
+def _disjoint_fits(v: dict) -> bool:
+    return v["task.n_tasks"] * v["task.k"] <= v["task.n"]
+
+
+def _segment_fits(v: dict) -> bool:
+    return v["task.seq_len"] >= 2 * v["task.block_max"]
+
+
 BAD_FRACTIONS = [0, 0.0, 1, 1.0, 1.5, -0.1, NAN, INF, HUGE_INT, "0.5", True, None]
 
 TASK_KNOBS: dict[str, list[Knob]] = {
@@ -242,6 +252,11 @@ TASK_KNOBS: dict[str, list[Knob]] = {
         choice("task.loss", PARITY_LOSSES),
         knob("task.target_scale", 1.0, floats(0.1, 10.0), BAD_POS),
         flag("task.progress"),
+        # disjoint subsets need n_tasks * k <= n bits; otherwise only distinct ones validate
+        knob("task.subsets", "distinct",
+             lambda v: st.sampled_from(["distinct"] + (["disjoint"] if _disjoint_fits(v) else [])),
+             lambda v: bad_choice(SUBSETS) + ([] if _disjoint_fits(v) else ["disjoint"])),
+        choice("task.encoding", ENCODINGS),
         knob("ensemble.alpha", None, listing(floats(0.0, 3.0)), bad_list(0.4, BAD_NONNEG_ENTRIES), is_list=True),
         knob("ensemble.D", None, listing(ints(1, 40)),
              bad_list(10, [0, -1, 1.5, 10.0, INT32_END, NAN, "3", True, None]), is_list=True),
@@ -298,6 +313,10 @@ TASK_KNOBS: dict[str, list[Knob]] = {
         pos_int("task.test_size", 4, 1, 6),
         knob("task.probe_size", 2, lambda v: st.integers(1, v["task.test_size"]),
              lambda v: BAD_POS_INT + [v["task.test_size"] + 1]),
+        # segment: the segment and its copy both fit (seq_len >= 2 block_max); periodic always fits
+        knob("task.layout", "periodic",
+             lambda v: st.sampled_from(["periodic"] + (["segment"] if _segment_fits(v) else [])),
+             lambda v: bad_choice(LAYOUTS) + ([] if _segment_fits(v) else ["segment"])),
     ],
 }
 
@@ -312,6 +331,7 @@ MODEL_KNOBS: dict[str, list[Knob]] = {
         pos_int("model.depth", 1, 1, 2),
         choice("model.activation", ACTIVATIONS),
         flag("model.control_gather"),
+        knob("model.init_std", None, optional(floats(1e-3, 1.0)), no_none(BAD_POS)),
         *SCALE_KNOBS,
     ],
     "transformer": [

@@ -1,6 +1,6 @@
 """docs/claims.md is the page the committed ledger (docs/claims/claims.json, the last full run)
 makes, that ledger covers every claim of the catalogue with a verdict, its figures are committed,
-and (slow) the cheapest claims, run again from scratch, keep their verdicts."""
+every phenomenon page links its claims' rows, and (slow) the cheapest claims, run again from scratch, keep their verdicts."""
 
 from __future__ import annotations
 
@@ -35,6 +35,24 @@ def test_the_committed_ledger_covers_every_claim_with_a_verdict_and_a_figure():
     runs = table["runs"]  # the experiments' own marks: when they ran, however many invocations it took
     assert runs["experiments"] == len({e for r in rows.values() for e in r["experiments"]})
     assert runs["wall_s"] <= 90 * 60, f"the full run took {runs['wall_s'] / 60:.0f} min, more than 90"
+
+
+def test_each_claim_is_linked_from_its_phenomenon_page():
+    """Every claim's page (and its anchor, where it names one) exists, and the page links the claim's
+    row of the ledger, so a reader of the page finds its verdict."""
+    import re
+
+    missing = {}
+    for cid, c in claims().items():
+        page, _, anchor = c.page.partition("#")
+        text = (DOCS / page).read_text()
+        if anchor:
+            slugs = {re.sub(r"[^a-z0-9_ -]", "", h.strip().lower()).replace(" ", "-")
+                     for h in re.findall(r"^#+ (.+?)(?: \{#.*\})?$", text, flags=re.M)}
+            assert anchor in slugs, f"{cid}: {page} has no heading #{anchor}"
+        if f"claims.md#{cid})" not in text:
+            missing[cid] = page
+    assert not missing, f"pages that do not link their claims' rows: {missing}"
 
 
 @pytest.mark.slow

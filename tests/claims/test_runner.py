@@ -6,9 +6,6 @@ failed experiment and a failing measurement recorded without losing the other cl
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -144,10 +141,15 @@ def test_the_command_lists_the_claims_and_refuses_an_unknown_one(tmp_path, capsy
     assert not (tmp_path / "claims").exists()
 
 
-def test_the_module_runs_as_the_console_script():
-    proc = subprocess.run([sys.executable, "-m", "toy_quanta.cli.claims", "run"], capture_output=True, text=True,
-                          timeout=120, env={**os.environ})
-    assert proc.returncode != 0 and "name claims, or --all, or --cheapest SECONDS" in proc.stderr
+def test_the_console_script_is_this_main_and_refuses_a_run_without_claims():
+    from importlib.metadata import entry_points
+
+    from toy_quanta.cli.claims import main
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "toy-quanta-claims"]
+    assert script.load() is main
+    with pytest.raises(SystemExit, match="name claims, or --all, or --cheapest SECONDS"):
+        main(["run"])
 
 
 def test_papers_are_registered_once_with_an_anchor():
