@@ -15,7 +15,7 @@ import yaml
 import toy_quanta.job as app
 from conftest import grid, read_summary, sparse_parity, symbol_add, teacher, tiny_config, with_values
 from toy_quanta import results
-from toy_quanta.config import Config
+from toy_quanta.config import Config, validate
 from toy_quanta.engine.loop import FitResult
 from toy_quanta.errors import ConfigError
 from toy_quanta.models.mlp import n_params
@@ -280,3 +280,29 @@ def test_every_reader_names_a_truncated_file(tmp_path):
     (tmp_path / "config.yaml").write_text("task: [unclosed\n")
     with pytest.raises(RunFileError, match=r"config\.yaml: not a readable config\.yaml"):
         results.load_config(tmp_path)
+
+
+def test_the_model_default_follows_the_task(hydra_compose):
+    """docs/configuration.md: the model default is the task's first. `'~experiment' task=mnist`
+    composes model=mlp (the group default), which mnist cannot train: the job takes dense_mlp, with
+    the command line's model.* values; a model named on the command line is left to validate."""
+    from toy_quanta.job import follow_task_model
+
+    overrides = ["~experiment", "task=mnist", "model.width=3"]
+    dcfg = hydra_compose(overrides)
+    assert dcfg.model.name == "mlp"
+    follow_task_model(dcfg, overrides)
+    cfg = app.to_config(dcfg)
+    validate(cfg)
+    assert cfg.model.name == "dense_mlp" and cfg.model.width == 3 and cfg.model.depth == 2
+
+    named = ["~experiment", "task=mnist", "model=mlp"]
+    dcfg = hydra_compose(named)
+    follow_task_model(dcfg, named)
+    with pytest.raises(ConfigError, match="model='mlp' is not allowed: a model for task mnist"):
+        validate(app.to_config(dcfg))
+
+    kept = ["~experiment", "task=modular", "model=embed_mlp"]  # a model the task trains is kept
+    dcfg = hydra_compose(kept)
+    follow_task_model(dcfg, kept)
+    assert dcfg.model.name == "embed_mlp"

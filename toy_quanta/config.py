@@ -133,6 +133,16 @@ class EnsembleConfig:
     arms: Any = None  # null or {}: no arms (typed Any: Hydra merges a mapping into a null Dict node badly)
     # the validation accuracies at which the arms are compared (steps to reach each)
     arms_levels: list[float] = field(default_factory=lambda: [0.95, 0.99])
+    # The per-member lists of keys a task declares beyond the fields above (Task.member_keys): a
+    # user's task with task.noise varies it as `+ensemble.noise=[0.0,0.2]`, kept here by list name
+    # and read as ensemble.noise like any field (typed Any, as arms)
+    lists: Any = None
+
+    def __getattr__(self, name: str) -> Any:  # only names that are not fields: a task's own list
+        lists = self.__dict__.get("lists") or {}
+        if name in lists:
+            return lists[name]
+        raise AttributeError(f"{type(self).__name__} has no list {name!r}")
 
 
 @dataclass
@@ -408,7 +418,7 @@ def _validate_arms(cfg: Any, task: Any) -> None:
             where = f"ensemble.arms.{name}.{key}"
             if key not in keys:
                 raise ConfigError(where, value, f"a per-member key of task {task.name}: one of {', '.join(keys)}")
-            if get(cfg, f"ensemble.{keys[key][0]}") is not None:
+            if ensemble_list(cfg, keys[key][0]) is not None:
                 raise ConfigError(where, value, f"unset here or in ensemble.{keys[key][0]} (not both)")
             try:
                 validate(_with(cfg, {key: value, "ensemble.arms": None}))
@@ -431,12 +441,36 @@ def _with(cfg: Any, values: dict[str, Any]) -> Any:
     return out
 
 
+def ensemble_list(cfg: Any, name: str) -> Any:
+    """ensemble.<name>: a field of EnsembleConfig, or a task's own list (ensemble.lists); None if unset."""
+    ensemble = get(cfg, "ensemble")
+    if isinstance(ensemble, dict):
+        return ensemble.get(name, (ensemble.get("lists") or {}).get(name))
+    return getattr(ensemble, name, None)
+
+
 def _validate_ensemble_lists(cfg: Any, task: Any) -> None:
-    """An ensemble list must vary a key of the engine or of this task."""
+    """An ensemble list must vary a key of the engine or of this task; a task's own list (ensemble.lists)
+    is a non-empty list whose every value the task's config allows (validated with it in place)."""
     mine = {name: key for key, (name, _) in {**ENGINE_KEYS, **task.member_keys}.items()}
+    own = ensemble_list(cfg, "lists") or {}
+    if not isinstance(own, Mapping):
+        raise ConfigError("ensemble.lists", own, "a mapping of list names to values, or null")
+    for name, values in own.items():
+        if name not in mine:
+            raise ConfigError(f"ensemble.{name}", values, f"a per-member list of task {task.name}: one of "
+                                                          f"{', '.join(sorted(mine))}")
+        if not isinstance(values, Sequence) or isinstance(values, str) or not values:
+            raise ConfigError(f"ensemble.{name}", values, f"a non-empty list of values of {mine[name]}")
+        for value in values:
+            try:
+                validate(_with(cfg, {mine[name]: value, "ensemble.lists": None}))
+            except ConfigError as exc:
+                raise ConfigError(f"ensemble.{name}" if exc.key == mine[name] else exc.key,
+                                  list(values) if exc.key == mine[name] else exc.value, exc.allowed) from None
     for f in fields(EnsembleConfig):
         value = get(cfg, f"ensemble.{f.name}")
-        if f.name in ("seeds", "arms", "arms_levels") or value is None or f.name in mine:
+        if f.name in ("seeds", "arms", "arms_levels", "lists") or value is None or f.name in mine:
             continue
         owners = [t.name for t in registry.tasks().values() if f.name in {n for n, _ in t.member_keys.values()}]
         shown = list(value) if isinstance(value, (list, tuple)) else value  # a scalar or a string as given

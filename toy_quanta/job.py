@@ -4,6 +4,7 @@ vmap launcher call `run_job`; what a job writes and reads is in results.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
@@ -18,9 +19,8 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from toy_quanta import compilation_cache, registry, results, stopping
-from toy_quanta.analysis import arms, lu, phase, slingshot
-from toy_quanta.config import Config, validate
+from toy_quanta import compilation_cache, hooks, registry, results, stopping
+from toy_quanta.config import Config, EnsembleConfig, validate
 from toy_quanta.engine.checkpoint import STATE_FILE
 from toy_quanta.engine import milestone
 from toy_quanta.engine.loop import FitResult, fit
@@ -36,7 +36,6 @@ SETTINGS = ("train.progress", "train.checkpoint_every_s", "train.devices", "trai
             "train.tensorboard")
 _NOT_SWEPT = (*SETTINGS, "train.checkpoint", "name", "tasks_module")
 FLUSH_EVERY_S = 10.0  # rewrite metrics.parquet at most this often while training
-MAX_SPIKES_LISTED = 20  # summary.json lists a member's first loss spikes, and counts them all
 
 
 def to_config(cfg: DictConfig | Config) -> Config:
@@ -48,6 +47,7 @@ def to_config(cfg: DictConfig | Config) -> Config:
     if "hydra" in cfg:
         with open_dict(cfg):
             del cfg["hydra"]
+    _fold_task_lists(cfg)
     typed = OmegaConf.to_object(cfg)
     given = flatten(OmegaConf.to_container(cfg, resolve=False))
     known = flatten(OmegaConf.to_container(OmegaConf.structured(typed), resolve=False))
@@ -57,6 +57,51 @@ def to_config(cfg: DictConfig | Config) -> Config:
             raise ConfigError(key, given[key], "no such key in the config" + (f" (did you mean {near[0]}?)" if near else
                                                                               "; see `toy-quanta --cfg job` for every key"))
     return typed
+
+
+def _fold_task_lists(cfg: DictConfig) -> None:
+    """`+ensemble.<name>=[...]` for a list the task declares (Task.member_keys) that EnsembleConfig
+    has no field for: moved into ensemble.lists, where the members are made from it."""
+    ensemble, task = cfg.get("ensemble"), cfg.get("task")
+    if not isinstance(ensemble, DictConfig) or not isinstance(task, DictConfig):
+        return
+    try:
+        declared = {name for name, _ in registry.task(str(task.get("name"))).member_keys.values()}
+    except ConfigError:
+        return  # validate names the unknown task
+    own = [name for name in ensemble if name in declared - {f.name for f in dataclasses.fields(EnsembleConfig)}]
+    if not own:
+        return
+    data = OmegaConf.to_container(ensemble, resolve=False)  # a structured node deletes no key: rebuilt
+    data["lists"] = {**(data.get("lists") or {}), **{name: data.pop(name) for name in own}}
+    with open_dict(cfg):
+        cfg.ensemble = OmegaConf.merge(OmegaConf.structured(EnsembleConfig), data)
+
+
+def follow_task_model(dcfg: DictConfig | Config, overrides: list[str]) -> None:
+    """The model group's default is the first model of the task when the composed model is not one
+    the task trains and the command line named none (`'~experiment' task=mnist` trains dense_mlp);
+    the command line's model.* values apply to it. A model named with model=... is left to validate."""
+    if not isinstance(dcfg, DictConfig) or "task" not in dcfg or "model" not in dcfg:
+        return
+    try:
+        task = registry.task(str(dcfg.task.name))
+    except (ConfigError, AttributeError):
+        return  # validate names the unknown task
+    named = any(o.lstrip("+~").partition("=")[0] == "model" for o in overrides)
+    if named or str(dcfg.model.get("name")) in task.models:
+        return
+    model = OmegaConf.structured(registry.model(task.models[0]).config())
+    for override in overrides:
+        key, sep, value = override.lstrip("+").partition("=")
+        if sep and key.startswith("model.") and key != "model.name":
+            try:
+                OmegaConf.update(model, key.removeprefix("model."), yaml.safe_load(value), merge=False)
+            except Exception:  # noqa: BLE001  a key the task's model lacks: to_config names it
+                raise ConfigError(key, value, f"a key of model {task.models[0]} (the model of task {task.name}: "
+                                              f"`toy-quanta --cfg job model={task.models[0]}` lists them)") from None
+    with open_dict(dcfg):
+        dcfg.model = model
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -180,14 +225,9 @@ class JobWriter:
             "group": group,
             "members": results.member_summaries(result),
         }
-        try:
-            self._diagnose(result, summary)
-        except Exception as exc:  # noqa: BLE001  (as _after_run: recorded, the finished run is kept)
-            log.warning("the members' diagnosis failed (%s: %s)", type(exc).__name__, exc)
-            summary["diagnosis_error"] = f"{type(exc).__name__}: {exc}"
-        self._after_run(task, result, snapshots, summary)
         title = f"{cfg.name}: {describe(cfg)}"
-        self._grid_analyses(result, frame, summary, title)
+        # the registered after-run analyses (toy_quanta.hooks): each failure recorded under its name
+        hooks.run_after_runs(hooks.Finished(cfg, result, frame, summary, self.out_dir, title, snapshots))
         results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
         task.figures(result, cfg, self.out_dir, title)
         # every log step when another process trained the job (the vmap launcher), then the figures
@@ -198,58 +238,6 @@ class JobWriter:
         if state.is_file():  # completed and saved: the final parameters are in checkpoint.msgpack
             state.unlink()
         return summary
-
-    def _diagnose(self, result: FitResult, summary: dict[str, Any]) -> None:
-        """Each member's loss spikes (analysis.slingshot) and one-word diagnosis (analysis.phase.diagnose,
-        at phase.threshold and phase.gap_steps, for tasks that log training and validation accuracy)."""
-        steps = np.asarray(result.steps)
-        if {"train_loss", "readout_norm"} <= set(result.logs):
-            summary["slingshot_rule"] = slingshot.RULE
-            for i, member in enumerate(summary["members"]):
-                found = slingshot.spikes(steps, result.log_array("train_loss")[:, i], result.log_array("readout_norm")[:, i])
-                member["loss_spikes"] = {"count": len(found), "first": found[:MAX_SPIKES_LISTED]}
-        if not {"train_acc", "test_acc"} <= set(result.logs):
-            return
-        threshold, gap = self.cfg.phase.threshold, self.cfg.phase.gap_steps
-        reachable = registry.task(self.cfg.task.name).reachable(self.cfg)
-        found = phase.diagnose(np.asarray(result.steps), result.log_array("train_acc"), result.log_array("test_acc"),
-                               threshold, gap, reachable=reachable)
-        summary["diagnosis_rule"] = phase.diagnosis_rule(threshold, gap, reachable=reachable)
-        for i, member in enumerate(summary["members"]):
-            member["diagnosis"] = str(found["diagnosis"][i])
-            member["grokking_delay"] = None if np.isnan(found["delay"][i]) else float(found["delay"][i])
-
-    def _after_run(self, task: Any, result: FitResult, snapshots: Any, summary: dict[str, Any]) -> None:
-        """The task's extra analyses (modular arithmetic: the progress measures of member 0). The
-        run has finished and is saved: a failure here is recorded in the summary, not turned into
-        a failed job."""
-        try:
-            summary.update(task.after_run(self.cfg, result, snapshots, self.out_dir))
-        except Exception as exc:  # noqa: BLE001
-            log.warning("%s's analyses after the run failed (%s: %s)", task.name, type(exc).__name__, exc)
-            summary["progress_error"] = f"{type(exc).__name__}: {exc}"
-
-    def _grid_analyses(self, result: FitResult, frame: pd.DataFrame, summary: dict[str, Any], title: str) -> None:
-        """A phase diagram (phase.x/y set), the LU curves (members at 3 or more fixed norms) and the
-        arms' comparison (ensemble.arms), written into the job directory and its summary. Like
-        _after_run, a failure here is recorded, never turned into a failed job."""
-        cfg = self.cfg
-        norms = {m["optim.fixed_norm"] for m in result.members} - {None}
-        for name, wanted, write in (
-                ("phase", cfg.phase.x is not None,
-                 lambda: phase.write_phase(frame, self.out_dir, cfg.phase.x, cfg.phase.y, cfg.phase.threshold,
-                                           cfg.phase.gap_steps, title)),
-                ("lu", len(norms) >= 3,
-                 lambda: lu.write_lu(frame, self.out_dir, title, loss_label=registry.task(cfg.task.name).loss_label(cfg))),
-                ("arms", "arm" in frame.columns and "test_acc" in set(frame["metric"]),
-                 lambda: arms.write_arms(frame, self.out_dir, title, tuple(cfg.ensemble.arms_levels)))):
-            if not wanted:
-                continue
-            try:
-                summary[name] = write()
-            except Exception as exc:  # noqa: BLE001
-                log.warning("%s analysis failed (%s: %s)", name, type(exc).__name__, exc)
-                summary[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
 
     def fail(self, exc: BaseException, result: FitResult | None) -> None:
         """Keep what the run produced so far and say why it stopped: status interrupted (a signal;
@@ -309,6 +297,7 @@ def _run_job(dcfg: DictConfig | Config, out_dir: Path, overrides: list[str] | No
     columns = override_columns(overrides or [])
     writer = JobWriter(out_dir, columns)
     result = trained if isinstance(trained, FitResult) else None
+    follow_task_model(dcfg, overrides or [])
     cfg = to_config(dcfg)  # an unknown key: nothing is written
     text = OmegaConf.to_yaml(OmegaConf.structured(dcfg) if isinstance(dcfg, Config) else dcfg, resolve=True)
     done = check_run_dir(out_dir, text)  # another config's run: refused before anything is written
@@ -341,12 +330,7 @@ def _report(summary: dict[str, Any], task: Any) -> None:
         flag = f"  DIVERGED at step {member['diverged_step']}" if member["diverged"] else ""
         said = f" [{member['diagnosis']}]" if "diagnosis" in member else ""
         log.info("member %d seed %d: %s%s%s", member["member"], member["seed"], task.report_line(member), said, flag)
-    if "arms" in summary:
-        log.info("arms, steps to validation accuracy (geometric mean [95%% CI] (reached/seeds), speed-up over %s):",
-                 summary["arms"]["baseline"])
-        for line in arms.lines(summary["arms"]):
-            log.info("  %s", line)
-    for line in task.report_lines(summary):
+    for line in [*hooks.report_lines(summary), *task.report_lines(summary)]:
         log.info("%s", line)
     stopped = summary.get("stopped") or {}
     budget = f" of {stopped['budget']} (milestone reached)" if stopped.get("step") is not None else ""

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from toy_quanta import registry
 from toy_quanta.config import Config, OptimConfig
 from toy_quanta.engine.loop import FitResult
-from toy_quanta.engine.members import expand, vector_keys
+from toy_quanta.engine.members import expand
 from toy_quanta.engine.train import make_model
 from toy_quanta.errors import ConfigError, RunFileError
 from toy_quanta.files import atomic_write  # noqa: F401  (re-exported: the writers of every layer use it)
@@ -59,8 +59,9 @@ def _json_default(x: Any) -> Any:
 def metrics_frame(result: FitResult, columns: dict[str, Any] | None = None) -> pd.DataFrame:
     """Tidy table: one row per member, log step, metric (and subtask, for per-subtask metrics).
 
-    Columns: member, step, metric, subtask (-1 for whole-distribution metrics), value, then every
-    per-member hyperparameter (engine.members.vector_keys()) and the job's own swept values (`columns`).
+    Columns: member, step, metric, subtask (-1 for whole-distribution metrics), value, then the
+    members' per-member hyperparameters (their task's and the engine's: engine.members.expand) and
+    the job's own swept values (`columns`).
     """
     steps = np.asarray(result.steps, np.int64)
     n_members = len(result.members)
@@ -78,7 +79,7 @@ def metrics_frame(result: FitResult, columns: dict[str, Any] | None = None) -> p
         }))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["member", "step", "metric", "subtask", "value"])
     frame["metric"] = frame["metric"].astype("category")
-    for key in vector_keys():
+    for key in dict.fromkeys(k for m in result.members for k in m if k != "arm"):
         values = [m.get(key) for m in result.members]
         # task.D is null for online members: a nullable integer column; keys that do not apply
         # to the task (None) are NaN
@@ -190,9 +191,12 @@ def load_config(job_dir: Path) -> Config:
     raw = read(path, OmegaConf.load, "config.yaml")
     if raw.get("tasks_module"):
         registry.import_tasks_module(str(raw.tasks_module))
+    for group in ("task", "model"):  # every job writes both: no default stands in for a missing one
+        if not (raw.get(group) or {}).get("name"):
+            raise RunFileError(path, f"no {group}.name", "it is not a config.yaml that toy-quanta wrote")
     try:
-        task = registry.task(str(raw.task.get("name", "sparse_parity")))
-        model = registry.model(str(raw.model.get("name", "mlp")))
+        task = registry.task(str(raw.task.name))
+        model = registry.model(str(raw.model.name))
     except ConfigError as exc:
         raise ConfigError(exc.key, exc.value, f"{exc.allowed} ({path})") from None
     schema = OmegaConf.structured(Config(task=task.config(), model=model.config(), optim=OptimConfig()))

@@ -111,7 +111,7 @@ def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequenc
     and every job's composed config (by job number)."""
     from toy_quanta.config import validate
     from toy_quanta.engine.members import expand
-    from toy_quanta.job import to_config
+    from toy_quanta.job import follow_task_model, to_config
 
     sweep_configs: dict[int, DictConfig] = {}
     keyed: dict[str, list[tuple[Job, int]]] = defaultdict(list)
@@ -122,6 +122,7 @@ def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequenc
         sweep_configs[job.idx] = sweep_config
         HydraConfig.instance().set_config(sweep_config)
         try:
+            follow_task_model(sweep_config, list(overrides))
             cfg = to_config(sweep_config)
             validate(cfg)
             keyed[group_key(cfg)].append((job, len(expand(cfg))))

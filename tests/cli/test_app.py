@@ -47,6 +47,25 @@ def test_the_console_script_reports_a_bad_threshold_in_one_line(tmp_path):
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.parametrize("override, line", [
+    ("model.widht=3", "model.widht=3 is not allowed: no such key in the config (did you mean model.width?)"),
+    ("task.alpah=0.3", "task.alpah=0.3 is not allowed: no such key in the config (did you mean task.alpha?)"),
+    ("task.alpha=abc", "task.alpha='abc' is not allowed: Value 'abc' of type 'str' could not be converted to Float"),
+])
+def test_an_override_hydra_cannot_merge_is_one_line_naming_the_key(override, line, tmp_path):
+    """A misspelt key without `+`, or a value of the wrong type: Hydra's multi-line report becomes
+    the same one line as every other bad value (status 2, no traceback, no HYDRA_FULL_ERROR hint);
+    an error that is not about one override (an unknown experiment) is still Hydra's report."""
+    proc = subprocess.run([str(TOY_QUANTA), override, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [f"toy-quanta: error: {line}"]
+    if override.startswith("model."):
+        other = subprocess.run([str(TOY_QUANTA), "experiment=no_such_experiment"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=120)
+        assert other.returncode == 1 and "Could not find 'experiment/no_such_experiment'" in other.stderr
+
+
 # --- the vmap launcher's groups ----------------------------------------------------------------
 
 def test_vmap_group_key_splits_on_shapes_only():

@@ -100,3 +100,42 @@ def test_cli_on_a_directory_without_jobs_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         report.main([str(tmp_path / "empty")])
     assert exc.value.code == 2 and "no toy-quanta job" in capsys.readouterr().err
+
+
+def test_a_vmap_launched_job_shows_its_groups_time(tmp_path, capsys):
+    """A job trained with its vmap group has almost no time of its own; the report gives the group's."""
+    job = _job(tmp_path / "multirun" / "s" / "0", "sweep", "mnist",
+               {"status": "completed", "wall_time_s": 0.02, "members": [_member(0, {"test_acc": 0.9})],
+                "group": {"group": 0, "group_jobs": [0, 1, 2], "group_members": 3, "group_wall_time_s": 42.0}})
+    head = report.report([tmp_path / "multirun"])["experiments"]["sweep"]
+    assert head["group_wall_time_s"] == 42.0 and head["group_jobs"] == 3
+    report.main([str(tmp_path / "multirun")])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"sweep (mnist, 100 steps, 42 s with its group of 3 jobs): {job}"
+
+
+def test_a_users_task_is_read_from_where_it_ran_or_its_metrics_are_shown_with_a_note(tmp_path, monkeypatch):
+    """tasks_module=my_tasks.py, relative to where the job ran: the report, run from elsewhere,
+    imports it from there (Hydra's runtime.cwd); if it is gone, the metrics every task logs are
+    still shown, with a note naming the module."""
+    ran_in = tmp_path / "project"
+    ran_in.mkdir()
+    (ran_in / "report_test_tasks.py").write_text("# a user's tasks module (registers nothing here)\n")
+    final = {"train_loss": 0.1, "train_acc": 0.99, "test_loss": 0.2, "test_acc": 0.95}
+    job = _job(ran_in / "outputs" / "mine" / "1", "mine", "majority",
+               {"status": "completed", "members": [_member(0, final), _member(1, final, **{"model.init_scale": 2.0})]})
+    cfg = OmegaConf.load(job / "config.yaml")
+    cfg.tasks_module = "report_test_tasks.py"
+    OmegaConf.save(cfg, job / "config.yaml")
+    (job / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"cwd": str(ran_in)}}}), job / ".hydra" / "hydra.yaml")
+    monkeypatch.chdir(tmp_path)  # not where the job ran
+
+    head = report.report([ran_in / "outputs"])["experiments"]["mine"]
+    assert "note" not in head
+    assert [row["test_acc"] for row in head["members"]] == [0.95, 0.95]  # unknown task: the core metrics
+
+    (ran_in / "report_test_tasks.py").unlink()
+    head = report.report([ran_in / "outputs"])["experiments"]["mine"]
+    assert "tasks_module=report_test_tasks.py cannot be imported" in head["note"]
+    assert [row["test_loss"] for row in head["members"]] == [0.2, 0.2]

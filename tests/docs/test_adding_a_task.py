@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "adding-a-task.md"
@@ -54,7 +55,7 @@ def ran(background) -> tuple[Path, list[subprocess.CompletedProcess]]:
 def test_the_page_has_its_files_and_commands():
     text = PAGE.read_text()
     assert set(page_files(text)) == {"majority.py", "conf/experiment/majority.yaml"}
-    assert len(page_commands(text)) == 4
+    assert len(page_commands(text)) == 5
 
 
 def test_every_command_of_the_page_succeeds(ran):
@@ -67,12 +68,37 @@ def test_the_user_task_learns_its_majority(ran):
     """Each job of the page wrote the usual files, and its members learned the majority."""
     folder, _ = ran
     summaries = [json.loads(p.read_text()) for p in folder.rglob("summary.json")]
-    assert len(summaries) == 4  # the plain run, the experiment, and the sweep's two grid points
+    assert len(summaries) == 5  # the plain run, the experiment, its noisy members, and the sweep's two grid points
     for summary in summaries:
         job = Path(summary["output_dir"])
         assert {"config.yaml", "metrics.parquet", "checkpoint.msgpack", "curves.png"} <= {p.name for p in job.iterdir()}
         for member in summary["members"]:
             assert member["final"]["test_acc"] > 0.95, member
+            # its evaluate logs ctx.train_loss as it is: at step 0 the first batch's loss (about
+            # ln 2 for an untrained model on two balanced classes), so no spike from a 0 at step 0
+            assert member["loss_spikes"]["count"] == 0, member["loss_spikes"]
+        metrics = pd.read_parquet(job / "metrics.parquet")
+        first = metrics[(metrics.step == 0) & (metrics.metric == "train_loss")].value
+        assert len(first) and (first > 0.3).all() and (first < 2.0).all(), first
+
+
+def test_the_users_own_key_varies_per_member_in_one_program(ran):
+    """+ensemble.noise=[0.0,0.2]: four members (2 noise levels x 2 seeds) in one job; each member's
+    training accuracy is near 1 - its own noise (its flipped labels reached its batches), and every
+    member still learns the clean test set."""
+    folder, _ = ran
+    (summary,) = [s for s in (json.loads(p.read_text()) for p in folder.rglob("summary.json"))
+                  if s["name"] == "majority_noise"]
+    members = summary["members"]
+    assert [(m["task.noise"], m["seed"]) for m in members] == [(0.0, 0), (0.0, 1), (0.2, 0), (0.2, 1)]
+    frame = pd.read_parquet(Path(summary["output_dir"]) / "metrics.parquet")
+    late = frame[(frame.metric == "train_acc") & (frame.step >= frame.step.max() // 2)]
+    for m in members:
+        train_acc = late[late.member == m["member"]].value.mean()
+        assert abs(train_acc - (1 - m["task.noise"])) < 0.05, (m["task.noise"], train_acc)
+        assert m["final"]["test_acc"] > 0.95, m
+        assert m["diagnosis"] in ("generalised", "grokked"), m["diagnosis"]
+    assert set(frame["task.noise"]) == {0.0, 0.2}
 
 
 def test_the_sweep_ran_both_grid_points_and_the_report_reads_them(ran):

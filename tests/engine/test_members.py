@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from toy_quanta.engine.members import expand, stack, vector_keys
+from toy_quanta.engine.members import expand, member_keys, stack, vector_keys
 from toy_quanta.tasks.sparse_parity import train_capacity
 
-VECTOR_KEYS = vector_keys()
+VECTOR_KEYS = ("seed", *member_keys("sparse_parity"))  # a sparse-parity member's keys
 
 
 def test_no_ensemble_is_one_member_with_the_config_values():
-    """Without ensemble lists: one member carrying the config's own scalars, keyed by VECTOR_KEYS."""
+    """Without ensemble lists: one member carrying the config's own scalars, keyed by its task's
+    and the engine's per-member keys: no other task's key (task.train_fraction) appears."""
     cfg = tiny_config(seed=7, task={"alpha": 0.3}, model={"init_scale": 0.5}, optim={"lr": 2e-3, "weight_decay": 1e-4})
     (m,) = expand(cfg)
-    assert tuple(m) == VECTOR_KEYS
-    assert m == {"seed": 7, "task.alpha": 0.3, "task.D": None, "task.train_fraction": None, "model.init_scale": 0.5,
+    assert tuple(m) == VECTOR_KEYS and "task.train_fraction" in vector_keys()
+    assert m == {"seed": 7, "task.alpha": 0.3, "task.D": None, "model.init_scale": 0.5,
                  "model.output_scale": 1.0, "optim.lr": 2e-3, "optim.weight_decay": 1e-4, "optim.eps": 1e-8,
                  "optim.fixed_norm": None, "optim.grokfast": "none", "optim.grokfast_alpha": 0.98,
                  "optim.grokfast_lambda": 2.0}
@@ -36,7 +37,7 @@ def test_product_of_lists_times_seeds():
         for a in alphas:
             for wd in wds:
                 for s in (10, 11, 12):
-                    expected.add((s, a, None, None, 1.5, 1.0, lr, wd, 1e-8, None, "none", 0.98, 2.0))
+                    expected.add((s, a, None, 1.5, 1.0, lr, wd, 1e-8, None, "none", 0.98, 2.0))
     got = [tuple(m[k] for k in VECTOR_KEYS) for m in members]
     assert len(set(got)) == len(got)  # no duplicates
     assert set(got) == expected
@@ -92,3 +93,19 @@ def test_arms_multiply_the_lists_and_seeds_and_label_their_members():
                    for a in (0.2, 0.4) for s in (0, 1)]
     assert stack(members, "sparse_parity")["optim.grokfast"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
     assert "arm" not in expand(tiny_config())[0]
+
+
+def test_each_tasks_members_carry_its_own_keys_only():
+    """A member of any task is keyed by seed, the task's own per-member keys and the engine's: no
+    column of another task (task.alpha, task.D, task.train_fraction) reaches its summary or tables."""
+    from toy_quanta import registry
+    from toy_quanta.config import Config, EnsembleConfig, OptimConfig, TrainConfig
+
+    for name, task in registry.tasks().items():
+        model = registry.model(task.models[0])
+        cfg = Config(task=task.config(), model=model.config(), optim=OptimConfig(), train=TrainConfig(),
+                     ensemble=EnsembleConfig(seeds=2))
+        members = expand(cfg)
+        assert [tuple(m) for m in members] == [("seed", *member_keys(name))] * 2, name
+        others = {k for k in vector_keys() if k.startswith("task.")} - set(task.member_keys)
+        assert not others & set(members[0]), (name, others & set(members[0]))

@@ -216,6 +216,37 @@ def test_online_train_loss_at_step_0_is_the_test_loss(base):
     assert r.log_array("train_loss")[-1, 0] != r.log_array("test_loss")[-1, 0]
 
 
+def test_context_train_loss_before_any_step_is_the_first_batchs_loss():
+    """A task that logs ctx.train_loss as it is (a user's task) gets at step 0, before any step, the
+    loss and accuracy of the batch step 0 trains on (NumPy on the engine's own batch), not 0; the
+    next log's train loss is the mean over the steps taken (the first batch counted once)."""
+    cfg = tiny_config(optim={"name": "sgd"})
+    members = [member(seed=0, lr=0.1)]
+    trainer, inputs = trainer_for(cfg, members)
+    state0, data = jax.jit(jax.vmap(trainer.init))(*inputs)
+    program = trainer.program
+    denom = np.maximum(np.asarray(state0.count), 1)
+    first_loss, first_acc = np.asarray(state0.loss_sum) / denom, np.asarray(state0.acc_sum) / denom
+    assert int(state0.count[0]) == 0
+    one = jax.tree.map(lambda x: x[0], jax.device_get(data))
+    batch, _ = program.batch(one.task, one.hyper, jax.random.fold_in(one.data_key, 0), jnp.zeros((), jnp.int32))
+    params = jax.tree.map(lambda x: np.asarray(x)[0], nnx.to_pure_dict(jax.device_get(state0.params)))
+    bits, task, label = (np.asarray(x) for x in (batch.bits, batch.task, batch.label))
+    loss_np, correct_np = numpy_ce(numpy_logits(params, task, bits), label)
+    np.testing.assert_allclose(first_loss[0], loss_np.mean(), rtol=1e-5)
+    np.testing.assert_allclose(first_acc[0], correct_np.mean(), rtol=1e-6)
+    assert first_loss[0] > 0.1
+
+    chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, 0, None)))
+    state, one_step = state0, []
+    for _ in range(2):
+        state, logs = chunk(state, data, np.int32(1))
+        one_step.append(float(logs["train_loss"][0]))
+    np.testing.assert_allclose(one_step[0], loss_np.mean(), rtol=1e-5)  # step 0 trained on that batch
+    _, logs2 = chunk(state0, data, np.int32(2))
+    np.testing.assert_allclose(float(logs2["train_loss"][0]), np.mean(one_step), rtol=1e-5)
+
+
 def test_same_config_and_seed_are_bit_identical(base):
     """The same config and seed, fitted again: every logged metric and parameter bit-identical; a
     different seed gives a different run (so the comparison can fail)."""

@@ -8,10 +8,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import yaml
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -115,10 +120,65 @@ def main() -> Any:
     config.register_configs()  # again: the user's module may have registered tasks and models
     _keep_hydra_files(sys.argv[1:])
     with stopping.watching():  # one stop request for the whole sweep
-        out = _main()
+        out = _composed(_main, sys.argv[1:])
         if stopping.requested():  # a multirun that was asked to stop
             sys.exit(128 + stopping.requested())
     return out
+
+
+def _composed(run: Callable[[], Any], argv: list[str]) -> Any:
+    """run(), with Hydra's errors about one override (`task.nosie=0.1`, `task.alpha=abc`) as one
+    line naming the key, the value and what is allowed (exit status 2); any other error is
+    reported by Hydra as before. HYDRA_FULL_ERROR=1 set by the user keeps Hydra's full reports."""
+    from hydra._internal.utils import run_and_report
+
+    users = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises instead of printing: the error comes here
+    try:
+        return run()
+    except Exception as exc:  # noqa: BLE001  (reported below, one way or the other)
+        line = None if users == "1" else override_error(exc, argv)
+        _restore_env("HYDRA_FULL_ERROR", users)
+        if line is None:
+            def again() -> None:
+                raise exc
+            return run_and_report(again)  # Hydra's own report and exit status
+        print(f"toy-quanta: error: {line}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        _restore_env("HYDRA_FULL_ERROR", users)
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def override_error(exc: BaseException, argv: list[str]) -> str | None:
+    """A Hydra composition error caused by one override, as ConfigError's one line (with the
+    nearest key for a misspelt one); None for any other error."""
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    cause = exc.__cause__
+    key = getattr(cause, "full_key", None)
+    if not isinstance(exc, ConfigCompositionException) or not isinstance(cause, OmegaConfBaseException) or not key:
+        return None
+    given = [a.partition("=")[2] for a in argv if a.lstrip("+~").partition("=")[0] == key]
+    value = yaml.safe_load(given[-1]) if given else None
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+        parent = key.rpartition(".")[0]
+        schema = getattr(cause, "object_type", None)
+        known = [f"{parent}.{f.name}" if parent else f.name for f in dataclasses.fields(schema)] \
+            if dataclasses.is_dataclass(schema) else []
+        near = difflib.get_close_matches(key, known, n=1)
+        allowed = "no such key in the config" + (f" (did you mean {near[0]}?)" if near else
+                                                 "; see `toy-quanta --cfg job` for every key")
+    else:
+        allowed = str(getattr(cause, "msg", cause)).splitlines()[0]
+    return str(ConfigError(key, value, allowed))
 
 
 if __name__ == "__main__":

@@ -43,19 +43,44 @@ def find_jobs(roots: list[Path]) -> list[Path]:
     return sorted(jobs)
 
 
+CORE = ("train_loss", "train_acc", "test_loss", "test_acc")  # every task logs these
+
+
 def fields(task: str) -> tuple[str, ...]:
     """The final-dict fields reported for a task (its Task.headline, besides the member's varying
-    hyperparameters); none for a task this version does not know."""
+    hyperparameters); the metrics every task logs, for a task this version does not know."""
     try:
         return tuple(registry.task(task).headline)
     except ConfigError:
-        return ()
+        return CORE
+
+
+def import_tasks_module(job: Path, spec: str) -> str | None:
+    """Import a job's tasks_module: as written, then (a relative file) from the directory the job
+    was started in (Hydra's runtime.cwd). None if it worked, else why not."""
+    tries = [spec]
+    hydra_file = job / ".hydra" / "hydra.yaml"
+    if not Path(spec).is_absolute() and hydra_file.is_file():
+        try:
+            cwd = OmegaConf.load(hydra_file).hydra.runtime.cwd
+            tries.append(str(Path(cwd) / spec))
+        except Exception:  # noqa: BLE001  an unreadable hydra.yaml: only the spec as written
+            pass
+    reason = ""
+    for candidate in tries:
+        try:
+            registry.import_tasks_module(candidate)
+            return None
+        except ConfigError as exc:
+            reason = exc.allowed
+    return reason
 
 
 def _members(summary: dict[str, Any], task: str) -> dict[str, Any]:
     members = summary.get("members") or []
     shown = fields(task)
-    varying = [k for k in vector_keys() if len({json.dumps(m.get(k)) for m in members}) > 1]
+    keys = dict.fromkeys(k for k in vector_keys() if any(k in m for m in members))
+    varying = [k for k in keys if len({json.dumps(m.get(k)) for m in members}) > 1]
     if len(members) <= MAX_MEMBERS:
         rows = [{**{k: m.get(k) for k in varying}, **{f: m["final"].get(f) for f in shown},
                  "diverged": m.get("diverged", False)} for m in members]
@@ -69,16 +94,20 @@ def _members(summary: dict[str, Any], task: str) -> dict[str, Any]:
     return {"n_members": len(members), "varying": varying, "median": medians}
 
 
-def headline(cfg: Any, summary: dict[str, Any]) -> dict[str, Any]:
+def headline(cfg: Any, summary: dict[str, Any], job: Path | None = None) -> dict[str, Any]:
     """One job's headline figures."""
-    task = str(cfg.get("task", {}).get("name", "sparse_parity"))
-    if cfg.get("tasks_module"):  # a task of the user's own: its module says what to show
-        try:
-            registry.import_tasks_module(str(cfg.tasks_module))
-        except ConfigError:
-            pass  # moved or renamed since: the members' hyperparameters are still shown
+    task = str((cfg.get("task") or {}).get("name"))
     head: dict[str, Any] = {"task": task, "steps": summary.get("steps"), "wall_time_s": summary.get("wall_time_s"),
                             "output_dir": summary.get("output_dir")}
+    group = summary.get("group") or {}
+    if group.get("group_wall_time_s") is not None:  # vmap-launched: trained with its group, in one program
+        head["group_wall_time_s"] = group["group_wall_time_s"]
+        head["group_jobs"] = len(group.get("group_jobs") or [])
+    if cfg.get("tasks_module"):  # a task of the user's own: its module says what to show
+        why = import_tasks_module(job or Path(str(summary.get("output_dir", "."))), str(cfg.tasks_module))
+        if why is not None:  # moved or renamed since: the metrics every task logs are shown instead
+            head["note"] = (f"tasks_module={cfg.tasks_module!s} cannot be imported ({why}): "
+                            f"showing {', '.join(CORE)} only")
     if "phase" in summary:
         ph = summary["phase"]
         head["phase"] = {k: ph.get(k) for k in ("x", "y", "threshold", "gap_steps", "n_members", "counts")}
@@ -114,7 +143,7 @@ def report(roots: list[Path]) -> dict[str, Any]:
         name = str(cfg.get("name", job.name))
         stamp = (job / SUMMARY_FILE).stat().st_mtime
         if name not in latest or stamp > latest[name][0]:
-            latest[name] = (stamp, job, headline(cfg, summary))
+            latest[name] = (stamp, job, headline(cfg, summary, job))
     return {"experiments": {name: latest[name][2] for name in sorted(latest)}, "n_jobs": n_jobs,
             "n_failed": len(failed), "failed": failed}
 
@@ -129,7 +158,11 @@ def _fmt(v: Any) -> str:
 
 def _print(rep: dict[str, Any]) -> None:
     for name, head in rep["experiments"].items():
-        print(f"{name} ({head['task']}, {head['steps']} steps, {head['wall_time_s'] or 0:.0f} s): {head['output_dir']}")
+        took = (f"{head['group_wall_time_s']:.0f} s with its group of {head['group_jobs']} jobs"
+                if "group_wall_time_s" in head else f"{head['wall_time_s'] or 0:.0f} s")
+        print(f"{name} ({head['task']}, {head['steps']} steps, {took}): {head['output_dir']}")
+        if "note" in head:
+            print(f"  note: {head['note']}")
         if "phase" in head:
             ph = head["phase"]
             counts = ", ".join(f"{k} {v}" for k, v in (ph["counts"] or {}).items())

@@ -41,9 +41,10 @@ def expand(cfg: Any) -> list[dict[str, Any]]:
     product of the ensemble lists (in the order EnsembleConfig declares them), times
     `ensemble.seeds` seeds.
 
-    Each member is a dict keyed by vector_keys() (e.g. {"seed": 0, "optim.lr": 1e-3, ...}), plus
-    "arm" (its arm's name) when there are arms; a key that does not apply to the task, a free norm
-    and an online task.D are None.
+    Each member is a dict keyed by "seed" and member_keys(task) (e.g. {"seed": 0, "optim.lr": 1e-3,
+    ...}: only the keys of its own task, so no other task's key shows in its tables), plus "arm"
+    (its arm's name) when there are arms; a free norm, an online task.D and a key the model does
+    not have are None.
     """
     keys = member_keys(cfg.task.name)
     base = {}
@@ -53,10 +54,12 @@ def expand(cfg: Any) -> list[dict[str, Any]]:
         base[key] = None if value is None else kind(value)
     by_list = {list_name: (key, kind) for key, (list_name, kind) in keys.items()}
     axes = {}
-    for f in dataclasses.fields(cfg.ensemble):
-        values = getattr(cfg.ensemble, f.name)
-        if f.name in by_list and values is not None:
-            key, kind = by_list[f.name]
+    # the lists in EnsembleConfig's order, then the task's own (ensemble.lists) in the order given
+    names = [f.name for f in dataclasses.fields(cfg.ensemble)] + list(cfg.ensemble.lists or {})
+    for name in names:
+        values = getattr(cfg.ensemble, name)
+        if name in by_list and values is not None:
+            key, kind = by_list[name]
             axes[key] = [kind(v) for v in values]
     members = []
     for arm, values_of_arm in (arms(cfg) or {None: {}}).items():
@@ -66,7 +69,7 @@ def expand(cfg: Any) -> list[dict[str, Any]]:
             point = {**base, **arm_values, **dict(zip(axes, values))}
             for s in range(cfg.ensemble.seeds):
                 members.append({"seed": int(cfg.seed) + s, **point, **labelled})
-    every = vector_keys()
+    every = ("seed", *keys)
     return [{**{key: m.get(key) for key in every}, **({"arm": m["arm"]} if "arm" in m else {})} for m in members]
 
 

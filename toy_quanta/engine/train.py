@@ -36,7 +36,8 @@ class TrainState(NamedTuple):
     alive: jax.Array  # False once the member diverged (divergence_limit); it then stops updating
     diverged_step: jax.Array  # step at which it diverged, -1 if never
     first_loss: jax.Array  # the training loss of the first step (NaN before it): divergence is measured from it
-    loss_sum: jax.Array  # running sums of minibatch loss and accuracy since the last log
+    loss_sum: jax.Array  # running sums of minibatch loss and accuracy since the last log (before step 0:
+    # the first batch's, with count 0)
     acc_sum: jax.Array
     count: jax.Array
 
@@ -227,6 +228,18 @@ def make_train(cfg: Any, program: Program) -> Trainer:
         total, _ = jax.lax.scan(add, ((zero, zero), jax.tree.map(jnp.zeros_like, params)), micro)
         return total
 
+    def batch_loss(params, batch, weight_B, data):
+        """(loss, accuracy) of a training batch without gradients, in training's micro-batches."""
+        if n_micro == 1:
+            return weighted_loss(params, batch, weight_B, data)
+        if weight_B is None:
+            weight_B = jnp.full((program.batch_rows,), 1.0 / program.batch_rows)
+        micro = jax.tree.map(lambda x: x.reshape(n_micro, -1, *x.shape[1:]), (batch, weight_B))
+        zero = jnp.zeros((), jnp.float32)
+        total, _ = jax.lax.scan(lambda t, mb: (jax.tree.map(jnp.add, t, weighted_loss(params, *mb, data)), None),
+                                (zero, zero), micro)
+        return total
+
     kinds = grokfast_of(cfg.optim, values_of(cfg, "optim.grokfast")).kinds
     # Adam's eps as a constant unless members differ in it: a traced eps costs the step a few %
     eps_varies = len(values_of(cfg, "optim.eps")) > 1
@@ -242,9 +255,13 @@ def make_train(cfg: Any, program: Program) -> Trainer:
         params = fix_norm(jax.tree.map(lambda p: p * hyper["model.init_scale"], params), hyper["optim.fixed_norm"])
         data = RunData(hyper=hyper, data_key=jax.random.fold_in(key, 1), task=program.init(hyper, member_input, key),
                        reference=params)
-        zero = jnp.zeros((), jnp.float32)
+        # The sums start at the loss and accuracy of the batch step 0 trains on (count stays 0), so a
+        # task that logs ctx.train_loss at step 0, before any step, logs that batch's loss, not 0.
+        first_batch, first_weight_B = program.batch(data.task, hyper, jax.random.fold_in(data.data_key, 0),
+                                                    jnp.zeros((), jnp.int32))
+        loss_0, acc_0 = (v.astype(jnp.float32) for v in batch_loss(params, first_batch, first_weight_B, data))
         state = TrainState(params, optimizer(hyper).init(params), jnp.zeros((), jnp.int32), jnp.ones((), bool),
-                           -jnp.ones((), jnp.int32), jnp.full((), jnp.nan, jnp.float32), zero, zero,
+                           -jnp.ones((), jnp.int32), jnp.full((), jnp.nan, jnp.float32), loss_0, acc_0,
                            jnp.zeros((), jnp.int32))
         return state, data
 
@@ -263,8 +280,9 @@ def make_train(cfg: Any, program: Program) -> Trainer:
             alive=ok,
             diverged_step=diverged_step,
             first_loss=jnp.where(state.step == 0, loss.astype(jnp.float32), state.first_loss),
-            loss_sum=state.loss_sum + jnp.where(ok, loss, 0.0),
-            acc_sum=state.acc_sum + jnp.where(ok, acc, 0.0),
+            # (with count 0 the sums hold the first batch's values, for step 0's log only)
+            loss_sum=jnp.where(state.count > 0, state.loss_sum, 0.0) + jnp.where(ok, loss, 0.0),
+            acc_sum=jnp.where(state.count > 0, state.acc_sum, 0.0) + jnp.where(ok, acc, 0.0),
             count=state.count + ok.astype(jnp.int32),
         )
 

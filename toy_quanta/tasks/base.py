@@ -22,6 +22,8 @@ class Task:
     headline: ClassVar[tuple[str, ...]] = ("test_loss", "test_acc")
     # what else the analyses can do with its runs (e.g. "progress", "qdg")
     analyses: ClassVar[frozenset[str]] = frozenset()
+    # the summary.json key of what after_run adds, and of its failure (`<name>_error`)
+    after_run_name: ClassVar[str] = "after_run"
 
     def validate(self, cfg: Any) -> None:
         """Raise ConfigError for a task.* value (or ensemble list of its own) that is not allowed."""

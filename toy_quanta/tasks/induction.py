@@ -74,6 +74,7 @@ class Induction(Task):
     name = "induction"
     config = InductionConfig
     models = ("transformer",)
+    after_run_name = "induction"  # what after_run adds to summary.json
     headline = ("test_loss", "repeated_loss", "icl_score", "induction_score_max", "phase_change_step")
 
     def validate(self, cfg: Any) -> None:

@@ -80,6 +80,7 @@ class TableTask(Task):
     in training fraction (and seed, learning rate, weight decay, init scale) in one program."""
 
     models: tuple[str, ...] = ("transformer", "embed_mlp", "onehot_mlp")
+    after_run_name = "progress"  # what after_run adds to summary.json
     member_keys = {"task.train_fraction": ("train_fraction", float)}
     headline = ("steps_to_train_99", "steps_to_val_99", "gap_99", "test_acc")
 

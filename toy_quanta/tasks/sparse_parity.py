@@ -129,6 +129,7 @@ class SparseParity(Task):
     name = "sparse_parity"
     config = SparseParityConfig
     models = ("mlp",)
+    after_run_name = "solvable"  # what after_run adds to summary.json
     member_keys = {"task.alpha": ("alpha", float), "task.D": ("D", int)}
     headline = ("test_loss_bits", "test_acc", "subtasks_learned")
     analyses = frozenset({"qdg", "genic"})
