@@ -182,6 +182,27 @@ def load_snapshots(job_dir: Path) -> tuple[np.ndarray, dict]:
     return np.asarray(blob["steps"]), blob["params"]
 
 
+def import_job_tasks_module(job: Path, spec: str) -> str | None:
+    """Import a job's tasks_module: as written, then (a relative file) from the directory the job
+    was started in (Hydra's runtime.cwd). None if it worked, else why not."""
+    tries = [spec]
+    hydra_file = job / ".hydra" / "hydra.yaml"
+    if not Path(spec).is_absolute() and hydra_file.is_file():
+        try:
+            cwd = OmegaConf.load(hydra_file).hydra.runtime.cwd
+            tries.append(str(Path(cwd) / spec))
+        except Exception:  # noqa: BLE001  an unreadable hydra.yaml: only the spec as written
+            pass
+    reason = ""
+    for candidate in tries:
+        try:
+            registry.import_tasks_module(candidate)
+            return None
+        except ConfigError as exc:
+            reason = exc.allowed
+    return reason
+
+
 def load_config(job_dir: Path) -> Config:
     """The typed Config a job ran with, from the config.yaml it wrote (its tasks_module, if any,
     is imported first, so runs of a user's own task load too)."""

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from toy_quanta import registry
+from toy_quanta import registry, results
 from toy_quanta.engine.members import vector_keys
 from toy_quanta.errors import ConfigError
 from toy_quanta.results import SUMMARY_FILE, json_safe
@@ -55,27 +55,6 @@ def fields(task: str) -> tuple[str, ...]:
         return CORE
 
 
-def import_tasks_module(job: Path, spec: str) -> str | None:
-    """Import a job's tasks_module: as written, then (a relative file) from the directory the job
-    was started in (Hydra's runtime.cwd). None if it worked, else why not."""
-    tries = [spec]
-    hydra_file = job / ".hydra" / "hydra.yaml"
-    if not Path(spec).is_absolute() and hydra_file.is_file():
-        try:
-            cwd = OmegaConf.load(hydra_file).hydra.runtime.cwd
-            tries.append(str(Path(cwd) / spec))
-        except Exception:  # noqa: BLE001  an unreadable hydra.yaml: only the spec as written
-            pass
-    reason = ""
-    for candidate in tries:
-        try:
-            registry.import_tasks_module(candidate)
-            return None
-        except ConfigError as exc:
-            reason = exc.allowed
-    return reason
-
-
 def _members(summary: dict[str, Any], task: str) -> dict[str, Any]:
     members = summary.get("members") or []
     shown = fields(task)
@@ -104,7 +83,7 @@ def headline(cfg: Any, summary: dict[str, Any], job: Path | None = None) -> dict
         head["group_wall_time_s"] = group["group_wall_time_s"]
         head["group_jobs"] = len(group.get("group_jobs") or [])
     if cfg.get("tasks_module"):  # a task of the user's own: its module says what to show
-        why = import_tasks_module(job or Path(str(summary.get("output_dir", "."))), str(cfg.tasks_module))
+        why = results.import_job_tasks_module(job or Path(str(summary.get("output_dir", "."))), str(cfg.tasks_module))
         if why is not None:  # moved or renamed since: the metrics every task logs are shown instead
             head["note"] = (f"tasks_module={cfg.tasks_module!s} cannot be imported ({why}): "
                             f"showing {', '.join(CORE)} only")

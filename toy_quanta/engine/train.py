@@ -280,9 +280,8 @@ def make_train(cfg: Any, program: Program) -> Trainer:
             alive=ok,
             diverged_step=diverged_step,
             first_loss=jnp.where(state.step == 0, loss.astype(jnp.float32), state.first_loss),
-            # (with count 0 the sums hold the first batch's values, for step 0's log only)
-            loss_sum=jnp.where(state.count > 0, state.loss_sum, 0.0) + jnp.where(ok, loss, 0.0),
-            acc_sum=jnp.where(state.count > 0, state.acc_sum, 0.0) + jnp.where(ok, acc, 0.0),
+            loss_sum=state.loss_sum + jnp.where(ok, loss, 0.0),
+            acc_sum=state.acc_sum + jnp.where(ok, acc, 0.0),
             count=state.count + ok.astype(jnp.int32),
         )
 
@@ -318,6 +317,11 @@ def make_train(cfg: Any, program: Program) -> Trainer:
         """n_steps steps, then the evaluation if do_eval (a runtime flag: the host splits a long
         interval between log steps into short calls, to checkpoint and to stop on a signal
         between them; the skipped evaluation returns zeros)."""
+        # With count 0 the sums hold the first batch's values (init), for a log before any step
+        # only: steps start from 0 (once per call, outside the steps' loop)
+        fresh = (state.count == 0) & (n_steps > 0)
+        state = state._replace(loss_sum=jnp.where(fresh, 0.0, state.loss_sum),
+                               acc_sum=jnp.where(fresh, 0.0, state.acc_sum))
         state = jax.lax.fori_loop(0, n_steps, lambda _, s: train_step(s, data), state)
         if isinstance(do_eval, bool):
             return evaluated(state, data) if do_eval else (state, eval_shape_zeros(state, data))
