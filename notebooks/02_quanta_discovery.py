@@ -53,7 +53,7 @@ from pathlib import Path
 from IPython.display import Image, display
 
 from toy_quanta import api
-from toy_quanta.cli.qdg import run_qdg
+from toy_quanta.analysis.qdg import run_qdg
 from toy_quanta.config import QDGConfig
 
 # %% [markdown]

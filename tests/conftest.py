@@ -43,10 +43,18 @@ def tiny_config(task=None, model=None, optim=None, train=None, ensemble=None, se
         model=MLPConfig(**{**TINY_MODEL, **(model or {})}),
         optim=OptimConfig(**{**TINY_OPTIM, **(optim or {})}),
         train=TrainConfig(**{**TINY_TRAIN, **(train or {})}),
-        ensemble=EnsembleConfig(**(ensemble or {})),
+        ensemble=_ensemble(ensemble or {}),
         seed=seed,
         name=name,
     )
+
+
+def _ensemble(values: dict) -> EnsembleConfig:
+    """EnsembleConfig of the given lists; a task's own (alpha, D) goes to `lists`, as the command
+    line's ensemble.alpha=[...] does (job.to_config)."""
+    fields = {f.name for f in dataclasses.fields(EnsembleConfig)}
+    own = {k: v for k, v in values.items() if k not in fields}
+    return EnsembleConfig(**{k: v for k, v in values.items() if k in fields}, **({"lists": own} if own else {}))
 
 
 def full_batch_train(loss, tx, params, steps: int):
@@ -278,6 +286,9 @@ def with_values(cfg: Config, **values) -> Config:
     cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name)) for name in nodes})
     for dotted, value in values.items():
         *parents, leaf = dotted.split("__")
+        if parents == ["ensemble"] and leaf not in {f.name for f in dataclasses.fields(EnsembleConfig)}:
+            cfg.ensemble.lists = {**(cfg.ensemble.lists or {}), leaf: value}  # a task's own list
+            continue
         node = cfg
         for p in parents:
             node = getattr(node, p)

@@ -134,3 +134,18 @@ def test_train_flops_per_sequence_by_hand_and_against_xla():
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     products = B * train_flops_per_sequence(4, 2, 128, 512, 97) / 3
     assert products <= cost["flops"] <= 1.03 * products
+
+
+@pytest.mark.slow  # two multiruns in subprocesses (about 40 s)
+def test_sweep_section_prints_each_launchers_costs(quiet_background, capsys):
+    """The sweep section runs the same 2-point sweep through the vmap and the basic launcher, and its
+    figures add up: wall = training + compile + the rest."""
+    bench.main(["--only", "sweep", "--sweep-points", "2", "--sweep-steps", "20"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    out = json.loads(lines[-1])
+    for launcher in ("vmap", "basic"):
+        got = {k.removeprefix(f"sweep_{launcher}_"): v for k, v in out.items() if k.startswith(f"sweep_{launcher}_")}
+        assert got["jobs"] == 2 and got["train_s"] > 0 and got["compile_s"] > 0
+        assert got["wall_s"] == pytest.approx(got["train_s"] + got["compile_s"] + 2 * got["other_per_job_s"])
+        assert any(f"{launcher} launcher" in line for line in lines[:-1])
+    assert out["sweep_collect_s"] > 0 and "steps_per_s" not in out

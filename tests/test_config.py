@@ -13,6 +13,9 @@ from hydra import compose
 from omegaconf import OmegaConf
 
 from conftest import grid, sparse_parity, symbol_add, teacher, tiny_config, with_values
+from toy_quanta import registry
+from toy_quanta.checks import ensemble_list
+from toy_quanta.engine.members import expand
 from toy_quanta.job import to_config
 from toy_quanta.config import Config, OptimConfig, QDGConfig, validate, validate_qdg
 from toy_quanta.errors import ConfigError
@@ -29,6 +32,9 @@ def _with(cfg: Config, key: str, value) -> Config:
                               optim=dataclasses.replace(cfg.optim), train=dataclasses.replace(cfg.train),
                               ensemble=dataclasses.replace(cfg.ensemble))
     *parents, leaf = key.split(".")
+    if parents == ["ensemble"] and leaf not in {f.name for f in dataclasses.fields(cfg.ensemble)}:
+        cfg.ensemble.lists = {**(cfg.ensemble.lists or {}), leaf: value}  # a task's own list, as to_config
+        return cfg
     node = cfg
     for p in parents:
         node = getattr(node, p)
@@ -272,13 +278,13 @@ def test_scaling_experiments_compose_and_every_job_validates(hydra_compose, name
         validate(cfg)
         assert cfg.name == name
     widths = {c.model.width for c in cfgs}
-    sizes = {d for c in cfgs for d in (c.ensemble.D or ([c.task.D] if c.task.D else []))}
+    sizes = {d for c in cfgs for d in (ensemble_list(c, "D") or ([c.task.D] if c.task.D else []))}
     if name in ("quanta_params", "quanta_params_paper"):
         assert max(widths) / min(widths) >= 10 and all(c.task.D is None for c in cfgs)
     if name in ("quanta_data", "quanta_data_paper"):
         assert max(sizes) / min(sizes) >= 10 and len(widths) == 1
     if name == "quanta_alpha":
-        assert {a for c in cfgs for a in c.ensemble.alpha} >= {0.2, 0.4, 0.6, 0.8}
+        assert {a for c in cfgs for a in ensemble_list(c, "alpha")} >= {0.2, 0.4, 0.6, 0.8}
         assert max(widths) / min(widths) >= 10 and max(sizes) / min(sizes) >= 10
     if name.endswith("_paper"):
         assert (cfgs[0].task.n_tasks, cfgs[0].task.n, cfgs[0].task.k, cfgs[0].task.alpha) == (500, 100, 3, 0.4)
@@ -326,7 +332,7 @@ def test_grok_modadd_composes_as_modular_arithmetic(hydra_compose):
     (["task.op=div", "task.p=51"], "task.p", "prime"),
     (["task.train_fraction=1.0"], "task.train_fraction", "(0, 1)"),
     (["task.op=pow"], "task.op", "add"),
-    (["ensemble.train_fraction=[0.3,1.5]"], "task.train_fraction", "(0, 1)"),
+    (["ensemble.train_fraction=[0.3,1.5]"], "ensemble.train_fraction", "(0, 1)"),
     (["ensemble.train_fraction=[]"], "ensemble.train_fraction", "non-empty"),
     (["ensemble.alpha=[0.4]"], "ensemble.alpha", "sparse parity"),
     (["model.combine=product"], "model.combine", "sum"),
@@ -549,3 +555,28 @@ def test_bad_grad_transform_values_are_refused(optim, ensemble, key):
     with pytest.raises(ConfigError) as info:
         validate(tiny_config(optim=optim, ensemble=ensemble))
     assert info.value.key == key
+
+
+@pytest.mark.parametrize("overrides, name, values", [
+    (["ensemble.alpha=[0.2,0.6]"], "alpha", [0.2, 0.6]),  # the old name, no `+`
+    (["+ensemble.alpha=[0.2]"], "alpha", [0.2]),
+    (["experiment=quanta_data"], "D", None),  # an experiment file's ensemble.D
+    (["experiment=quanta_data", "ensemble.D=[100,300]"], "D", [100, 300]),
+    (["experiment=grok_modadd", "ensemble.train_fraction=[0.3,0.5]"], "train_fraction", [0.3, 0.5]),
+])
+def test_a_tasks_own_lists_keep_their_old_names(hydra_compose, overrides, name, values):
+    """ensemble.alpha, ensemble.D and ensemble.train_fraction are no EnsembleConfig fields any more:
+    given as before (command line, experiment file), they land in ensemble.lists and make members."""
+    cfg = to_config(hydra_compose(overrides))
+    validate(cfg)
+    got = cfg.ensemble.lists[name]
+    assert got == (values if values is not None else _experiment_values("quanta_data")[f"ensemble.{name}"])
+    key = next(k for k, (n, _) in registry.task(cfg.task.name).member_keys.items() if n == name)
+    assert sorted({m[key] for m in expand(cfg)}) == sorted(got)
+
+
+def test_a_list_another_task_owns_is_refused_naming_the_owner(hydra_compose):
+    cfg = to_config(hydra_compose(["experiment=grok_modadd", "ensemble.alpha=[0.2]"]))
+    with pytest.raises(ConfigError) as exc:
+        validate(cfg)
+    assert exc.value.key == "ensemble.alpha" and "it belongs to sparse parity" in exc.value.allowed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -14,6 +15,7 @@ import pytest
 from flax import nnx
 
 from conftest import member
+from test_registry import own_registry  # noqa: F401  (a fixture)
 from toy_quanta import results
 from toy_quanta.engine.members import vector_keys
 from toy_quanta.engine.loop import FitResult
@@ -179,15 +181,46 @@ def test_failed_first_write_creates_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("analysis", ["qdg", "genic"])
-def test_qdg_and_genic_refuse_a_run_not_trained_with_cross_entropy(tmp_path, analysis):
-    """They read two-logit cross-entropy losses: a squared-loss run is refused, naming its loss,
-    before any checkpoint is read (there is none here)."""
+@pytest.mark.parametrize("group", ["task", "model"])
+def test_a_config_without_its_task_or_model_name_is_a_clear_error(tmp_path, group):
+    """No task or model stands in for a missing one: the error names config.yaml and the key."""
     from omegaconf import OmegaConf
 
     from conftest import tiny_config
+    from toy_quanta.errors import RunFileError
+
+    raw = OmegaConf.create(OmegaConf.to_container(OmegaConf.structured(tiny_config())))
+    del raw[group]["name"]
+    OmegaConf.save(raw, tmp_path / "config.yaml")
+    with pytest.raises(RunFileError, match=rf"config\.yaml: no {group}\.name") as info:
+        results.load_config(tmp_path)
+    assert info.value.path == tmp_path / "config.yaml"
+
+
+def test_a_users_task_loads_from_anywhere_its_module_found_where_the_job_ran(tmp_path, monkeypatch, own_registry):
+    """tasks_module=results_test_tasks.py, relative to where the job ran: load_config, run from
+    another directory, imports it from there (Hydra's runtime.cwd); gone, it is a ConfigError
+    naming the module and config.yaml."""
+    from omegaconf import OmegaConf
+
+    from test_registry import USER_TASK
     from toy_quanta.errors import ConfigError
 
-    OmegaConf.save(OmegaConf.structured(tiny_config(task={"loss": "mse"})), tmp_path / "config.yaml")
-    with pytest.raises(ConfigError, match="task.loss=mse"):
-        results.load_run(tmp_path, analysis)
+    ran_in, job, elsewhere = tmp_path / "project", tmp_path / "project" / "outputs" / "mine", tmp_path / "elsewhere"
+    for d in (job / ".hydra", elsewhere):
+        d.mkdir(parents=True)
+    module = ran_in / "results_test_tasks.py"
+    module.write_text(USER_TASK.format(cls="ResultsTestTask", name="results_test_task"))
+    OmegaConf.save(OmegaConf.create({"tasks_module": "results_test_tasks.py", "task": {"name": "results_test_task"},
+                                     "model": {"name": "dense_mlp"}}), job / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"cwd": str(ran_in)}}}), job / ".hydra" / "hydra.yaml")
+    monkeypatch.chdir(elsewhere)  # not where the job ran
+
+    cfg = results.load_config(job)
+    assert (cfg.task.name, type(cfg.task).__name__, cfg.model.name) == ("results_test_task", "ResultsTestTaskConfig",
+                                                                        "dense_mlp")
+    module.unlink()
+    for name in [n for n in sys.modules if n.startswith("toy_quanta_user_tasks.")]:
+        del sys.modules[name]  # imported once: forget it, as a new process would
+    with pytest.raises(ConfigError, match=r"tasks_module='results_test_tasks\.py'.*config\.yaml"):
+        results.load_config(job)

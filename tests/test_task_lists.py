@@ -1,5 +1,5 @@
 """A task's own per-member key (Task.member_keys) without a field in config.py: the majority task of
-docs/adding-a-task.md declares task.noise; `+ensemble.noise=[...]` makes its members, every value
+docs/adding-a-task.md declares task.noise; `ensemble.noise=[...]` makes its members, every value
 is validated by the task, and arms may set it."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from docs.test_adding_a_task import PAGE, page_files
 from toy_quanta import registry
+from toy_quanta.checks import ensemble_list
 from toy_quanta.config import validate
 from toy_quanta.engine.members import expand, stack
 from toy_quanta.errors import ConfigError
@@ -48,7 +49,7 @@ def composed(majority, **ensemble) -> OmegaConf:
 def test_a_tasks_own_list_makes_its_members(majority):
     cfg = to_config(composed(majority, noise=[0.0, 0.2]))
     validate(cfg)
-    assert cfg.ensemble.lists == {"noise": [0.0, 0.2]} and cfg.ensemble.noise == [0.0, 0.2]
+    assert cfg.ensemble.lists == {"noise": [0.0, 0.2]} and ensemble_list(cfg, "noise") == [0.0, 0.2]
     members = expand(cfg)
     assert [(m["task.noise"], m["seed"]) for m in members] == [(0.0, 0), (0.0, 1), (0.2, 0), (0.2, 1)]
     hyper = stack(members, "majority")
@@ -83,8 +84,24 @@ def test_an_arm_may_set_a_tasks_own_key(majority):
 
 
 def test_a_list_the_task_does_not_declare_is_refused(majority):
-    with pytest.raises(ConfigError, match="no such key in the config"):
-        to_config(composed(majority, width=[8, 16]))
+    with pytest.raises(ConfigError) as exc:
+        validate(to_config(composed(majority, nosie=[0.1])))
+    assert exc.value.key == "ensemble.nosie" and "a per-member list of task majority" in exc.value.allowed
+    assert "(did you mean ensemble.noise?)" in exc.value.allowed
     alpha = to_config(composed(majority, alpha=[0.4]))  # sparse parity's list, not majority's
     with pytest.raises(ConfigError, match="null for task=majority"):
         validate(alpha)
+
+
+def test_config_py_has_no_field_for_a_tasks_key():
+    """Every list EnsembleConfig has a field for varies an engine key; a task's own lists (sparse
+    parity's alpha and D, modular's train_fraction) live in ensemble.lists."""
+    import dataclasses
+
+    from toy_quanta.config import ENGINE_KEYS, EnsembleConfig
+
+    task_lists = {name for task in registry.tasks().values() for name, _ in task.member_keys.values()}
+    assert {"alpha", "D", "train_fraction"} <= task_lists
+    fields = {f.name for f in dataclasses.fields(EnsembleConfig)}
+    assert not fields & task_lists
+    assert fields - {"seeds", "arms", "arms_levels", "lists"} == {name for name, _ in ENGINE_KEYS.values()}

@@ -10,14 +10,22 @@
    transformer, width 128, batch 512): steps/s and useful GFLOP/s of one model, against the matrix
    product in alternation as in 1., and model-steps/s of an 8-seed ensemble against the same 8
    members run one after another.
-`--only` picks sections (paper, small, grok; default all). Ends with one line of JSON.
+4. A sweep (`toy-quanta -m seed=range(0,N) task.n_tasks=4 task.n=8 train.steps=200`, as a user
+   types it) through the vmap launcher and through the basic one: wall time, training and
+   compile time, and the rest (start-up, composing, writing every job) per job; then
+   toy-quanta-collect on the vmap sweep. What a thousand-point sweep costs beyond its compute.
+`--only` picks sections (paper, small, grok, sweep; default all). Ends with one line of JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
@@ -41,7 +49,8 @@ from toy_quanta.models.mlp import train_flops_per_sample
 from toy_quanta.models.transformer import train_flops_per_sequence
 from toy_quanta.results import device_info
 
-SECTIONS = ("paper", "small", "grok")
+SECTIONS = ("paper", "small", "grok", "sweep")
+SWEEP = ["task.n_tasks=4", "task.n=8", "train.progress=false"]  # the sweep section's grid point, with seed and steps
 
 
 def _best_time(fn: Callable[[], Any], repeats: int, warm_up: bool = True) -> float:
@@ -83,7 +92,7 @@ def _members(cfg: Config, n_members: int) -> list[dict]:
 def _engine(cfg: Config) -> tuple[Any, Callable[[list[dict]], tuple]]:
     """The engine's per-member trainer for the config's task, and members -> the trainer's stacked
     inputs (hyperparameters, task data), as engine.loop.fit prepares them."""
-    cfg, trainer = make_trainer(cfg, expand(cfg))
+    trainer = make_trainer(cfg, expand(cfg))
     return trainer, lambda members: trainer_inputs(cfg, trainer, members)
 
 
@@ -254,7 +263,8 @@ def grok_section(steps: int = 200, ensemble_steps: int = 30, n_members: int = 8,
 
 def run(paper_steps: int = 20, small_steps: int = 2000, members: int = 64, repeats: int = 3,
         rounds: int = 7, only: Sequence[str] = SECTIONS, grok_steps: int = 200, grok_ensemble_steps: int = 30,
-        grok_members: int = 8, grok_overrides: Sequence[str] = ()) -> dict[str, Any]:
+        grok_members: int = 8, grok_overrides: Sequence[str] = (), sweep_points: int = 24,
+        sweep_steps: int = 200) -> dict[str, Any]:
     out: dict[str, Any] = {"device": device_info()}
     if "paper" in only:
         out.update(_paper_section(paper_steps, rounds))
@@ -262,6 +272,8 @@ def run(paper_steps: int = 20, small_steps: int = 2000, members: int = 64, repea
         out.update(_small_section(small_steps, members, repeats))
     if "grok" in only:
         out.update(grok_section(grok_steps, grok_ensemble_steps, grok_members, rounds, grok_overrides))
+    if "sweep" in only:
+        out.update(sweep_section(sweep_points, sweep_steps))
     return out
 
 
@@ -304,6 +316,48 @@ def _small_section(small_steps: int, members: int, repeats: int) -> dict[str, An
     return out
 
 
+def _sweep(launcher: str, points: int, steps: int, folder: Path) -> dict[str, float]:
+    """One sweep through the app, in a fresh process as a user runs it: its times from outside and
+    from its jobs' summaries (a vmap group's training is counted once)."""
+    sweep_dir = folder / launcher
+    args = [sys.executable, "-m", "toy_quanta.cli.app", "-m", f"seed=range(0,{points})", f"train.steps={steps}",
+            *SWEEP, f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}", "name=bench_sweep"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, cwd=folder, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"the {launcher} sweep failed:\n{proc.stderr[-2000:]}")
+    summaries = [json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")]
+    groups = {json.dumps(s["group"]["group_jobs"]): s for s in summaries if s.get("group")} or {
+        str(i): s for i, s in enumerate(summaries)}
+    train = sum(s["train_s"] for s in groups.values())
+    compile_s = sum(s["compile_s"] for s in groups.values())
+    return {"jobs": len(summaries), "wall_s": wall, "train_s": train, "compile_s": compile_s,
+            "other_per_job_s": (wall - train - compile_s) / max(len(summaries), 1),
+            "wall_over_train_and_compile": wall / (train + compile_s)}
+
+
+def sweep_section(points: int = 24, steps: int = 200) -> dict[str, Any]:
+    """Section 4: the same sweep through the vmap and the basic launcher, then collected."""
+    from toy_quanta.analysis.collect import collect
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="toy_quanta_bench_sweep_") as tmp:
+        for launcher in ("vmap", "basic"):
+            got = _sweep(launcher, points, steps, Path(tmp))
+            out.update({f"sweep_{launcher}_{key}": value for key, value in got.items()})
+            print(f"sweep of {points} points ({steps} steps, {launcher} launcher): {got['wall_s']:.1f} s wall = "
+                  f"{got['train_s']:.1f} s training + {got['compile_s']:.1f} s compile + {got['other_per_job_s']:.3f} s "
+                  f"per job besides (start-up, composing, writing); wall / (training + compile) "
+                  f"{got['wall_over_train_and_compile']:.2f}", flush=True)
+        t0 = time.perf_counter()
+        table, report = collect(Path(tmp) / "vmap")
+        out["sweep_collect_s"] = time.perf_counter() - t0
+        print(f"toy-quanta-collect of the vmap sweep: {report['jobs_completed']} jobs, {len(table):,} rows in "
+              f"{out['sweep_collect_s']:.2f} s", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m toy_quanta.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--paper-steps", type=int, default=20)
@@ -314,7 +368,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="alternating training-step / matrix-product measurements (paper and grok sections)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="sections to run: paper (paper setting vs matrix product), small (64-member ensemble), "
-                             "grok (grok_power); default all")
+                             "grok (grok_power), sweep (a multirun through the vmap and basic launchers); default all")
+    parser.add_argument("--sweep-points", type=int, default=24, help="grid points (seeds) of the sweep section")
+    parser.add_argument("--sweep-steps", type=int, default=200, help="training steps of each grid point")
     parser.add_argument("--grok-steps", type=int, default=200,
                         help="steps per chunk of the one-model grok_power measurement (one evaluation per chunk)")
     parser.add_argument("--grok-ensemble-steps", type=int, default=30, help="steps per chunk, grok_power ensemble")
@@ -323,7 +379,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="Hydra overrides on top of experiment=grok_power (e.g. train.batch_size=256)")
     args = parser.parse_args(argv)
     out = run(args.paper_steps, args.small_steps, args.members, args.repeats, args.rounds, args.only,
-              args.grok_steps, args.grok_ensemble_steps, args.grok_members, args.grok_overrides)
+              args.grok_steps, args.grok_ensemble_steps, args.grok_members, args.grok_overrides, args.sweep_points,
+              args.sweep_steps)
     print(json.dumps(out))
 
 

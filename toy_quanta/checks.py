@@ -22,6 +22,16 @@ def get(cfg: Any, key: str) -> Any:
     return node
 
 
+def ensemble_list(cfg: Any, name: str) -> Any:
+    """ensemble.<name>: a field of EnsembleConfig, or a task's own list (ensemble.lists); None if unset."""
+    ensemble = get(cfg, "ensemble")
+    if isinstance(ensemble, Mapping):
+        field_value, lists = ensemble.get(name), ensemble.get("lists")
+    else:
+        field_value, lists = getattr(ensemble, name, None), ensemble.lists
+    return field_value if field_value is not None else (lists or {}).get(name)
+
+
 def finite_number(value: Any) -> bool:
     """An int or float (not a bool) that is finite as a float: an int beyond the float range (10**400)
     counts as infinite (math.isfinite would raise OverflowError on it, and so would float32)."""

@@ -7,15 +7,17 @@ The dataclasses are the schema: Hydra rejects unknown or mistyped keys against t
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from toy_quanta import checks, registry
-from toy_quanta.checks import get
+from toy_quanta import checks, hooks, registry
+from toy_quanta.checks import ensemble_list, get
 from toy_quanta.errors import ConfigError
 
 # config key -> (the ensemble list that varies it, its type): the per-member scalars every task has
@@ -95,9 +97,19 @@ class TrainConfig:
     # Also every member's parameters at every log step, to snapshots.msgpack (progress measures
     # over training: toy-quanta-progress). Costs log steps x parameters x members x 4 bytes.
     snapshots: bool = False
+    # The job's figures (curves.png, the task's others). null: drawn, except in a job of a multirun,
+    # whose sweep gets one overview figure instead (sweep.png); `toy-quanta-figures DIR` draws any
+    # job's from its files later. true/false: always/never.
+    figures: Optional[bool] = None
     # TensorBoard event files in the job's tensorboard/ (one run per member, every metric at every
     # log step, the figures at the end): `tensorboard --logdir outputs` watches runs live.
     tensorboard: bool = False
+    # Weights & Biases runs in the job's wandb/ (the wandb extra: one run per member, grouped by
+    # sweep and job, every metric at every log step, the figures, the config). WANDB_MODE=offline
+    # writes them without a network, for `wandb sync` later.
+    wandb: bool = False
+    # The W&B project (1 to 128 characters, none of / \ # ? % :); null: $WANDB_PROJECT, else toy-quanta.
+    wandb_project: Optional[str] = None
     # End the run before train.steps once every member has had stop_metric at stop_at_least (or
     # at most stop_at_most) for stop_hold consecutive log steps (a per-subtask metric: every
     # subtask); summary.json["stopped"] records it. stop_metric null: the whole budget, whatever
@@ -110,19 +122,20 @@ class TrainConfig:
 
 @dataclass
 class EnsembleConfig:
-    """Members of one job, trained as one vmapped program: the product of the lists (in this
-    order, the first varying slowest), times seeds."""
+    """Members of one job, trained as one vmapped program: the product of the lists (the task's
+    own first, then these in this order; the first varying slowest), times seeds.
+
+    The fields are the engine's per-member lists. A task's own (sparse parity's alpha and D, a
+    user's noise: Task.member_keys) are no fields: `ensemble.alpha=[0.2,0.4]` lands in `lists`
+    (the ensemble node is open, so no `+` is needed), where the members are made from it."""
 
     seeds: int = 1  # members per grid point, with seeds seed, seed+1, ...
-    alpha: Optional[list[float]] = None  # sparse parity: task.alpha
     init_scale: Optional[list[float]] = None
     output_scale: Optional[list[float]] = None  # model.output_scale per member (lazy to rich)
     lr: Optional[list[float]] = None
     weight_decay: Optional[list[float]] = None
     eps: Optional[list[float]] = None  # Adam's eps per member (Slingshot: a larger eps damps the cycles)
-    train_fraction: Optional[list[float]] = None  # modular arithmetic: training fractions, as masks over one table
     fixed_norm: Optional[list[float]] = None  # LU runs: each member's fixed parameter norm w
-    D: Optional[list[int]] = None  # sparse parity: training-set sizes (finite mode for every member); the data-scaling axis
     grokfast: Optional[list[str]] = None  # optim.grokfast per member: none, ema, ma
     grokfast_alpha: Optional[list[float]] = None
     grokfast_lambda: Optional[list[float]] = None
@@ -133,16 +146,9 @@ class EnsembleConfig:
     arms: Any = None  # null or {}: no arms (typed Any: Hydra merges a mapping into a null Dict node badly)
     # the validation accuracies at which the arms are compared (steps to reach each)
     arms_levels: list[float] = field(default_factory=lambda: [0.95, 0.99])
-    # The per-member lists of keys a task declares beyond the fields above (Task.member_keys): a
-    # user's task with task.noise varies it as `+ensemble.noise=[0.0,0.2]`, kept here by list name
-    # and read as ensemble.noise like any field (typed Any, as arms)
-    lists: Any = None
-
-    def __getattr__(self, name: str) -> Any:  # only names that are not fields: a task's own list
-        lists = self.__dict__.get("lists") or {}
-        if name in lists:
-            return lists[name]
-        raise AttributeError(f"{type(self).__name__} has no list {name!r}")
+    # The task's own per-member lists (Task.member_keys), by list name: `ensemble.noise=[0.0,0.2]`
+    # for a user's task.noise, `ensemble.D=[...]` for sparse parity's. Read with ensemble_list.
+    lists: Any = None  # typed Any, as arms
 
 
 @dataclass
@@ -262,7 +268,11 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("div"):
         OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
+    base = OmegaConf.structured(Config)
+    # open: a task's own list needs no field and no `+` (ensemble.alpha=[...], ensemble.noise=[...]);
+    # job.to_config moves it into ensemble.lists and refuses a name the task does not declare
+    OmegaConf.set_struct(base.ensemble, False)
+    cs.store(name="base_config", node=base)
     cs.store(name="qdg_config", node=QDGConfig)
     for name, task in registry.tasks().items():
         cs.store(group="task", name=name, node=task.config)
@@ -279,6 +289,22 @@ def register_configs() -> None:
         cs.store(group="hydra/launcher", name="joblib", node=JoblibConf, provider="joblib_launcher")
 
 
+def fold_task_lists(cfg: DictConfig) -> None:
+    """`ensemble.<name>=[...]` for a name EnsembleConfig has no field for (a task's own list, as
+    ensemble.alpha or a user's ensemble.noise) moves into ensemble.lists, where the members are
+    made from it; validate refuses a name the task does not declare."""
+    ensemble = cfg.get("ensemble")
+    if not isinstance(ensemble, DictConfig):
+        return
+    own = [name for name in ensemble if name not in {f.name for f in dataclasses.fields(EnsembleConfig)}]
+    if not own:
+        return
+    data = OmegaConf.to_container(ensemble, resolve=False)  # a structured node deletes no key: rebuilt
+    data["lists"] = {**(data.get("lists") or {}), **{name: data.pop(name) for name in own}}
+    with open_dict(cfg):
+        cfg.ensemble = OmegaConf.merge(OmegaConf.structured(EnsembleConfig), data)
+
+
 def validate(cfg: Any) -> None:
     """Raise ConfigError for the first value that is not allowed. `cfg` is a Config (or its dict).
     The task and the model check their own keys (Task.validate, Model.validate)."""
@@ -293,7 +319,7 @@ def validate(cfg: Any) -> None:
     _validate_output_scale(cfg, model)
     model.validate(cfg)
     _validate_norm_and_embed(cfg, model)
-    _validate_phase(cfg)
+    _validate_phase(cfg, task)
 
     checks.finite(cfg, "optim.lr", positive=True)
     checks.finite(cfg, "optim.weight_decay", nonneg=True)
@@ -318,8 +344,12 @@ def validate(cfg: Any) -> None:
     for key in ("train.log_count", "train.microbatch", "train.devices"):
         if get(cfg, key) is not None:
             checks.positive_int(cfg, key)
-    for key in ("train.progress", "train.checkpoint", "train.snapshots", "train.tensorboard"):
+    for key in ("train.progress", "train.checkpoint", "train.snapshots", "train.tensorboard", "train.wandb"):
         checks.boolean(cfg, key)
+    if get(cfg, "train.figures") is not None:
+        checks.boolean(cfg, "train.figures")
+    _validate_wandb_project(cfg)
+    hooks.check_monitors(cfg)  # a monitor turned on that cannot run (W&B not installed)
     _validate_stop(cfg)
 
     checks.positive_int(cfg, "ensemble.seeds")
@@ -330,6 +360,17 @@ def validate(cfg: Any) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31 - get(cfg, "ensemble.seeds"):
         raise ConfigError("seed", seed, "an integer in [0, 2^31 - ensemble.seeds)")
     _validate_arms(cfg, task)
+
+
+def _validate_wandb_project(cfg: Any) -> None:
+    """train.wandb_project: null or a name W&B takes (it refuses these characters, and only when
+    the run starts)."""
+    project = get(cfg, "train.wandb_project")
+    if project is None:
+        return
+    if not isinstance(project, str) or not project or len(project) > 128 or any(c in project for c in "/\\#?%:"):
+        raise ConfigError("train.wandb_project", project, "null, or a W&B project name: 1 to 128 characters, "
+                                                          "none of / \\ # ? % :")
 
 
 def _validate_stop(cfg: Any) -> None:
@@ -441,41 +482,33 @@ def _with(cfg: Any, values: dict[str, Any]) -> Any:
     return out
 
 
-def ensemble_list(cfg: Any, name: str) -> Any:
-    """ensemble.<name>: a field of EnsembleConfig, or a task's own list (ensemble.lists); None if unset."""
-    ensemble = get(cfg, "ensemble")
-    if isinstance(ensemble, dict):
-        return ensemble.get(name, (ensemble.get("lists") or {}).get(name))
-    return getattr(ensemble, name, None)
-
-
 def _validate_ensemble_lists(cfg: Any, task: Any) -> None:
-    """An ensemble list must vary a key of the engine or of this task; a task's own list (ensemble.lists)
-    is a non-empty list whose every value the task's config allows (validated with it in place)."""
-    mine = {name: key for key, (name, _) in {**ENGINE_KEYS, **task.member_keys}.items()}
+    """A task's own list (ensemble.lists) varies a key the task declares (Task.member_keys): a
+    non-empty list whose every value the task's config allows (validated with it in place)."""
+    mine = {name: key for key, (name, _) in task.member_keys.items()}
     own = ensemble_list(cfg, "lists") or {}
     if not isinstance(own, Mapping):
         raise ConfigError("ensemble.lists", own, "a mapping of list names to values, or null")
     for name, values in own.items():
+        shown = list(values) if isinstance(values, Sequence) and not isinstance(values, str) else values
         if name not in mine:
-            raise ConfigError(f"ensemble.{name}", values, f"a per-member list of task {task.name}: one of "
-                                                          f"{', '.join(sorted(mine))}")
+            owners = [t.name.replace("_", " ") for t in registry.tasks().values()
+                      if name in {n for n, _ in t.member_keys.values()}]
+            if owners:
+                raise ConfigError(f"ensemble.{name}", shown, f"null for task={task.name} (it belongs to "
+                                                             f"{' and '.join(owners)})")
+            names = [*mine, *(f.name for f in fields(EnsembleConfig))]
+            near = difflib.get_close_matches(str(name), names, n=1)
+            raise ConfigError(f"ensemble.{name}", shown, f"a per-member list of task {task.name}: one of "
+                              f"{', '.join(names)}" + (f" (did you mean ensemble.{near[0]}?)" if near else ""))
         if not isinstance(values, Sequence) or isinstance(values, str) or not values:
-            raise ConfigError(f"ensemble.{name}", values, f"a non-empty list of values of {mine[name]}")
+            raise ConfigError(f"ensemble.{name}", shown, f"a non-empty list of values of {mine[name]}")
         for value in values:
             try:
                 validate(_with(cfg, {mine[name]: value, "ensemble.lists": None}))
             except ConfigError as exc:
                 raise ConfigError(f"ensemble.{name}" if exc.key == mine[name] else exc.key,
-                                  list(values) if exc.key == mine[name] else exc.value, exc.allowed) from None
-    for f in fields(EnsembleConfig):
-        value = get(cfg, f"ensemble.{f.name}")
-        if f.name in ("seeds", "arms", "arms_levels", "lists") or value is None or f.name in mine:
-            continue
-        owners = [t.name for t in registry.tasks().values() if f.name in {n for n, _ in t.member_keys.values()}]
-        shown = list(value) if isinstance(value, (list, tuple)) else value  # a scalar or a string as given
-        raise ConfigError(f"ensemble.{f.name}", shown, f"null for task={task.name} (it belongs to "
-                                                             f"{' and '.join(o.replace('_', ' ') for o in owners)})")
+                                  shown if exc.key == mine[name] else exc.value, exc.allowed) from None
 
 
 def _validate_norm_and_embed(cfg: Any, model: Any) -> None:
@@ -494,21 +527,20 @@ def _validate_norm_and_embed(cfg: Any, model: Any) -> None:
                                                       f"{' and '.join(with_embedding)} do)")
 
 
-# phase.x / phase.y -> the ensemble list that makes it a grid axis
-PHASE_AXES = {"optim.lr": "ensemble.lr", "optim.weight_decay": "ensemble.weight_decay",
-              "model.init_scale": "ensemble.init_scale", "task.train_fraction": "ensemble.train_fraction",
-              "optim.fixed_norm": "ensemble.fixed_norm"}
 
 
-def _validate_phase(cfg: Any) -> None:
+def _validate_phase(cfg: Any, task: Any) -> None:
+    """A phase diagram's axes are two numeric per-member keys of the job (the task's or the
+    engine's), each varied by its ensemble list."""
     x, y = get(cfg, "phase.x"), get(cfg, "phase.y")
     if x is None and y is None:
         return
+    axes = {key: name for key, (name, kind) in {**task.member_keys, **ENGINE_KEYS}.items() if kind is not str}
     for key, value in (("phase.x", x), ("phase.y", y)):
-        if value not in PHASE_AXES:
-            raise ConfigError(key, value, "one of " + ", ".join(PHASE_AXES) + " (both phase.x and phase.y, or neither)")
-        if get(cfg, PHASE_AXES[value]) is None:
-            raise ConfigError(key, value, f"a grid axis: set {PHASE_AXES[value]} to the list of its values")
+        if value not in axes:
+            raise ConfigError(key, value, "one of " + ", ".join(axes) + " (both phase.x and phase.y, or neither)")
+        if ensemble_list(cfg, axes[value]) is None:
+            raise ConfigError(key, value, f"a grid axis: set ensemble.{axes[value]} to the list of its values")
     if x == y:
         raise ConfigError("phase.y", y, "a key other than phase.x")
     threshold = get(cfg, "phase.threshold")

@@ -20,7 +20,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from toy_quanta import compilation_cache, hooks, registry, results, stopping
-from toy_quanta.config import Config, EnsembleConfig, validate
+from toy_quanta.config import Config, fold_task_lists, validate
 from toy_quanta.engine.checkpoint import STATE_FILE
 from toy_quanta.engine import milestone
 from toy_quanta.engine.loop import FitResult, fit
@@ -31,9 +31,10 @@ from toy_quanta.errors import ConfigError, Interrupted, RunFileError
 log = logging.getLogger("toy_quanta")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices on every run
 
-# Settings, not values a sweep varies; these may also change when a run resumes.
-SETTINGS = ("train.progress", "train.checkpoint_every_s", "train.devices", "train.compilation_cache",
-            "train.tensorboard")
+# Settings, not values a sweep varies; these may also change when a run resumes. The monitors'
+# keys are settings too (hooks.monitor_keys).
+SETTINGS = ("train.progress", "train.checkpoint_every_s", "train.devices", "train.compilation_cache", "train.figures",
+            *hooks.monitor_keys())
 _NOT_SWEPT = (*SETTINGS, "train.checkpoint", "name", "tasks_module")
 FLUSH_EVERY_S = 10.0  # rewrite metrics.parquet at most this often while training
 
@@ -47,35 +48,16 @@ def to_config(cfg: DictConfig | Config) -> Config:
     if "hydra" in cfg:
         with open_dict(cfg):
             del cfg["hydra"]
-    _fold_task_lists(cfg)
+    fold_task_lists(cfg)
     typed = OmegaConf.to_object(cfg)
     given = flatten(OmegaConf.to_container(cfg, resolve=False))
-    known = flatten(OmegaConf.to_container(OmegaConf.structured(typed), resolve=False))
+    known = flatten(typed)
     for key in given:
         if key not in known and not any(key.startswith(k + ".") for k in known if known[k] in (None, {})):
             near = difflib.get_close_matches(key, list(known), n=1)
             raise ConfigError(key, given[key], "no such key in the config" + (f" (did you mean {near[0]}?)" if near else
                                                                               "; see `toy-quanta --cfg job` for every key"))
     return typed
-
-
-def _fold_task_lists(cfg: DictConfig) -> None:
-    """`+ensemble.<name>=[...]` for a list the task declares (Task.member_keys) that EnsembleConfig
-    has no field for: moved into ensemble.lists, where the members are made from it."""
-    ensemble, task = cfg.get("ensemble"), cfg.get("task")
-    if not isinstance(ensemble, DictConfig) or not isinstance(task, DictConfig):
-        return
-    try:
-        declared = {name for name, _ in registry.task(str(task.get("name"))).member_keys.values()}
-    except ConfigError:
-        return  # validate names the unknown task
-    own = [name for name in ensemble if name in declared - {f.name for f in dataclasses.fields(EnsembleConfig)}]
-    if not own:
-        return
-    data = OmegaConf.to_container(ensemble, resolve=False)  # a structured node deletes no key: rebuilt
-    data["lists"] = {**(data.get("lists") or {}), **{name: data.pop(name) for name in own}}
-    with open_dict(cfg):
-        cfg.ensemble = OmegaConf.merge(OmegaConf.structured(EnsembleConfig), data)
 
 
 def follow_task_model(dcfg: DictConfig | Config, overrides: list[str]) -> None:
@@ -105,7 +87,9 @@ def follow_task_model(dcfg: DictConfig | Config, overrides: list[str]) -> None:
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys of a nested dict; lists, scalars and empty dicts are leaves."""
+    """Dotted keys of a nested dict (or dataclass instance); lists, scalars and empty dicts are leaves."""
+    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
+        tree = {f.name: getattr(tree, f.name) for f in dataclasses.fields(tree)}
     if not isinstance(tree, dict) or not tree:
         return {prefix[:-1]: tree} if prefix else {}
     out = {}
@@ -157,40 +141,27 @@ def override_columns(overrides: list[str]) -> dict[str, Any]:
 class JobWriter:
     """Writes one job's results into its directory, as training goes and at the end."""
 
-    def __init__(self, out_dir: Path, columns: dict[str, Any], cfg: Config | None = None):
-        self.out_dir, self.cfg, self.columns = Path(out_dir), cfg, columns
+    def __init__(self, out_dir: Path, columns: dict[str, Any], cfg: Config | None = None, sweep: bool = False):
+        self.out_dir, self.cfg, self.columns, self.sweep = Path(out_dir), cfg, columns, sweep
         self.started = time.time()
         self.last_flush = 0.0
         self.latest: FitResult | None = None  # the run as far as it got, for fail()
-        self.tensorboard: Any = None  # with train.tensorboard, from the first log step
-        self.tensorboard_error: str | None = None
+        self._monitoring: hooks.Monitoring | None = None
 
-    def _tensorboard(self, result: FitResult, *, figures: bool = False, close: bool = False) -> str | None:
-        """Write the run's new log steps (and at the end its figures) to TensorBoard. Monitoring
-        never fails a run: an error is logged, returned, and ends the monitoring."""
-        if self.cfg is None or not self.cfg.train.tensorboard or self.tensorboard_error:
-            return self.tensorboard_error
-        try:
-            from toy_quanta import monitor  # TensorBoard's writer, imported by the runs that write its files
-
-            if self.tensorboard is None:
-                self.tensorboard = monitor.TensorBoardLog(self.out_dir, result.members)
-            self.tensorboard.scalars(result)
-            if figures:
-                self.tensorboard.figures(monitor.job_figures(self.out_dir), result.steps_done)
-            if close:
-                self.tensorboard.close()
-        except Exception as exc:  # noqa: BLE001  (a full disk, an unreadable figure: the run goes on)
-            self.tensorboard_error = f"{type(exc).__name__}: {exc}"
-            log.warning("TensorBoard files are no longer written (%s)", self.tensorboard_error)
-        return self.tensorboard_error
+    @property
+    def monitors(self) -> hooks.Monitoring:
+        """The monitors the config turns on (toy_quanta.hooks), started at the first log step.
+        Monitoring never fails a run: a monitor's failure is logged and stops that monitor."""
+        if self._monitoring is None:
+            self._monitoring = hooks.Monitoring(self.out_dir, self.cfg)
+        return self._monitoring
 
     def write_config(self, text: str) -> None:
         results.atomic_write(self.out_dir / "config.yaml", lambda p: p.write_text(text))
 
     def on_log(self, result: FitResult) -> None:
         self.latest = result
-        self._tensorboard(result)
+        self.monitors.scalars(result)
         if time.time() - self.last_flush >= FLUSH_EVERY_S:
             results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
             self.last_flush = time.time()
@@ -229,10 +200,13 @@ class JobWriter:
         # the registered after-run analyses (toy_quanta.hooks): each failure recorded under its name
         hooks.run_after_runs(hooks.Finished(cfg, result, frame, summary, self.out_dir, title, snapshots))
         results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
-        task.figures(result, cfg, self.out_dir, title)
-        # every log step when another process trained the job (the vmap launcher), then the figures
-        if self._tensorboard(result, figures=True, close=True):
-            summary["tensorboard_error"] = self.tensorboard_error
+        if draws_figures(cfg, self.sweep):
+            task.figures(result, cfg, self.out_dir, title)
+        # the monitors: every log step when another process trained the job (the vmap launcher),
+        # the figures, then closed; a failure recorded under the monitor's name (`<name>_error`)
+        errors = self.monitors.finish(result)
+        if errors:
+            summary.update(errors)
             results.write_json(self.out_dir / results.SUMMARY_FILE, summary)
         state = self.out_dir / STATE_FILE
         if state.is_file():  # completed and saved: the final parameters are in checkpoint.msgpack
@@ -247,8 +221,9 @@ class JobWriter:
             results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
         if result is not None and result.snapshots:
             results.save_snapshots(self.out_dir / results.SNAPSHOTS_FILE, result.steps, result.snapshots)
-        if result is not None:
-            self._tensorboard(result, close=True)
+        if result is not None and self.cfg is not None:
+            self.monitors.scalars(result)
+            self.monitors.close(failed=True)
         stopped = isinstance(exc, Interrupted)
         state = self.out_dir / STATE_FILE
         results.write_json(self.out_dir / results.SUMMARY_FILE, {
@@ -283,22 +258,32 @@ def describe(cfg: Config) -> str:
     return registry.task(cfg.task.name).describe(cfg) + norms
 
 
+def draws_figures(cfg: Config, sweep: bool) -> bool:
+    """train.figures, or by default: a lone job draws its figures, a multirun's job does not (a
+    figure per job of a thousand-point sweep costs more than its training; the sweep gets one)."""
+    return cfg.train.figures if cfg.train.figures is not None else not sweep
+
+
 def run_job(dcfg: DictConfig | Config, out_dir: Path | str, overrides: list[str] | None = None,
-            trained: FitResult | BaseException | None = None, group: dict[str, Any] | None = None) -> dict[str, Any]:
+            trained: FitResult | BaseException | None = None, group: dict[str, Any] | None = None,
+            sweep: bool = False, typed: Config | None = None) -> dict[str, Any]:
     """Validate, train and write results. `trained` is this job's part of a vmapped group (the
-    vmap launcher trained it already), or the exception that group's training raised. SIGTERM and
+    vmap launcher trained it already), or the exception that group's training raised; `sweep`:
+    the job is one of a multirun's (its figures wait to be asked for: train.figures); `typed`: dcfg
+    as to_config makes it, if the caller has made it already (a sweep's thousand jobs). SIGTERM and
     SIGINT stop the training at the next call boundary with a checkpoint (errors.Interrupted)."""
     with stopping.watching():
-        return _run_job(dcfg, Path(out_dir), overrides, trained, group)
+        return _run_job(dcfg, Path(out_dir), overrides, trained, group, sweep, typed)
 
 
 def _run_job(dcfg: DictConfig | Config, out_dir: Path, overrides: list[str] | None,
-             trained: FitResult | BaseException | None, group: dict[str, Any] | None) -> dict[str, Any]:
+             trained: FitResult | BaseException | None, group: dict[str, Any] | None, sweep: bool,
+             typed: Config | None) -> dict[str, Any]:
     columns = override_columns(overrides or [])
-    writer = JobWriter(out_dir, columns)
+    writer = JobWriter(out_dir, columns, sweep=sweep)
     result = trained if isinstance(trained, FitResult) else None
     follow_task_model(dcfg, overrides or [])
-    cfg = to_config(dcfg)  # an unknown key: nothing is written
+    cfg = typed if typed is not None else to_config(dcfg)  # an unknown key: nothing is written
     text = OmegaConf.to_yaml(OmegaConf.structured(dcfg) if isinstance(dcfg, Config) else dcfg, resolve=True)
     done = check_run_dir(out_dir, text)  # another config's run: refused before anything is written
     if done is not None:

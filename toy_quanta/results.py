@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,15 +18,15 @@ from flax import nnx, serialization
 from omegaconf import OmegaConf
 
 from toy_quanta import registry
-from toy_quanta.config import Config, OptimConfig
+from toy_quanta.config import Config, OptimConfig, fold_task_lists
 from toy_quanta.engine.loop import FitResult
-from toy_quanta.engine.members import expand
+from toy_quanta.engine.members import expand, member_keys
+from toy_quanta.engine.program import Program
 from toy_quanta.engine.train import make_model
 from toy_quanta.errors import ConfigError, RunFileError
-from toy_quanta.files import atomic_write  # noqa: F401  (re-exported: the writers of every layer use it)
+# re-exported: the writers and readers of every layer use them
+from toy_quanta.files import METRICS_FILE, SUMMARY_FILE, atomic_write, read, read_metrics  # noqa: F401
 
-METRICS_FILE = "metrics.parquet"
-SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.msgpack"
 SNAPSHOTS_FILE = "snapshots.msgpack"
 
@@ -79,11 +80,12 @@ def metrics_frame(result: FitResult, columns: dict[str, Any] | None = None) -> p
         }))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["member", "step", "metric", "subtask", "value"])
     frame["metric"] = frame["metric"].astype("category")
+    kinds = {key: kind for key, (_, kind) in member_keys(result.task).items()} if result.task else {}
     for key in dict.fromkeys(k for m in result.members for k in m if k != "arm"):
         values = [m.get(key) for m in result.members]
-        # task.D is null for online members: a nullable integer column; keys that do not apply
-        # to the task (None) are NaN
-        if key == "task.D":
+        # an integer key may be null for some members (sparse parity's online task.D): a nullable
+        # integer column; a float key that does not apply (a free norm: None) is NaN
+        if kinds.get(key) is int:
             per_member = pd.array(values, dtype="Int64")
         elif key == "seed" or any(isinstance(v, str) for v in values):
             per_member = np.array(values)  # seeds; names (optim.grokfast)
@@ -139,28 +141,9 @@ def save_checkpoint(path: Path, params: Any) -> None:
     atomic_write(path, lambda p: p.write_bytes(blob))
 
 
-def read(path: Path, load: Callable[[Path], Any], what: str) -> Any:
-    """load(path), with any failure to parse the file (truncated, corrupt, another format) as a
-    RunFileError naming it. A missing file stays a FileNotFoundError."""
-    path = Path(path)
-    try:
-        return load(path)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # noqa: BLE001  (msgpack, Parquet, YAML, zip: each has its own errors)
-        raise RunFileError(path, f"not a readable {what} ({type(exc).__name__}: {exc})",
-                           "the file may be truncated (a run killed while writing it with an older version, or a "
-                           "copy cut short); re-run the job to write it again") from None
-
-
 def load_checkpoint(path: Path) -> dict:
     """The pure dict saved by save_checkpoint: nested dicts of (M, ...) arrays."""
     return read(path, lambda p: serialization.msgpack_restore(p.read_bytes()), "parameter checkpoint")
-
-
-def read_metrics(path: Path) -> pd.DataFrame:
-    """A job's metrics table (metrics.parquet)."""
-    return read(path, pd.read_parquet, "metrics table")
 
 
 def save_snapshots(path: Path, steps: list[int], snapshots: list[Any]) -> dict:
@@ -204,14 +187,19 @@ def import_job_tasks_module(job: Path, spec: str) -> str | None:
 
 
 def load_config(job_dir: Path) -> Config:
-    """The typed Config a job ran with, from the config.yaml it wrote (its tasks_module, if any,
-    is imported first, so runs of a user's own task load too)."""
+    """The typed Config a job ran with, from the config.yaml it wrote. Its tasks_module, if any, is
+    imported first (import_job_tasks_module: a relative file from where the job ran, too), so runs
+    of a user's own task load from any directory. A config.yaml without task.name or model.name is
+    a RunFileError naming the file and the key: nothing stands in for them."""
     path = Path(job_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {job_dir} is not the output directory of a toy-quanta job")
     raw = read(path, OmegaConf.load, "config.yaml")
-    if raw.get("tasks_module"):
-        registry.import_tasks_module(str(raw.tasks_module))
+    if raw.get("tasks_module"):  # as written, else from where the job ran (a relative file)
+        why = import_job_tasks_module(Path(job_dir), str(raw.tasks_module))
+        if why is not None:
+            raise ConfigError("tasks_module", str(raw.tasks_module), f"{why} ({path}; looked for it as written and "
+                                                                     "from the directory the job ran in)")
     for group in ("task", "model"):  # every job writes both: no default stands in for a missing one
         if not (raw.get(group) or {}).get("name"):
             raise RunFileError(path, f"no {group}.name", "it is not a config.yaml that toy-quanta wrote")
@@ -221,18 +209,27 @@ def load_config(job_dir: Path) -> Config:
     except ConfigError as exc:
         raise ConfigError(exc.key, exc.value, f"{exc.allowed} ({path})") from None
     schema = OmegaConf.structured(Config(task=task.config(), model=model.config(), optim=OptimConfig()))
-    return OmegaConf.to_object(OmegaConf.merge(schema, raw))
+    OmegaConf.set_struct(schema.ensemble, False)  # a task's own list (ensemble.D) as the job was given it
+    merged = OmegaConf.merge(schema, raw)
+    fold_task_lists(merged)
+    return OmegaConf.to_object(merged)
 
 
 @dataclass
 class TrainedRun:
-    """A finished job's members, ready to evaluate: the config, each member's hyperparameters,
-    its task inputs (Task.member_inputs: sparse parity's subsets) and its trained model."""
+    """A finished job's members, ready to evaluate: the config, each member's values (members.expand),
+    its task inputs (Task.member_inputs), its trained model, and the task's program to evaluate it
+    with (Program.loss, Program.sample)."""
 
     cfg: Config
     members: list[dict[str, Any]]
-    subsets: np.ndarray  # (M, ...) the task's per-member inputs; sparse parity: (M, n_tasks, k) subsets
+    member_inputs: Any  # (M, ...) what Task.member_inputs gave each member's Program.init
     params: Any  # pure dict, leading member axis
+
+    @cached_property
+    def program(self) -> Program:
+        """The task's Program for these members, as the job built it (its loss, its sampler)."""
+        return registry.task(self.cfg.task.name).program(self.cfg, self.members)
 
     def model(self, member: int) -> Any:
         if not 0 <= member < len(self.members):
@@ -242,9 +239,10 @@ class TrainedRun:
         return nnx.merge(graphdef, state)
 
 
-def load_run(job_dir: Path, analysis: str = "qdg") -> TrainedRun:
+def load_run(job_dir: Path, analysis: str = "qdg", check: Callable[[Config], None] | None = None) -> TrainedRun:
     """A job directory's config and final parameters (saved with train.checkpoint=true), for an
-    analysis its task supports (Task.analyses)."""
+    analysis its task supports (Task.analyses); `check(cfg)` raises the analysis's own refusal (a
+    ConfigError) before the checkpoint is read."""
     job_dir = Path(job_dir)
     cfg = load_config(job_dir)
     task = registry.task(cfg.task.name)
@@ -252,13 +250,42 @@ def load_run(job_dir: Path, analysis: str = "qdg") -> TrainedRun:
         able = [name for name, t in registry.tasks().items() if analysis in t.analyses]
         raise ConfigError("run_dir", str(job_dir), f"a {' or '.join(n.replace('_', ' ') for n in able)} run (this one trained "
                                                    f"task={cfg.task.name})")
-    loss = getattr(cfg.task, "loss", "cross_entropy")
-    if analysis in ("qdg", "genic") and loss != "cross_entropy":  # both read two-logit cross-entropy losses
-        raise ConfigError("run_dir", str(job_dir), f"a run trained with task.loss=cross_entropy ({analysis} reads the "
-                                                   f"two-logit cross-entropy; this one trained task.loss={loss})")
+    if check is not None:
+        check(cfg)
     ckpt = job_dir / CHECKPOINT_FILE
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt} not found: the job saved no parameters (it ran with train.checkpoint=false, "
                                 "or did not finish); re-run it with train.checkpoint=true")
     members = expand(cfg)
     return TrainedRun(cfg, members, task.member_inputs(cfg, members), load_checkpoint(ckpt))
+
+
+def load_result(job_dir: Path) -> tuple[Config, FitResult]:
+    """A finished job as its training left it, from its files: the config, and a FitResult with
+    its members (members.expand), every logged metric at every log step (metrics.parquet), who
+    diverged (summary.json) and the final parameters (checkpoint.msgpack, if saved). What a job's
+    figures are drawn from, long after it ran (`toy-quanta-figures`)."""
+    job_dir = Path(job_dir)
+    cfg = load_config(job_dir)
+    frame = read_metrics(job_dir / METRICS_FILE)
+    summary = read(job_dir / SUMMARY_FILE, lambda p: json.loads(p.read_text()), "summary.json")
+    members = expand(cfg)
+    steps = np.sort(frame["step"].unique())
+    logs: dict[str, list[np.ndarray]] = {}
+    for name in frame["metric"].astype(str).unique():  # in the order the job logged them
+        rows = frame[frame["metric"].astype(str) == name].sort_values(["step", "member", "subtask"])
+        n_sub = rows["subtask"].nunique() if (rows["subtask"] >= 0).any() else 0
+        shape = (len(steps), len(members), n_sub) if n_sub else (len(steps), len(members))
+        values = rows["value"].to_numpy(np.float64).reshape(shape).astype(np.float32)
+        logs[name] = list(values)
+    by_member = {m["member"]: m for m in summary.get("members", [])}
+    diverged = np.array([by_member.get(i, {}).get("diverged_step") or -1 for i in range(len(members))], np.int64)
+    result = FitResult(members=members, task=cfg.task.name, steps=[int(s) for s in steps], logs=logs,
+                       alive=diverged < 0, diverged_step=diverged, steps_done=int(summary.get("steps", steps[-1])))
+    ckpt = job_dir / CHECKPOINT_FILE
+    if ckpt.is_file():
+        program = registry.task(cfg.task.name).program(cfg, members)
+        graphdef, state = nnx.split(nnx.eval_shape(lambda: make_model(cfg, jax.random.key(0), program.model_io)))
+        nnx.replace_by_pure_dict(state, load_checkpoint(ckpt))
+        result.params, result.graphdef = state, graphdef
+    return cfg, result

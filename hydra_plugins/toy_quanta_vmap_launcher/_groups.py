@@ -35,6 +35,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hydra_plugins.toy_quanta_vmap_launcher import _compose
 from toy_quanta import registry
 from toy_quanta.job import SETTINGS
 
@@ -51,7 +52,7 @@ def group_key(cfg: Any) -> str:
     """Everything about a job that changes array shapes or the compiled program."""
     from toy_quanta.engine.members import vector_keys
 
-    tree = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    tree = dataclasses.asdict(cfg)  # a typed Config: resolved, plain values
     tree.pop("ensemble", None)
     for key in (*vector_keys(), *_LABEL_KEYS):
         *parents, leaf = key.split(".")
@@ -95,10 +96,17 @@ class Group:
         return Path(str(sweep_dir)) / GROUPS_DIR / hashlib.sha256(text.encode()).hexdigest()[:16] / STATE_FILE
 
 
+def keep_sweeper_configs(hydra_context: HydraContext) -> None:
+    """Compose each job of the sweep once, and alike jobs from one template (_compose.py): Hydra's
+    basic sweeper composes every job to check it, and the launcher takes those configs."""
+    _compose.install(hydra_context)
+
+
 def job_config(hydra_context: HydraContext, config: DictConfig, overrides: Sequence[str], idx: int,
                job_id: Any = None) -> DictConfig:
-    """The composed config of one job of the sweep (Hydra's load_sweep_config)."""
-    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    """The composed config of one job of the sweep (Hydra's load_sweep_config; the one the
+    sweeper composed, if it did: keep_sweeper_configs)."""
+    sweep_config = _compose.install(hydra_context).take(config, overrides)
     with open_dict(sweep_config):
         sweep_config.hydra.job.id = idx if job_id is None else job_id
         sweep_config.hydra.job.num = idx
@@ -106,14 +114,17 @@ def job_config(hydra_context: HydraContext, config: DictConfig, overrides: Seque
 
 
 def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequence[Sequence[str]],
-         initial_job_idx: int, max_group_members: Optional[int]) -> tuple[list[Group], list[Job], dict[int, DictConfig]]:
-    """The sweep's groups, the jobs in none (an invalid config: each fails on its own in run_one)
-    and every job's composed config (by job number)."""
+         initial_job_idx: int, max_group_members: Optional[int],
+         ) -> tuple[list[Group], list[Job], dict[int, DictConfig], dict[int, Any]]:
+    """The sweep's groups, the jobs in none (an invalid config: each fails on its own in run_one),
+    every job's composed config and the typed Config of each valid one (by job number: made once,
+    the group's training and the job's writing read it)."""
     from toy_quanta.config import validate
     from toy_quanta.engine.members import expand
     from toy_quanta.job import follow_task_model, to_config
 
     sweep_configs: dict[int, DictConfig] = {}
+    typed: dict[int, Any] = {}
     keyed: dict[str, list[tuple[Job, int]]] = defaultdict(list)
     alone: list[Job] = []
     for i, overrides in enumerate(job_overrides):
@@ -126,6 +137,7 @@ def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequenc
             cfg = to_config(sweep_config)
             validate(cfg)
             keyed[group_key(cfg)].append((job, len(expand(cfg))))
+            typed[job.idx] = cfg
         except Exception:  # noqa: BLE001  run_one raises the same error inside the job, which marks it failed
             alone.append(job)
     # Split groups larger than max_group_members, keeping each job's members together.
@@ -140,7 +152,7 @@ def plan(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequenc
             batch.append(job)
             size += n
         groups.append(Group(len(groups), tuple(batch), key, size))
-    return groups, alone, sweep_configs
+    return groups, alone, sweep_configs, typed
 
 
 def _job_dir(sweep_config: DictConfig) -> Path:
@@ -159,10 +171,11 @@ def _completed_earlier(sweep_config: DictConfig) -> bool:
 
 
 def run_one(hydra_context: HydraContext, sweep_config: DictConfig, job: Job, task_name: str,
-            trained: Any = None, group: Optional[dict] = None) -> JobReturn:
+            trained: Any = None, group: Optional[dict] = None, typed: Any = None) -> JobReturn:
     """One job through Hydra's run_job (its directory, .hydra/, log file, callbacks) and
     toy_quanta.job.run_job: `trained` is its share of its group's training (or the exception the
-    group's training raised); None trains it on its own (or fails it: an invalid config)."""
+    group's training raised); None trains it on its own (or fails it: an invalid config). `typed`:
+    its typed Config, if plan made it (not made again)."""
     from toy_quanta.errors import Interrupted
     from toy_quanta.job import run_job as run_toy_quanta_job
 
@@ -171,7 +184,7 @@ def run_one(hydra_context: HydraContext, sweep_config: DictConfig, job: Job, tas
     def task(cfg: DictConfig) -> Any:
         try:
             return run_toy_quanta_job(cfg, HydraConfig.get().runtime.output_dir, list(job.overrides),
-                                      trained=trained, group=group)
+                                      trained=trained, group=group, sweep=True, typed=typed)
         except Interrupted:  # as the app does in a multirun: summary.json says interrupted; the sweep stops
             return {"status": "interrupted"}
 
@@ -187,7 +200,8 @@ def interrupted(ret: JobReturn) -> bool:
 
 
 def run_group(hydra_context: HydraContext, config: DictConfig, group: Group, task_name: str, *,
-              sweep_configs: Optional[dict[int, DictConfig]] = None, job_id: Any = None,
+              sweep_configs: Optional[dict[int, DictConfig]] = None, typed: Optional[dict[int, Any]] = None,
+              job_id: Any = None,
               should_stop: Optional[Callable[[], Optional[int]]] = None) -> list[JobReturn]:
     """Train `group` as one ensemble (one fit on its jobs' members, checkpointed to
     Group.state_path), then run each of its jobs with its share (FitResult.select): one JobReturn
@@ -196,12 +210,12 @@ def run_group(hydra_context: HydraContext, config: DictConfig, group: Group, tas
     from toy_quanta import stopping
 
     with stopping.watching():  # SIGTERM/SIGINT: stop at a chunk boundary with a checkpoint
-        return _run_group(hydra_context, config, group, task_name, sweep_configs, job_id,
+        return _run_group(hydra_context, config, group, task_name, sweep_configs, typed or {}, job_id,
                           should_stop or stopping.requested)
 
 
 def _run_group(hydra_context: HydraContext, config: DictConfig, group: Group, task_name: str,
-               sweep_configs: Optional[dict[int, DictConfig]], job_id: Any,
+               sweep_configs: Optional[dict[int, DictConfig]], typed: dict[int, Any], job_id: Any,
                should_stop: Callable[[], Optional[int]]) -> list[JobReturn]:
     from toy_quanta import compilation_cache
     from toy_quanta.engine.loop import fit
@@ -223,9 +237,11 @@ def _run_group(hydra_context: HydraContext, config: DictConfig, group: Group, ta
         try:
             members: list[dict] = []
             first = None
-            for sweep_config in configs:
-                HydraConfig.instance().set_config(sweep_config)
-                cfg = to_config(sweep_config)
+            for job, sweep_config in zip(group.jobs, configs):
+                cfg = typed.get(job.idx)
+                if cfg is None:
+                    HydraConfig.instance().set_config(sweep_config)
+                    cfg = to_config(sweep_config)
                 first = first or cfg
                 job_members = expand(cfg)
                 spans.append(range(len(members), len(members) + len(job_members)))
@@ -251,7 +267,8 @@ def _run_group(hydra_context: HydraContext, config: DictConfig, group: Group, ta
 
     returns = []
     for job, sweep_config, share in zip(group.jobs, configs, shares):
-        returns.append(run_one(hydra_context, sweep_config, job, task_name, trained=share, group=info))
+        returns.append(run_one(hydra_context, sweep_config, job, task_name, trained=share, group=info,
+                               typed=typed.get(job.idx)))
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     if state.is_file() and all(r.status == JobStatus.COMPLETED and not interrupted(r) for r in returns):
         state.unlink()  # every job is written: the final parameters are in each job's checkpoint.msgpack

@@ -36,7 +36,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
 
-from hydra_plugins.toy_quanta_vmap_launcher._groups import Group, interrupted, plan, run_group, run_one
+from hydra_plugins.toy_quanta_vmap_launcher._groups import (Group, interrupted, keep_sweeper_configs, plan, run_group,
+                                                            run_one)
 
 log = logging.getLogger(__name__)
 WAIT_POLL_S = 1.0  # how often the submitting side looks whether a group's job has ended
@@ -93,6 +94,10 @@ class _VmapSubmititLauncher(BaseSubmititLauncher):
                                       for x, y in params.items() if x not in init_keys})
         return executor
 
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        keep_sweeper_configs(hydra_context)  # each job composed once, not twice
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
@@ -101,7 +106,7 @@ class _VmapSubmititLauncher(BaseSubmititLauncher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if "mode" in self.config.hydra.sweep:
             os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
-        groups, alone, sweep_configs = plan(self.hydra_context, self.config, job_overrides, initial_job_idx,
+        groups, alone, sweep_configs, _ = plan(self.hydra_context, self.config, job_overrides, initial_job_idx,
                                             self.max_group_members)
         log.info(f"Submitit '{self._EXECUTOR}' vmap launcher: {len(job_overrides)} jobs in {len(groups)} group(s), "
                  f"one submitit job each; sweep output dir: {sweep_dir}")

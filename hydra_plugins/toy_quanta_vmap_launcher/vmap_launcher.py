@@ -26,7 +26,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 from hydra_plugins.toy_quanta_vmap_launcher._groups import (  # noqa: F401  (group_key, Group, Job: re-exported)
-    Group, Job, group_key, plan, run_group, run_one)
+    Group, Job, group_key, keep_sweeper_configs, plan, run_group, run_one)
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +40,20 @@ class VmapLauncher(Launcher):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        keep_sweeper_configs(hydra_context)  # each job composed once, not twice
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        groups, alone, sweep_configs = plan(self.hydra_context, self.config, job_overrides, initial_job_idx,
+        groups, alone, sweep_configs, typed = plan(self.hydra_context, self.config, job_overrides, initial_job_idx,
                                             self.max_group_members)
         log.info(f"vmap launcher: {len(job_overrides)} jobs in {len(groups)} vmapped group(s)")
         name = getattr(self.task_function, "__name__", "task")
         returns: dict[int, JobReturn] = {}
         for group in groups:
             returns.update(zip(group.ids, run_group(self.hydra_context, self.config, group, name,
-                                                    sweep_configs=sweep_configs)))
+                                                    sweep_configs=sweep_configs, typed=typed)))
         for job in alone:
             returns[job.idx] = run_one(self.hydra_context, sweep_configs[job.idx], job, name)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)

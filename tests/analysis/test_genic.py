@@ -4,6 +4,7 @@ curves, and toy-quanta-genic on a .npy file and on real sweeps."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import _multirun
-from toy_quanta.cli import genic as cli
+from toy_quanta.analysis import genic
 from toy_quanta.analysis.genic import FLAT, MONOGENIC, POLYGENIC, by_group, classify
+from toy_quanta.cli import genic as cli
 
 WIDTHS = np.array([8, 16, 32, 64, 128, 256], np.float64)  # the real check's width sweep
 
@@ -209,12 +211,45 @@ def test_sweep_errors(width_sweep, tmp_path, capsys):
     (broken / "config.yaml").write_text((width_sweep / "0" / "config.yaml").read_text())
     assert cli.main([str(broken)]) == 2
     assert "no completed job with a checkpoint" in capsys.readouterr().err
+    # one model of another alpha: its task draws other samples, so it cannot share the others'
+    other = tmp_path / "other_alpha"
+    for job in ("0", "1", "2"):
+        shutil.copytree(width_sweep / job, other / job)
+    config = other / "2" / "config.yaml"
+    config.write_text(config.read_text().replace("alpha: 0.4", "alpha: 0.7"))
+    assert cli.main([str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "member 0 draws other samples than" in err and "task.alpha" in err, err
 
 
 @pytest.mark.slow
 def test_data_sweep_in_one_job(sweeps):
     """ensemble.D=[...] in one job: the scale axis is the members' task.D."""
     sweep = sweeps["data"].result()  # ensemble.D=[64,256,1024], train.steps=100
-    curves = cli.sweep_curves([sweep], n_samples=500)
+    curves = genic.sweep_curves([sweep], n_samples=500)
     assert curves.scale_kind == "D" and curves.scales_G.tolist() == [64, 256, 1024]
-    assert curves.loss_NxG.shape == (500, 3) and [m["member"] for m in curves.models] == [0, 1, 2]
+    assert curves.loss_NxG.shape == (500, 3) and [m["member"] for m in curves.provenance["models"]] == [0, 1, 2]
+    _check_against_numpy(curves, sweep / "0")
+
+
+def _check_against_numpy(curves, job: Path) -> None:
+    """Each column is its member's per-sample loss in bits on the task's samples from SAMPLE_KEY:
+    here drawn with the data module's sampler and scored by a float64 NumPy cross-entropy of the
+    checkpoint's parameters, independently of the task's program and the model's code."""
+    import jax
+
+    from toy_quanta.data.sparse_parity import sample
+    from toy_quanta.results import load_run
+
+    run = load_run(job, "genic")
+    t = run.cfg.task
+    for g, model in enumerate(curves.provenance["models"]):
+        m = model["member"]
+        task, bits, label = (np.asarray(x) for x in sample(jax.random.key(genic.SAMPLE_KEY), run.member_inputs[m],
+                                                           run.members[m]["task.alpha"], len(curves.loss_NxG), t.n))
+        np.testing.assert_array_equal(curves.subtask_N, task)
+        p = jax.tree.map(lambda x: np.asarray(x[m], np.float64), run.params)
+        h = np.maximum(np.concatenate([np.eye(t.n_tasks)[task], bits], 1) @ p["inp"]["kernel"] + p["inp"]["bias"], 0)
+        z = h @ p["out"]["kernel"] + p["out"]["bias"]
+        want = np.logaddexp(0.0, -np.where(label == 1, 1.0, -1.0) * (z[:, 1] - z[:, 0])) / np.log(2.0)
+        np.testing.assert_allclose(curves.loss_NxG[:, g], want, rtol=1e-5, atol=1e-6)

@@ -26,10 +26,10 @@ FLAKY = textwrap.dedent('''
         name = "flaky"
         config = FlakyConfig
 
-        def program(self, cfg):
+        def program(self, cfg, members):
             if cfg.seed == 1:
                 raise RuntimeError("device lost while building seed 1's program")
-            return super().program(cfg)
+            return super().program(cfg, members)
 
     register_task(Flaky())
 ''')

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_app
-from toy_quanta.cli.qdg import relevant_pattern
+from toy_quanta.analysis.qdg import relevant_pattern
 
 TRAIN = ["task.n_tasks=4", "task.n=8", "task.k=3", "task.alpha=0.4", "task.test_size=256", "task.per_task_test=16",
          "model.width=32", "optim.lr=0.01", "train.steps=600", "train.batch_size=256", "train.log_every=200",
@@ -61,7 +61,7 @@ def test_qdg_end_to_end(trained):
     samples = np.load(out / "samples.npz")
     np.testing.assert_array_equal(samples["task"], frame["subtask"])
     from toy_quanta.results import load_run
-    subsets = load_run(trained).subsets[0]
+    subsets = load_run(trained).member_inputs[0]
     rel = np.take_along_axis(samples["bits"], subsets[samples["task"]], axis=1)
     np.testing.assert_array_equal(rel.sum(1) % 2, samples["label"])
     np.testing.assert_array_equal(relevant_pattern(samples["task"], samples["bits"], subsets), frame["pattern"])

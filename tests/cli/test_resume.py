@@ -99,7 +99,7 @@ def background_runs(items, tmp_path_factory) -> dict:
 def uninterrupted(background) -> Path:
     proc = background["uninterrupted"].result()
     assert proc.returncode == 0, proc.stderr
-    return Path(proc.stdout.split("output directory: ")[-1].strip())
+    return Path(proc.stdout.split("output directory: ")[-1].splitlines()[0].strip())
 
 
 def _same_run(resumed: Path, reference: Path) -> None:
@@ -131,7 +131,7 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(how, background,
     resumed_at = int(again.stdout.split("resuming from step ")[1].split()[0]) if "resuming from step " in again.stdout \
         else int(again.stderr.split("resuming from step ")[1].split()[0])
     assert resumed_at == got["saved_step"]
-    run_dir = Path(again.stdout.split("output directory: ")[-1].strip())
+    run_dir = Path(again.stdout.split("output directory: ")[-1].splitlines()[0].strip())
     assert json.loads((run_dir / "summary.json").read_text())["resumed_from"] == resumed_at
     _same_run(run_dir, uninterrupted)
 
@@ -162,8 +162,8 @@ def test_a_vmap_group_stopped_by_sigterm_resumes_to_exactly_the_uninterrupted_sw
     again = got["again"]
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming from step" in again.stdout + again.stderr
-    stopped_dir = Path(again.stdout.split("output directory: ")[-1].strip()).parent
-    whole_dir = Path(whole.stdout.split("output directory: ")[-1].strip()).parent
+    stopped_dir = Path(again.stdout.split("output directory: ")[-1].splitlines()[0].strip()).parent
+    whole_dir = Path(whole.stdout.split("output directory: ")[-1].splitlines()[0].strip()).parent
     for job in ("0", "1"):
         _same_run(stopped_dir / job, whole_dir / job)
     assert not list(stopped_dir.glob(".vmap_groups/*/train_state.npz"))

@@ -103,7 +103,8 @@ def test_a_checkpoint_of_another_shape_or_other_members_is_refused(tmp_path):
 
 
 def test_save_then_load_round_trips_every_array(tmp_path):
-    cfg, trainer = loop.make_trainer(_cfg(), expand(_cfg()))
+    cfg = _cfg()
+    trainer = loop.make_trainer(cfg, expand(cfg))
     hyper, inputs = loop.trainer_inputs(cfg, trainer, expand(cfg))
     state, _ = jax.jit(jax.vmap(trainer.init))(hyper, inputs)
     state = jax.device_get(state)

@@ -49,7 +49,7 @@ def member_params(result: FitResult, i: int) -> dict:
 
 def trainer_for(cfg, members):
     """The engine's trainer for these members and its stacked inputs (hyperparameters, subsets)."""
-    cfg, trainer = make_trainer(cfg, members)
+    trainer = make_trainer(cfg, members)
     return trainer, trainer_inputs(cfg, trainer, members)
 
 

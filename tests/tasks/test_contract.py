@@ -6,6 +6,7 @@ through the engine (engine.loop.make_trainer), gives back the last logged test l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -147,8 +148,8 @@ def test_the_checkpoint_reproduces_the_last_logged_evaluation(job):
     _, _, cfg, out, _ = job
     loaded = results.load_checkpoint(out / results.CHECKPOINT_FILE)
     members = expand(cfg)
-    cfg2, trainer = make_trainer(cfg, members)
-    hyper, inputs = trainer_inputs(cfg2, trainer, members)
+    trainer = make_trainer(cfg, members)
+    hyper, inputs = trainer_inputs(cfg, trainer, members)
     state, data = jax.jit(jax.vmap(trainer.init))(hyper, inputs)
     fresh = nnx.to_pure_dict(state.params)
     assert jax.tree.structure(fresh) == jax.tree.structure(loaded)
@@ -162,3 +163,44 @@ def test_the_checkpoint_reproduces_the_last_logged_evaluation(job):
         last = frame[(frame.metric == name) & (frame.step == STEPS) & (frame.subtask == -1)].sort_values("member")
         np.testing.assert_allclose(np.asarray(logs[name]), last["value"].to_numpy(), rtol=1e-5, err_msg=name)
         assert np.all(np.isfinite(np.asarray(logs[name])))
+
+
+def test_the_engine_and_the_report_ask_different_things_of_a_task():
+    """Task is TaskEngine (what training needs) plus TaskReport (what a report needs), with no
+    method in both; plotting is no part of the engine's side (tasks/base.py imports no plots)."""
+    import inspect
+
+    from toy_quanta.tasks import base, report
+
+    engine = {n for n in vars(base.TaskEngine) if not n.startswith("__")}
+    shown = {n for n in vars(report.TaskReport) if not n.startswith("__")}
+    assert {"validate", "program", "member_inputs", "member_keys", "model_io", "group_key"} <= engine
+    assert {"summarize", "report_line", "report_lines", "figures", "after_run", "describe"} <= shown
+    assert not engine & shown
+    assert issubclass(base.Task, base.TaskEngine) and issubclass(base.Task, report.TaskReport)
+    assert "plots" not in inspect.getsource(base) and "matplotlib" not in inspect.getsource(base)
+
+
+def test_the_engine_trains_a_task_that_has_no_report_side():
+    """engine.loop.fit reads a task only through TaskEngine: a task that is nothing else trains,
+    and its members' test loss equals the full task's (sparse parity, same config and seeds)."""
+    from toy_quanta.engine.loop import fit
+    from toy_quanta.tasks.base import TaskEngine
+    from toy_quanta.tasks.sparse_parity import SparseParity, SparseParityConfig
+
+    full = SparseParity()
+
+    class Bare(TaskEngine):  # the engine's side of sparse parity, and nothing more
+        name, config, models, member_keys = "bare_parity", SparseParityConfig, ("mlp",), full.member_keys
+        validate, model_io = full.validate, full.model_io
+        member_inputs, program = full.member_inputs, full.program
+
+    cfg = tiny("sparse_parity", "mlp")
+    registry.register_task(Bare())
+    try:
+        bare_cfg = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, name="bare_parity"))
+        bare = fit(bare_cfg, expand(bare_cfg))
+    finally:
+        registry._TASKS.pop("bare_parity")
+    ref = fit(cfg, expand(cfg))
+    np.testing.assert_array_equal(bare.log_array("test_loss"), ref.log_array("test_loss"))

@@ -37,8 +37,8 @@ def _cfg(task=None, model=None, steps=4, seeds=2, lr=3e-3, batch_size=16, log_ev
 def _train(cfg: Config):
     """(trainer, final state, hyperparameters, logs (L, M, ...)) of the whole run, compiled once."""
     members = expand(cfg)
-    cfg2, trainer = make_trainer(cfg, members)
-    hyper, inputs = trainer_inputs(cfg2, trainer, members)
+    trainer = make_trainer(cfg, members)
+    hyper, inputs = trainer_inputs(cfg, trainer, members)
     state, logs = jax.jit(jax.vmap(trainer.train))(hyper, inputs)
     return trainer, state, hyper, jax.tree.map(lambda x: np.swapaxes(np.asarray(x), 0, 1), logs)
 

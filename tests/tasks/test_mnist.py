@@ -14,7 +14,7 @@ from toy_quanta.config import Config, EnsembleConfig, OptimConfig, TrainConfig
 from toy_quanta.models.dense_mlp import DenseMLPConfig
 from toy_quanta.tasks.mnist import MNISTConfig
 from toy_quanta.data.mnist import MNISTData
-from toy_quanta.engine.members import stack
+from toy_quanta.engine.members import expand, stack
 from toy_quanta.engine.train import make_train
 from toy_quanta.tasks.mnist import MNIST, per_example_loss
 
@@ -30,7 +30,8 @@ class Synthetic(MNIST):
 
 
 def make_dataset_train(cfg, data):
-    return make_train(cfg, Synthetic(data).program(cfg))
+    members = expand(cfg)
+    return make_train(cfg, Synthetic(data).program(cfg, members), members)
 
 
 def _data(n_train=64, n_test=48, d=20, seed=0) -> MNISTData:

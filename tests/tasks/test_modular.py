@@ -13,12 +13,14 @@ from toy_quanta.tasks.modular import ModularConfig
 from toy_quanta.models.transformer import TransformerConfig
 from toy_quanta.data import modular
 from toy_quanta.analysis.milestones import grokking_summary, steps_to
+from toy_quanta.engine.members import expand
 from toy_quanta.engine.train import make_train
 from toy_quanta.tasks.modular import Modular
 
 
 def make_modular_train(cfg: Config):
-    return make_train(cfg, Modular().program(cfg))
+    members = expand(cfg)
+    return make_train(cfg, Modular().program(cfg, members), members)
 
 
 def _cfg(model=None, full_batch=False, p=11, steps=40, op="add") -> Config:
@@ -26,7 +28,7 @@ def _cfg(model=None, full_batch=False, p=11, steps=40, op="add") -> Config:
                   model=model or EmbedMLPConfig(d_embed=16, width=32),
                   optim=OptimConfig(name="adamw", lr=3e-3, weight_decay=1.0, b1=0.9, b2=0.98, warmup_steps=5),
                   train=TrainConfig(steps=steps, batch_size=32, log_every=10, progress=False),
-                  ensemble=EnsembleConfig(train_fraction=[0.3, 0.5, 0.7, 0.9]))  # the members' fractions
+                  ensemble=EnsembleConfig(lists={"train_fraction": [0.3, 0.5, 0.7, 0.9]}))  # the members' fractions
 
 
 def _hyper(rows):

@@ -60,8 +60,8 @@ def test_real_output_losses_strength_and_relevant_weight_equal_numpy(loss):
     cfg = tiny_config(task={"loss": loss, "target_scale": 3.0, "progress": True}, train={"steps": 40})
     members = expand(cfg)
     r = fit(cfg, members)
-    acfg, trainer = make_trainer(cfg, members)
-    _, data = jax.device_get(jax.jit(jax.vmap(trainer.init))(*trainer_inputs(acfg, trainer, members)))
+    trainer = make_trainer(cfg, members)
+    _, data = jax.device_get(jax.jit(jax.vmap(trainer.init))(*trainer_inputs(cfg, trainer, members)))
     params = jax.tree.map(lambda x: np.asarray(x)[0], nnx.to_pure_dict(r.params))
     assert params["out"]["kernel"].shape == (cfg.model.width, 1)
 
@@ -163,8 +163,8 @@ def test_plus_minus_inputs_reach_the_model_as_plus_minus_one(loss):
     cfg = tiny_config(task={"loss": loss, "encoding": "plus_minus"}, train={"steps": 40})
     members = expand(cfg)
     r = fit(cfg, members)
-    acfg, trainer = make_trainer(cfg, members)
-    _, data = jax.device_get(jax.jit(jax.vmap(trainer.init))(*trainer_inputs(acfg, trainer, members)))
+    trainer = make_trainer(cfg, members)
+    _, data = jax.device_get(jax.jit(jax.vmap(trainer.init))(*trainer_inputs(cfg, trainer, members)))
     params = jax.tree.map(lambda x: np.asarray(x)[0], nnx.to_pure_dict(r.params))
     task, bits, label = (np.asarray(x)[0] for x in data.task.test)
     y = 2.0 * label - 1

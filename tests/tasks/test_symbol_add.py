@@ -26,7 +26,7 @@ def _cfg(d_embed: int, steps: int = 6) -> Config:
                   model=EmbedMLPConfig(d_embed=d_embed, width=8, depth=1, activation="tanh"),
                   optim=OptimConfig(name="adamw", lr=1e-2, weight_decay=0.0, embed_lr=3e-2),
                   train=TrainConfig(steps=steps, log_every=3, progress=False),
-                  ensemble=EnsembleConfig(train_fraction=list(FRACTIONS)))
+                  ensemble=EnsembleConfig(lists={"train_fraction": list(FRACTIONS)}))
 
 
 def _numpy_metrics(embed_PxE: np.ndarray, fraction: float, split_seed: int) -> tuple[float, float]:
@@ -54,7 +54,7 @@ def trained():
     loop runs them (compiled init, then compiled chunks): (cfg, trainer, chunk, data, final state, logs)."""
     cfg = _cfg(d_embed=2)
     members = expand(cfg)
-    cfg, trainer = make_trainer(cfg, members)
+    trainer = make_trainer(cfg, members)
     hyper, ranks = trainer_inputs(cfg, trainer, members)
     chunk = jax.jit(jax.vmap(trainer.chunk, (0, 0, None)))
     state, data = jax.jit(jax.vmap(trainer.init))(hyper, ranks)

@@ -49,7 +49,7 @@ def test_step_zero_metrics_equal_numpy_from_the_initial_parameters():
     cfg = _cfg(seed=9)  # the students' seed: not the teacher's
     members = expand(cfg)
     assert [m["seed"] for m in members] == [9, 9]
-    cfg, trainer = make_trainer(cfg, members)
+    trainer = make_trainer(cfg, members)
     assert list(trainer.log_steps) == [0, 3]
     hyper, index = trainer_inputs(cfg, trainer, members)
     # as engine.loop.fit logs step 0: the initial state, then a chunk of 0 steps

@@ -34,7 +34,9 @@ def diagnosis(run: Finished) -> Optional[dict[str, Any]]:
     if not {"train_acc", "test_acc"} <= set(result.logs):
         return found
     threshold, gap = cfg.phase.threshold, cfg.phase.gap_steps
-    reachable = registry.task(cfg.task.name).reachable(cfg)
+    task = registry.task(cfg.task.name)
+    each = [task.reachable(cfg, m) for m in result.members]
+    reachable = {split: np.array([r[split] for r in each]) for split in ("train_acc", "test_acc")}
     labels = phase.diagnose(steps, result.log_array("train_acc"), result.log_array("test_acc"), threshold, gap,
                             reachable=reachable)
     for i, member in enumerate(members):

@@ -36,15 +36,29 @@ more than min_drop comes out "monogenic". In sparse parity the per-sample loss o
 is not learned fluctuates around 1 bit by 0.1-0.5 bits between widths; `learned_below` (the
 toy-quanta-genic default for sweeps: 0.1 bits, the paper's learned threshold) makes such samples
 flat unless some model actually learned them. For other data raise min_drop above the noise.
+
+The curves (`analyse`, what toy-quanta-genic runs): a user's samples x scales .npy, or a sweep of
+toy-quanta models, one seed's models each evaluated per sample by its task's own loss on the same
+samples of its task's own sampler (Program.loss, Program.sample). A task that declares "genic"
+(Task.analyses) is of sparse parity's kind: its batches name each sample's subtask (`task`) and
+its members have a `task.alpha` (the subtasks' Zipf frequencies, in the per-subtask table).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
+import jax
 import numpy as np
+from omegaconf import OmegaConf
+
+from toy_quanta.analysis.collect import job_dirs
+from toy_quanta.data.sparse_parity import zipf_probs
+from toy_quanta.results import CHECKPOINT_FILE, SUMMARY_FILE, TrainedRun
 
 MONOGENIC, POLYGENIC, FLAT = "monogenic", "polygenic", "flat"
 LABELS = (MONOGENIC, POLYGENIC, FLAT)
@@ -192,3 +206,274 @@ def by_group(result: GenicResult, group_N: np.ndarray, n_groups: int | None = No
         rows.append({"group": g, "n": int(len(labels)), **c,
                      "monogenic_of_nonflat": c[MONOGENIC] / nonflat if nonflat else None})
     return rows
+
+
+# --- curves to classify: a user's .npy, or a sweep of toy-quanta models -----------------------------
+
+# The evaluation samples' key: fixed, and apart from the seeds the jobs drew their own data from.
+SAMPLE_KEY = 0x6E41C
+N_SAMPLES = 10_000
+# A sweep's samples count as learned below the paper's 0.1 bits (as summary.json's "subtasks learned").
+SWEEP_LEARNED_BELOW = 0.1
+SCALE_LABELS = {"width": "model.width", "D": "task.D (training samples)", "given": "scale", "index": "scale index"}
+
+
+@dataclass
+class Curves:
+    """Per-sample losses across scales (columns sorted by scale), and where they came from."""
+
+    loss_NxG: np.ndarray
+    scales_G: np.ndarray
+    scale_kind: str  # width or D (a sweep's axis), given (a .npy's --scales) or index (1..G)
+    unit: str  # bits (a sweep), loss units (a .npy)
+    provenance: dict[str, Any]  # what genic.json records of the source
+    subtask_N: np.ndarray | None = None  # a sweep's: each sample's subtask (0-based frequency rank)
+    probs_T: np.ndarray | None = None  # a sweep's: each subtask's frequency
+
+
+def npy_curves(path: Path, scales_path: Path | None = None) -> Curves:
+    """A user's samples x scales array of losses (.npy), with its scales (.npy) or 1..G."""
+    scales = None if scales_path is None else _load_npy(scales_path)
+    try:
+        loss_NxG, scales_G = validate_curves(_load_npy(path), scales)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return Curves(loss_NxG, scales_G, "index" if scales_path is None else "given", "loss units",
+                  {"source": str(path), "scales_file": str(scales_path) if scales_path else None})
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a .npy file of numbers ({str(exc).splitlines()[0]})") from None
+
+
+def find_jobs(sources: list[Path]) -> tuple[list[Path], list[dict[str, str]]]:
+    """(completed job directories with a checkpoint, the other jobs with why they were skipped)."""
+    jobs, skipped = [], []
+    for src in sources:
+        if not src.exists():
+            raise FileNotFoundError(f"{src}: no such file or directory")
+        if not src.is_dir():
+            raise ValueError(f"{src}: not a directory (give a multirun sweep directory, job directories, "
+                             "or one .npy file)")
+        candidates = [src] if (src / "config.yaml").is_file() else job_dirs(src)
+        if not candidates:
+            raise ValueError(f"{src}: not a toy-quanta sweep or job directory (no job directories with .hydra/, "
+                             "no config.yaml)")
+        for job in candidates:
+            summary_path = job / SUMMARY_FILE
+            status = json.loads(summary_path.read_text()).get("status") if summary_path.is_file() else None
+            if status != "completed":
+                skipped.append({"job": str(job), "reason": f"status {status}" if status else "no summary.json"})
+            elif not (job / CHECKPOINT_FILE).is_file():
+                skipped.append({"job": str(job), "reason": "no checkpoint.msgpack (train.checkpoint=false)"})
+            else:
+                jobs.append(job)
+    if not jobs:
+        raise ValueError("no completed job with a checkpoint in " + ", ".join(map(str, sources))
+                         + (f" ({len(skipped)} skipped: {skipped[0]['reason']}, ...)" if skipped else ""))
+    return jobs, skipped
+
+
+class Model(NamedTuple):
+    """One trained member of a sweep: a column of its curves."""
+
+    job: Path
+    index: int  # the member's index in its job
+    run: TrainedRun
+    values: dict[str, Any]  # the member's values (seed, task.D, ...)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict) or not tree:
+        return {prefix[:-1]: tree} if prefix else {}
+    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+
+
+def _differences(a: Model, b: Model) -> list[str]:
+    """Config keys and member values that differ between two models."""
+    fa, fb = ({**_flat(OmegaConf.to_container(OmegaConf.structured(m.run.cfg))), **m.values} for m in (a, b))
+    skip = {"name", "ensemble.D", "ensemble.seeds", "ensemble.lr", "ensemble.weight_decay", "ensemble.init_scale",
+            "ensemble.alpha"}
+    return sorted(k for k in fa.keys() | fb.keys() if k not in skip and fa.get(k) != fb.get(k))
+
+
+class Series(NamedTuple):
+    """One seed's models of a sweep, one per scale, sorted by scale."""
+
+    kind: str  # the scale: width (model.width differs between the models) or D (task.D does)
+    scales: list[Any]
+    models: list[Model]
+    seed: int
+    skipped: list[dict[str, str]]  # jobs and members left out, and why
+
+
+def sweep_models(sources: list[Path], seed: int | None = None) -> Series:
+    """Every completed model of one seed (default the smallest) in `sources`, one per scale."""
+    from toy_quanta.analysis.qdg import trained_run  # here: QDG's similarity code is not needed to classify
+
+    jobs, skipped = find_jobs(sources)
+    models = []
+    for job in jobs:
+        run = trained_run(job, "genic")
+        summary = json.loads((job / SUMMARY_FILE).read_text())
+        diverged = {m["member"] for m in summary.get("members", []) if m.get("diverged")}
+        for i, member in enumerate(run.members):
+            if i in diverged:
+                skipped.append({"job": str(job), "reason": f"member {i} diverged"})
+            else:
+                models.append(Model(job, i, run, member))
+    seeds = sorted({m.values["seed"] for m in models})
+    if seed is None:
+        seed = seeds[0]
+    elif seed not in seeds:
+        raise ValueError(f"--seed {seed} is not allowed: the sweep's models have seeds {seeds}")
+    models = [m for m in models if m.values["seed"] == seed]
+    kind, scale_of = _scale_axis(models, seed)
+    by_scale: dict[Any, Model] = {}
+    for m in models:
+        s = scale_of(m)
+        if s in by_scale:
+            other = by_scale[s]
+            raise ValueError(f"two models of seed {seed} at {kind}={s} ({other.job} member {other.index}, {m.job} member "
+                             f"{m.index}; they differ in {', '.join(_differences(other, m)) or 'nothing'}): give the "
+                             "job directories of one series")
+        by_scale[s] = m
+    if len(by_scale) < 3:
+        raise ValueError(f"only {len(by_scale)} {kind} value(s) for seed {seed} ({sorted(by_scale)}): need at least 3 "
+                         "scales")
+    scales = sorted(by_scale)
+    return Series(kind, scales, [by_scale[s] for s in scales], seed, skipped)
+
+
+def _scale_axis(models: list[Model], seed: int) -> tuple[str, Any]:
+    """("width" or "D", the scale of a model): the one of model.width and task.D that differs."""
+    widths = sorted({m.run.cfg.model.width for m in models})
+    sizes = sorted({m.values["task.D"] for m in models}, key=lambda d: -1 if d is None else d)
+    if len(widths) > 1 and len(sizes) > 1:
+        raise ValueError(f"both model.width ({widths}) and task.D ({sizes}) differ between the models: give the job "
+                         "directories of one series")
+    if len(widths) > 1:
+        return "width", lambda m: m.run.cfg.model.width
+    if len(sizes) > 1:
+        if None in sizes:
+            raise ValueError("task.D differs between the models but some are online (task.D=null): give the job "
+                             "directories of one series")
+        return "D", lambda m: m.values["task.D"]
+    raise ValueError(f"no scale axis: every model of seed {seed} has model.width={widths[0]} and task.D={sizes[0]} "
+                     "(need a sweep over model.width, or over task.D / ensemble.D)")
+
+
+def draw(m: Model, n_samples: int) -> Any:
+    """The model's evaluation samples: n_samples of its member's task distribution (its task's
+    sampler, Program.sample) from SAMPLE_KEY, as host arrays."""
+    run = m.run
+    batch = run.program.sample(m.values, run.member_inputs[m.index], jax.random.key(SAMPLE_KEY), n_samples)
+    return jax.tree.map(np.asarray, batch)
+
+
+def loss_bits(m: Model, batch: Any, block: int = 8192) -> np.ndarray:
+    """(N,) float64: the model's per-sample loss (its task's, Program.loss) in bits, in blocks of rows."""
+    model, loss = m.run.model(m.index), m.run.program.loss
+    size = len(jax.tree.leaves(batch)[0])
+    parts = [np.asarray(loss(model, jax.tree.map(lambda x: x[lo:lo + block], batch))[0], np.float64)
+             for lo in range(0, size, block)]
+    return np.concatenate(parts) / math.log(2.0)
+
+
+def sweep_curves(sources: list[Path], n_samples: int = N_SAMPLES, seed: int | None = None,
+                 block: int = 8192) -> Curves:
+    """Every completed model of one seed in `sources` (sweep_models), each evaluated per sample by
+    its task's loss, in bits, on the same samples. Models whose tasks draw other samples (another
+    alpha, other subsets, ...) cannot be compared: a ValueError names them."""
+    series = sweep_models(sources, seed)
+    first = series.models[0]
+    batch = draw(first, n_samples)
+    for m in series.models[1:]:
+        check_same_samples(first, batch, m, draw(m, n_samples))
+    loss_NxG = np.stack([loss_bits(m, batch, block) for m in series.models], axis=1)
+    described = [{"scale": s, "job": str(m.job), "member": m.index} for s, m in zip(series.scales, series.models)]
+    provenance = {"sources": [str(s) for s in sources], "seed": series.seed, "n_samples": n_samples,
+                  "sample_key": SAMPLE_KEY, "models": described, "skipped": series.skipped}
+    # the per-subtask table: sparse parity's subtasks and their Zipf frequencies (the genic tasks')
+    return Curves(loss_NxG, np.asarray(series.scales, np.float64), series.kind, "bits", provenance,
+                  subtask_N=np.asarray(batch.task, np.int64),
+                  probs_T=zipf_probs(first.run.cfg.task.n_tasks, first.values["task.alpha"]))
+
+
+def check_same_samples(first: Model, batch: Any, other: Model, other_batch: Any) -> None:
+    """ValueError unless two models' tasks drew the same samples (the same task distribution)."""
+    if not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(batch), jax.tree.leaves(other_batch))):
+        diff = [k for k in _differences(first, other) if k.startswith("task.") and k != "task.D"]
+        raise ValueError(f"{other.job} member {other.index} draws other samples than {first.job} member {first.index} "
+                         f"(they differ in {', '.join(diff) or 'their member inputs'}): their losses cannot be compared")
+
+
+# --- what toy-quanta-genic reports -------------------------------------------------------------------
+
+
+def per_subtask(result: GenicResult, curves: Curves) -> list[dict[str, Any]]:
+    """Per subtask: counts, the monogenic share of non-flat samples, and the scale where most of its
+    monogenic samples drop (the subtask's emergence, if the quantization model holds)."""
+    rows = []
+    for row in by_group(result, curves.subtask_N, len(curves.probs_T)):
+        g = row.pop("group")
+        mono = (curves.subtask_N == g) & (result.labels_N == MONOGENIC)
+        at = np.bincount(result.emerge_N[mono], minlength=len(result.scales_G))
+        rows.append({"subtask": g, "p": float(curves.probs_T[g]), **row,
+                     "emerge_scale": float(result.scales_G[np.argmax(at)]) if mono.any() else None})
+    return rows
+
+
+def genic_report(result: GenicResult, curves: Curves) -> dict[str, Any]:
+    """genic.json: the classification's summary, the scales, the source, and (a sweep) per subtask."""
+    report = {**result.summary(), "scale_kind": curves.scale_kind, "scales": result.scales_G, **curves.provenance}
+    if curves.subtask_N is not None:
+        report["per_subtask"] = per_subtask(result, curves)
+    return report
+
+
+def report_lines(result: GenicResult, report: dict[str, Any]) -> list[str]:
+    """What toy-quanta-genic prints: the scales, the criterion, notes on the scales' spacing, the
+    counts, and (a sweep) the per-subtask table."""
+    scales_G, kind, c, f = result.scales_G, report["scale_kind"], result.counts, result.fractions
+    shown = ", ".join(f"{s:g}" for s in scales_G)
+    lines = [f"{len(result.labels_N)} samples x {len(scales_G)} scales ({kind}: {shown})", f"criterion: {result.criterion}"]
+    if not result.resolvable:
+        lines.append(f"note: with {len(scales_G)} scales a decline uniform across them has sharpness "
+                     f"{result.window / (len(scales_G) - 1):.2f} >= threshold: monogenic and polygenic are not resolvable")
+    if kind != "index" and scales_G.min() > 0:  # 1..G says nothing about the spacing
+        ratio = float(np.median(scales_G[1:] / scales_G[:-1]))
+        if ratio ** result.window < 1.5:
+            lines.append(f"note: the window spans a factor {ratio ** result.window:.2f} in scale; a sharp fall may spread "
+                         f"over several intervals: consider --window {max(1, round(np.log(2) / np.log(ratio)))} "
+                         "(about a factor 2)")
+    lines += [f"  {label:<10} {c[label]:>7}  {f[label]:7.1%}" for label in LABELS]
+    mono = f["monogenic_of_nonflat"]
+    lines.append(f"  monogenic among non-flat: {'n/a' if mono is None else f'{mono:.1%}'}")
+    if "per_subtask" in report:
+        lines.append("subtask  p       n     mono  poly  flat  mono/non-flat  emerges at")
+        for row in report["per_subtask"]:
+            share = "n/a" if row["monogenic_of_nonflat"] is None else f"{row['monogenic_of_nonflat']:.2f}"
+            emerge = "-" if row["emerge_scale"] is None else f"{row['emerge_scale']:g}"
+            lines.append(f"{row['subtask'] + 1:>7}  {row['p']:.4f} {row['n']:>5} {row[MONOGENIC]:>6} {row[POLYGENIC]:>5} "
+                         f"{row[FLAT]:>5}  {share:>13}  {emerge}")
+    return lines
+
+
+def analyse(sources: list[Path], scales: Path | None = None, n_samples: int = N_SAMPLES, seed: int | None = None,
+            **criterion: Any) -> tuple[Curves, GenicResult, dict[str, Any]]:
+    """(curves, their labels, genic.json's report) of one .npy file (npy_curves) or of a sweep's
+    job directories (sweep_curves), classified by `criterion` (classify's keywords)."""
+    curves = (npy_curves(sources[0], scales) if sources[0].suffix == ".npy"
+              else sweep_curves(sources, n_samples=n_samples, seed=seed))
+    result = classify(curves.loss_NxG, curves.scales_G, unit=curves.unit, **criterion)
+    return curves, result, genic_report(result, curves)
+
+
+def headline(result: GenicResult, kind: str, out: Path) -> dict[str, Any]:
+    """The last line toy-quanta-genic prints, as JSON: the fractions and counts."""
+    return {"fractions": result.fractions, "counts": result.counts, "scale_kind": kind,
+            "n_scales": len(result.scales_G), "resolvable": result.resolvable, "out": str(out)}

@@ -82,13 +82,19 @@ DIAGNOSES = ("generalised", "grokked", "memorised", "overfitting", "not fitted")
 OVERFIT_DROP = 0.1  # validation accuracy this far below its peak at the end: overfitting
 
 
+def _shown(value: Any) -> str:
+    """A number, or the range of a per-member array of them."""
+    values = np.unique(np.asarray(value, np.float64))
+    return f"{values[0]:.3g}" if len(values) == 1 else f"{values.min():.3g} to {values.max():.3g} by member"
+
+
 def diagnosis_rule(threshold: float = DEFAULT_THRESHOLD, gap_steps: float = DEFAULT_GAP_STEPS,
-                   drop: float = OVERFIT_DROP, reachable: dict[str, float] | None = None) -> str:
+                   drop: float = OVERFIT_DROP, reachable: dict[str, Any] | None = None) -> str:
     reach = reachable or {"train_acc": 1.0, "test_acc": 1.0}
-    train, val = (f"{threshold * reach[k]:.3g}" for k in ("train_acc", "test_acc"))
-    scaled = ("" if all(v == 1.0 for v in reach.values()) else
-              f" (the threshold {threshold:g} times the accuracy the task can reach: {reach['train_acc']:.3g} in "
-              f"training, {reach['test_acc']:.3g} in validation)")
+    train, val = (_shown(threshold * np.asarray(reach[k], np.float64)) for k in ("train_acc", "test_acc"))
+    scaled = ("" if all(np.all(np.asarray(v) == 1.0) for v in reach.values()) else
+              f" (the threshold {threshold:g} times the accuracy the task can reach: {_shown(reach['train_acc'])} in "
+              f"training, {_shown(reach['test_acc'])} in validation)")
     return (f"not fitted: training accuracy never reached {train}{scaled}; overfitting: it did, and the final "
             f"validation accuracy is more than {drop:g} below its peak; generalised: validation reached {val} "
             f"at most {gap_steps:g} steps after training did (or before it); grokked: more than {gap_steps:g} steps "
@@ -97,11 +103,11 @@ def diagnosis_rule(threshold: float = DEFAULT_THRESHOLD, gap_steps: float = DEFA
 
 def diagnose(steps_L: np.ndarray, train_acc_LxM: np.ndarray, val_acc_LxM: np.ndarray,
              threshold: float = DEFAULT_THRESHOLD, gap_steps: float = DEFAULT_GAP_STEPS,
-             drop: float = OVERFIT_DROP, reachable: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+             drop: float = OVERFIT_DROP, reachable: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Per member (M,): "diagnosis" (one of DIAGNOSES, by diagnosis_rule), "delay" (validation's
     step minus training's at the threshold, NaN unless both reached, and unless validation came
     after training) and "peak_val". `reachable` (Task.reachable) scales each split's threshold by
-    the accuracy the task can reach there."""
+    the accuracy the task can reach there: a number, or (M,) one per member."""
     reach = reachable or {"train_acc": 1.0, "test_acc": 1.0}
     train_acc_LxM = np.asarray(train_acc_LxM, np.float64) / reach["train_acc"]
     val_acc_LxM = np.asarray(val_acc_LxM, np.float64) / reach["test_acc"]

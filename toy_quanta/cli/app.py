@@ -77,7 +77,7 @@ _register_launcher()
 def _main(cfg: DictConfig) -> dict[str, Any]:
     hc = HydraConfig.get()
     try:
-        return run_job(cfg, hc.runtime.output_dir, list(hc.overrides.task))
+        return run_job(cfg, hc.runtime.output_dir, list(hc.overrides.task), sweep=hc.mode == RunMode.MULTIRUN)
     except (ConfigError, MNISTFormatError, RunFileError) as exc:  # bad settings, a corrupt file: one line, no traceback
         if isinstance(exc, ConfigError) and exc.key == "hydra.run.dir":
             _restore_hydra_files()  # the refused directory keeps the .hydra/ files of its own run

@@ -12,10 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from toy_quanta.analysis import arms, hidden_progress, solvable
 from toy_quanta.analysis.collect import COLLECTED_FILE, collect
 from toy_quanta.errors import RunFileError
-from toy_quanta.results import atomic_write
+from toy_quanta.files import atomic_write
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         cols = ["job", "member", *[c for c in final.columns if "." in c or c == "seed"]]
         print(final[cols + ["value"]].rename(columns={"value": "final_test_loss"}).to_string(index=False))
     if args.arms is not None and len(table):
+        from toy_quanta.analysis import arms  # the analyses (and JAX) load only when asked for
+
         try:
             comparison = arms.write_arms(arms.sweep_frame(table, args.arms), args.sweep_dir,
                                          f"{args.sweep_dir}: jobs by {args.arms}")
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {line}")
         report["arms"] = str(args.sweep_dir / "arms.json")
     if args.steps_to_learn is not None and len(table):
+        from toy_quanta.analysis import hidden_progress
         from toy_quanta.plots.hidden_progress import plot_hidden_progress
 
         key = args.steps_to_learn
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {line}")
         report["hidden_progress"] = str(args.sweep_dir / hidden_progress.FILES["json"])
     if args.solvable and len(table):
+        from toy_quanta.analysis import solvable
         from toy_quanta.plots.solvable import plot_calibrations
 
         try:

@@ -247,8 +247,11 @@ def render() -> str:
     out += ["## Tasks", "", "`task=NAME` picks the task; its keys are `task.*`. The models listed are the ones it can train.", ""]
     for name, task in tasks.items():
         base = base_config(name, task.models[0])
+        own = ", ".join(f"`ensemble.{list_name}=[...]` varies `{key}`" for key, (list_name, _) in task.member_keys.items())
         out += [f"### `task={name}`", "", *_doc(task.config),
                 f"Models: {', '.join(f'`model={m}`' for m in task.models)}.", "",
+                *([f"Per member, in one program (its own ensemble lists, each value validated as the key): {own}.", ""]
+                  if own else []),
                 *table(task.config, base, "task.", validate), ""]
     out += ["## Models", "", "`model=NAME` picks the model; its keys are `model.*`.", ""]
     for name, model in models.items():

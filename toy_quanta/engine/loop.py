@@ -65,20 +65,12 @@ class FitResult:
         return self.steps_done / self.train_s if self.train_s > 0 else float("nan")
 
 
-def make_trainer(cfg: Config, members: Sequence[dict]) -> tuple[Config, Trainer]:
-    """The config as these members' program needs it, and the trainer for its task."""
-    # The members' own fixed norms (a vmapped sweep can group jobs whose optim.fixed_norm differ)
-    # decide whether the steps project at all; their grokfast kinds, which filter states to keep;
-    # their output scales, whether the outputs are scaled; their Adam eps, whether it is per member.
-    norms = sorted({m["optim.fixed_norm"] for m in members} - {None})
-    kinds = sorted({m["optim.grokfast"] for m in members})
-    scales = sorted({m["model.output_scale"] for m in members} - {None})
-    eps = sorted({m["optim.eps"] for m in members})
-    cfg = replace(cfg, ensemble=replace(cfg.ensemble, fixed_norm=norms or None, grokfast=kinds,
-                                        output_scale=scales or None, eps=eps))
+def make_trainer(cfg: Config, members: Sequence[dict]) -> Trainer:
+    """The trainer of these members' program: the task's program sized for them (the largest
+    member's training set, say: a vmapped sweep groups jobs whose values differ), and the engine's
+    step built for their values. The members are the one place those values are read from."""
     task = registry.task(cfg.task.name)
-    cfg = task.adapt(cfg, members)
-    return cfg, make_train(cfg, task.program(cfg))
+    return make_train(cfg, task.program(cfg, members), members)
 
 
 def trainer_inputs(cfg: Config, trainer: Trainer, members: Sequence[dict]) -> tuple[dict, Any]:
@@ -120,7 +112,7 @@ def fit(
     exists and saves to it every cfg.train.checkpoint_every_s seconds and at the end;
     `should_stop()` returning a signal number ends the run at the next call boundary with a
     checkpoint, raising errors.Interrupted."""
-    cfg, trainer = make_trainer(cfg, members)
+    trainer = make_trainer(cfg, members)
     hyper, task_data = trainer_inputs(cfg, trainer, members)
     n_members = len(members)
     sharding, n_padded = devices.plan(n_members, cfg.train.devices)

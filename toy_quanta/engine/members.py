@@ -9,14 +9,13 @@ program itself, so it splits a sweep into groups.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from typing import Any, Sequence
 
 import numpy as np
 
 from toy_quanta import registry
-from toy_quanta.config import ENGINE_KEYS, MEMBER_CHOICES, arm_values
+from toy_quanta.config import ENGINE_KEYS, MEMBER_CHOICES, arm_values, ensemble_list
 
 
 def vector_keys() -> tuple[str, ...]:
@@ -38,8 +37,8 @@ def arms(cfg: Any) -> dict[str, dict[str, Any]]:
 
 def expand(cfg: Any) -> list[dict[str, Any]]:
     """The members of one job: for each arm of `ensemble.arms` (or once, without arms), the
-    product of the ensemble lists (in the order EnsembleConfig declares them), times
-    `ensemble.seeds` seeds.
+    product of the ensemble lists (the task's own, then the engine's; the first varying slowest),
+    times `ensemble.seeds` seeds.
 
     Each member is a dict keyed by "seed" and member_keys(task) (e.g. {"seed": 0, "optim.lr": 1e-3,
     ...}: only the keys of its own task, so no other task's key shows in its tables), plus "arm"
@@ -52,14 +51,11 @@ def expand(cfg: Any) -> list[dict[str, Any]]:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name, None)  # a user's model may lack output_scale
         base[key] = None if value is None else kind(value)
-    by_list = {list_name: (key, kind) for key, (list_name, kind) in keys.items()}
+    # the task's own lists first (in the order it declares them), then the engine's (EnsembleConfig's)
     axes = {}
-    # the lists in EnsembleConfig's order, then the task's own (ensemble.lists) in the order given
-    names = [f.name for f in dataclasses.fields(cfg.ensemble)] + list(cfg.ensemble.lists or {})
-    for name in names:
-        values = getattr(cfg.ensemble, name)
-        if name in by_list and values is not None:
-            key, kind = by_list[name]
+    for key, (list_name, kind) in keys.items():
+        values = ensemble_list(cfg, list_name)
+        if values is not None:
             axes[key] = [kind(v) for v in values]
     members = []
     for arm, values_of_arm in (arms(cfg) or {None: {}}).items():
@@ -85,12 +81,3 @@ def stack(members: Sequence[dict[str, Any]], task_name: str) -> dict[str, np.nda
         dtype = np.int32 if kind is int else np.float32
         out[key] = np.array([m[key] or 0 for m in members], dtype)
     return out
-
-
-def values_of(cfg: Any, key: str) -> set[Any]:
-    """Every value the job's members take for a per-member key: its config value, its ensemble
-    list's and the arms' (without expanding the members)."""
-    list_name, _ = member_keys(cfg.task.name)[key]
-    section, name = key.split(".")
-    values = {getattr(getattr(cfg, section), name), *(getattr(cfg.ensemble, list_name, None) or [])}
-    return values | {arm[key] for arm in arms(cfg).values() if key in arm}

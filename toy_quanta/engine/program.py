@@ -7,8 +7,8 @@ the engine vmaps them over the ensemble.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 from flax import nnx
@@ -42,6 +42,9 @@ class Program:
     - loss(model, batch) -> (loss_B, correct_B): per-sample loss and correctness (0/1 floats).
     - evaluate(ctx, data, hyper) -> metrics: train_loss, train_acc, test_loss, test_acc first, then
       anything else (scalars or (T,) vectors per member).
+    - sample, inputs (optional): what the analyses of a trained model evaluate it with (QDG and
+      genic, toy_quanta.analysis): fresh samples of the task distribution, and the inputs `loss`
+      feeds the model.
     """
 
     init: Callable[[Hyper, Any, jax.Array], Any]
@@ -49,8 +52,16 @@ class Program:
     loss: Callable[[nnx.Module, Batch], tuple[jax.Array, jax.Array]]
     evaluate: Callable[[EvalContext, Any, Hyper], dict[str, jax.Array]]
     batch_rows: int  # rows of a training batch (micro-batches split it)
-    model_io: dict[str, int] = field(default_factory=dict)  # the sizes the model is built for
+    # the sizes the model is built for, where they depend on what the program loaded (a dataset's
+    # input width); None: the task's model_io(cfg)
+    model_io: Optional[dict[str, int]] = None
     cpu_microbatch: bool = False  # split large batches into micro-batches on the CPU by default
     # whether evaluate reads ctx.train_acc (the running accuracy of the minibatches); if not, the
     # step skips computing it (an argmax over the outputs every step: 8-17% of a table task's step)
     train_accuracy: bool = True
+    # sample(hyper, member_input, key, n) -> a batch of n fresh samples of the member's task
+    # distribution, for `loss` (hyper: the member's values, as `init` gets them); None: no distribution
+    sample: Callable[[Hyper, Any, jax.Array, int], Batch] | None = None
+    # inputs(batch) -> the model's positional inputs for a batch, as `loss` feeds them (per-sample
+    # gradients factorise through the first layer's input); None: not given
+    inputs: Callable[[Batch], tuple] | None = None

@@ -1,6 +1,6 @@
-"""The training engine: `make_train(cfg, program)` returns pure functions of one member, for any task.
+"""The training engine: `make_train(cfg, program, members)` returns pure functions of one member, for any task.
 
-    trainer = make_train(cfg, program)
+    trainer = make_train(cfg, program, members)
     state, data = jax.vmap(trainer.init)(hyper, member_inputs)      # many members at once
     state, logs = jax.vmap(trainer.chunk, (0, 0, None))(state, data, n_steps)
 
@@ -13,7 +13,7 @@ optimiser, micro-batching, blocked evaluation, the fixed-norm projection and div
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,6 @@ from flax import nnx
 
 from toy_quanta import registry
 from toy_quanta.engine import filters
-from toy_quanta.engine.members import values_of
 from toy_quanta.engine.optim import Grokfast, grokfast_of, make_optimizer
 from toy_quanta.engine.program import EvalContext, Hyper, Program
 from toy_quanta.engine.scaled import Scaled
@@ -147,16 +146,15 @@ def _keep_if(ok: jax.Array, new: Any, old: Any) -> Any:
 
 
 
-def has_fixed_norm(cfg: Any) -> bool:
+def has_fixed_norm(members: Sequence[dict[str, Any]]) -> bool:
     """Whether any member trains at a fixed norm: only then does each step pay for the projection."""
-    return cfg.optim.fixed_norm is not None or cfg.ensemble.fixed_norm is not None
+    return any(m["optim.fixed_norm"] is not None for m in members)
 
 
-def has_output_scale(cfg: Any) -> bool:
+def has_output_scale(members: Sequence[dict[str, Any]]) -> bool:
     """Whether any member's outputs are scaled (model.output_scale != 1): only then does the step
     multiply them (a run without it stays bit for bit what it was)."""
-    return (getattr(cfg.model, "output_scale", 1.0) != 1.0
-            or any(s not in (None, 1.0) for s in cfg.ensemble.output_scale or []))
+    return any(m["model.output_scale"] not in (None, 1.0) for m in members)
 
 
 def make_model(cfg: Any, key: jax.Array, model_io: dict[str, int] | None = None) -> nnx.Module:
@@ -181,13 +179,15 @@ def blocked(fn: Callable[[Any], tuple[jax.Array, ...]], batch: Any, block: int) 
 CORE_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
-def make_train(cfg: Any, program: Program) -> Trainer:
-    """Pure functions of one member, for the task's `program`."""
+def make_train(cfg: Any, program: Program, members: Sequence[dict[str, Any]]) -> Trainer:
+    """Pure functions of one member, for the task's `program`, built for what `members` (see
+    members.expand) need: a projection if any has a fixed norm, a filter state per grokfast kind
+    they use, a per-member Adam eps if theirs differ."""
     tr = cfg.train
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: make_model(cfg, jax.random.key(0), program.model_io)))
-    project = has_fixed_norm(cfg)
+    project = has_fixed_norm(members)
 
-    scaled, centred = has_output_scale(cfg), bool(getattr(cfg.model, "centred", False))
+    scaled, centred = has_output_scale(members), bool(getattr(cfg.model, "centred", False))
 
     def bind(params, hyper, reference=None):
         """The member's model at `params`, its outputs scaled (engine.scaled) if any member's are."""
@@ -240,9 +240,9 @@ def make_train(cfg: Any, program: Program) -> Trainer:
                                 (zero, zero), micro)
         return total
 
-    kinds = grokfast_of(cfg.optim, values_of(cfg, "optim.grokfast")).kinds
+    kinds = grokfast_of(cfg.optim, {m["optim.grokfast"] for m in members}).kinds
     # Adam's eps as a constant unless members differ in it: a traced eps costs the step a few %
-    eps_varies = len(values_of(cfg, "optim.eps")) > 1
+    eps_varies = len({m["optim.eps"] for m in members}) > 1
 
     def optimizer(hyper: Hyper):
         grokfast = Grokfast(hyper["optim.grokfast"], hyper["optim.grokfast_alpha"], hyper["optim.grokfast_lambda"], kinds)

@@ -1,88 +1,51 @@
-"""What a task is: everything the engine, the app, the results writer, the report and the
-analyses need to know about one kind of data, in one class. Subclass `Task`, fill in what your
-task needs and register an instance (toy_quanta.registry.register_task); docs/adding-a-task.md."""
+"""What a task is, in two parts: what the engine needs to train it (`TaskEngine`: its config, its
+checks, its per-member keys and its Program) and what a report needs (tasks.report.TaskReport:
+headline numbers, log lines, figures, its own analyses). Subclass `Task`, which is both, fill in
+what your task needs and register an instance (toy_quanta.registry.register_task);
+docs/adding-a-task.md."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from toy_quanta.engine.program import Program
+from toy_quanta.tasks.report import TaskReport
 
 
-class Task:
+class TaskEngine:
+    """Everything engine.loop.fit, engine.members and the vmap launcher read of a task."""
+
     name: ClassVar[str]
     config: ClassVar[type]  # its structured config (a dataclass whose `name` defaults to the task's name)
     models: ClassVar[tuple[str, ...]]  # the registered models it can train
-    # per-member config keys it lets an ensemble vary: key -> (EnsembleConfig list, type)
+    # its config keys that may differ between the members of one program: key -> (the ensemble
+    # list's name, type); `ensemble.<name>=[...]` varies it (members.expand), and each member's
+    # value reaches program(cfg, members), member_inputs and the step (hyper["task.<key>"])
     member_keys: ClassVar[dict[str, tuple[str, type]]] = {}
-    # summary.json["members"][i]["final"] keys that toy-quanta-report shows for it
-    headline: ClassVar[tuple[str, ...]] = ("test_loss", "test_acc")
-    # what else the analyses can do with its runs (e.g. "progress", "qdg")
-    analyses: ClassVar[frozenset[str]] = frozenset()
-    # the summary.json key of what after_run adds, and of its failure (`<name>_error`)
-    after_run_name: ClassVar[str] = "after_run"
 
     def validate(self, cfg: Any) -> None:
-        """Raise ConfigError for a task.* value (or ensemble list of its own) that is not allowed."""
+        """Raise ConfigError for a task.* value that is not allowed (config.validate checks each
+        value of its own ensemble lists with this too)."""
 
     def model_io(self, cfg: Any) -> dict[str, int]:
         """The sizes its models are built for (see each model's build)."""
         raise NotImplementedError
 
-    def adapt(self, cfg: Any, members: Sequence[dict[str, Any]]) -> Any:
-        """The config as one program of these members needs it (e.g. sized for the largest member)."""
-        return cfg
-
     def member_inputs(self, cfg: Any, members: Sequence[dict[str, Any]]) -> Any:
         """(M, ...) host arrays, one row per member, handed to Program.init."""
         return np.arange(len(members), dtype=np.int32)
 
-    def program(self, cfg: Any) -> Program:
-        """The device side of a run (engine.program.Program)."""
+    def program(self, cfg: Any, members: Sequence[dict[str, Any]]) -> Program:
+        """The device side of a run (engine.program.Program), for these members (members.expand:
+        each one's values of the per-member keys; size what they share for the largest)."""
         raise NotImplementedError
 
     def group_key(self, cfg: Any) -> dict[str, Any]:
         """What else splits a vmapped sweep into separate programs, beyond the config's values."""
         return {}
 
-    def summarize(self, steps_L: np.ndarray, logs: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Headline numbers of one member from its metrics at every log step ((L,) or (L, T))."""
-        return {}
 
-    def report_line(self, member: dict[str, Any]) -> str:
-        """One log line for a member's summary."""
-        f = member["final"]
-        return f"train acc {f['train_acc']:.4f}, test acc {f['test_acc']:.4f}, test loss {f['test_loss']:.4f}"
-
-    def figures(self, result: Any, cfg: Any, out_dir: Path, title: str) -> None:
-        """The job's figures, written into out_dir: by default accuracy, loss and weight norm over
-        training, per member (curves.png)."""
-        from toy_quanta.plots.grok import plot_grokking
-
-        plot_grokking(result, out_dir / "curves.png", title=title, loss_label=self.loss_label(cfg))
-
-    def after_run(self, cfg: Any, result: Any, snapshots: Any, out_dir: Path) -> dict[str, Any]:
-        """Extra analyses of a finished job, merged into summary.json (a failure is recorded there)."""
-        return {}
-
-    def report_lines(self, summary: dict[str, Any]) -> list[str]:
-        """Lines the job's log shows after the members' (e.g. what after_run found)."""
-        return []
-
-    def describe(self, cfg: Any) -> str:
-        """One line: the task, the model and the optimiser, for figure titles."""
-        return f"{self.name}; {cfg.model.name}; {cfg.optim.name} lr={cfg.optim.lr:g} wd={cfg.optim.weight_decay:g}"
-
-    def loss_label(self, cfg: Any) -> str:
-        """The y label of its loss."""
-        return "cross-entropy (nats)"
-
-    def reachable(self, cfg: Any) -> dict[str, float]:
-        """The highest training and validation accuracy a perfect model reaches on this task
-        (train_acc, test_acc): 1 unless some samples are unpredictable (label noise, a sequence's
-        first copy). The diagnosis of a member scales its threshold by them, so "fitted" means
-        fitted as far as the task allows."""
-        return {"train_acc": 1.0, "test_acc": 1.0}
+class Task(TaskEngine, TaskReport):
+    """A task: what the engine trains (TaskEngine) and what its reports show (TaskReport)."""

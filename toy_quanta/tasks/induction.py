@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -107,7 +107,7 @@ class Induction(Task):
         t = cfg.task
         return {"vocab": t.vocab, "n_out": t.vocab, "seq_len": t.seq_len}
 
-    def program(self, cfg: Any) -> Program:
+    def program(self, cfg: Any, members: Sequence[dict[str, Any]]) -> Program:
         t, batch_size = cfg.task, cfg.train.batch_size
 
         layout = induction.LAYOUTS[t.layout]
@@ -159,8 +159,7 @@ class Induction(Task):
                 "ablation_loss_rise": ablated_T - repeated_loss(ctx.model, inputs, inputs_mask),
             }
 
-        return Program(init=init, batch=batch, loss=sequence_loss, evaluate=evaluate, batch_rows=batch_size,
-                       model_io=self.model_io(cfg))
+        return Program(init=init, batch=batch, loss=sequence_loss, evaluate=evaluate, batch_rows=batch_size)
 
     def summarize(self, steps_L: np.ndarray, logs: dict[str, np.ndarray]) -> dict[str, Any]:
         induction_LxT = np.asarray(logs["induction_score"])
@@ -230,7 +229,7 @@ class Induction(Task):
 
         plot_induction(result, out_dir / "curves.png", vocab=cfg.task.vocab, n_heads=cfg.model.n_heads, title=title)
 
-    def reachable(self, cfg: Any) -> dict[str, float]:
+    def reachable(self, cfg: Any, member: dict[str, Any] | None = None) -> dict[str, float]:
         """Next-token accuracy of a perfect copier: the predictable positions (data.induction's mask),
         plus chance (1 / vocab) on the rest, in expectation over the period or segment length."""
         t = cfg.task

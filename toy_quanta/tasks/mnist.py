@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -72,7 +72,7 @@ class DatasetTask(Task):
         """(B,) bool: classification counts argmax hits."""
         return jnp.argmax(out_BxO, -1) == y_B
 
-    def program(self, cfg: Any) -> Program:
+    def program(self, cfg: Any, members: Sequence[dict[str, Any]]) -> Program:
         t, tr = cfg.task, cfg.train
         train_x, train_y, test_x, test_y = (jnp.asarray(x) for x in self.load(cfg)[:4])
         n_train = train_x.shape[0]

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toy_quanta import checks, registry
+from toy_quanta.checks import ensemble_list
 from toy_quanta.analysis.milestones import final_milestones, step_or_never
 from toy_quanta.data import modular
 from toy_quanta.data.sparse_parity import LN2
@@ -96,27 +97,21 @@ class TableTask(Task):
         """(model, train_mask_N) -> metrics of the representation, or None."""
         return None
 
-    def adapt(self, cfg: Any, members: Sequence[dict[str, Any]]) -> Any:
-        # The members' own fractions (a vmapped sweep groups jobs of several) size the full batch.
-        fractions = sorted({m["task.train_fraction"] for m in members})
-        return dataclasses.replace(cfg, ensemble=dataclasses.replace(cfg.ensemble, train_fraction=fractions))
-
     def member_inputs(self, cfg: Any, members: Sequence[dict[str, Any]]) -> np.ndarray:
         """(M, N): every member's split rank; one split shared by the members, so their training
         sets are nested by fraction."""
         n_pairs = len(self.table(cfg.task)[1])
         return np.broadcast_to(modular.split_rank(n_pairs, cfg.task.split_seed), (len(members), n_pairs))
 
-    def program(self, cfg: Any) -> Program:
-        """A member's training fraction must be at most the largest of ensemble.train_fraction (or
-        task.train_fraction): full batch runs on that many pairs."""
+    def program(self, cfg: Any, members: Sequence[dict[str, Any]]) -> Program:
+        """Full batch runs on the largest member's training fraction of the pairs."""
         t, tr = cfg.task, cfg.train
         tokens_NxS, c_N = self.table(t)
         n_pairs = len(c_N)
         tokens, labels = jnp.asarray(tokens_NxS), jnp.asarray(c_N)
         # Full batch runs on the first n_max pairs in split order (the largest member's training
         # set), each member weighting its own n_train of them: not the whole table.
-        n_max = modular.n_train(n_pairs, max(cfg.ensemble.train_fraction or [t.train_fraction]))
+        n_max = modular.n_train(n_pairs, max(m["task.train_fraction"] for m in members))
         extra = self.extra_metrics(cfg, tokens_NxS)
 
         def init(hyper, rank_N, key) -> Data:
@@ -150,7 +145,7 @@ class TableTask(Task):
             }
 
         return Program(init=init, batch=batch, loss=token_loss(t.loss, t.loss_dtype), evaluate=evaluate,
-                       batch_rows=n_max if t.full_batch else tr.batch_size, model_io=self.model_io(cfg),
+                       batch_rows=n_max if t.full_batch else tr.batch_size,
                        train_accuracy=False)
 
     def summarize(self, steps_L: np.ndarray, logs: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -180,9 +175,6 @@ class Modular(TableTask):
             # no integer lies in (0, 1); and modular.check's math.isfinite overflows on a huge one (10**400)
             raise ConfigError("task.train_fraction", fraction, "a finite number in the open interval (0, 1)")
         modular.check(checks.get(cfg, "task.op"), checks.get(cfg, "task.p"), fraction)
-        checks.list_of(cfg, "ensemble.train_fraction", positive=True)
-        for f in checks.get(cfg, "ensemble.train_fraction") or []:
-            modular.check(checks.get(cfg, "task.op"), checks.get(cfg, "task.p"), f)
         checks.nonneg_int(cfg, "task.split_seed")
         self.validate_loss(cfg)
 
@@ -206,7 +198,7 @@ class Modular(TableTask):
 
     def describe(self, cfg: Any) -> str:
         t, m = cfg.task, cfg.model
-        fractions = cfg.ensemble.train_fraction
+        fractions = ensemble_list(cfg, "train_fraction")
         data = f"training fraction in {list(fractions)}" if fractions else f"{t.train_fraction:g} of the pairs"
         model = registry.model(m.name).describe(m)
         loss = "" if t.loss == "cross_entropy" and t.loss_dtype == "float32" else f"; {t.loss} in {t.loss_dtype}"

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toy_quanta import checks
+from toy_quanta.checks import ensemble_list
 from toy_quanta.data import sparse_parity as sp
 from toy_quanta.engine.program import EvalContext, Program
 from toy_quanta.errors import ConfigError
@@ -156,8 +157,6 @@ class SparseParity(Task):
         checks.finite(cfg, "task.alpha", nonneg=True)
         if checks.get(cfg, "task.D") is not None:
             checks.positive_int(cfg, "task.D")
-        checks.list_of(cfg, "ensemble.alpha", nonneg=True)
-        checks.list_of(cfg, "ensemble.D", positive=True, integer=True)
         subset_seed = checks.get(cfg, "task.subset_seed")
         if subset_seed is not None and (isinstance(subset_seed, bool) or not isinstance(subset_seed, int) or subset_seed < 0):
             raise ConfigError("task.subset_seed", subset_seed, "an integer >= 0, or null (use the member's seed)")
@@ -165,24 +164,17 @@ class SparseParity(Task):
     def model_io(self, cfg: Any) -> dict[str, int]:
         return {"n_control": cfg.task.n_tasks, "n_bits": cfg.task.n, "n_out": 2 if cfg.task.loss == "cross_entropy" else 1}
 
-    def adapt(self, cfg: Any, members: Sequence[dict[str, Any]]) -> Any:
-        # The members' own D (not the config's) sets the length of the shared training-set array.
-        return dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, D=train_capacity(members)),
-                                   ensemble=dataclasses.replace(cfg.ensemble, D=None))
-
     def member_inputs(self, cfg: Any, members: Sequence[dict[str, Any]]) -> np.ndarray:
         return subsets_for(cfg, members)
 
     def group_key(self, cfg: Any) -> dict[str, Any]:
         # D is per member, but online and finite-data members cannot share a program.
-        return {"finite_data": cfg.task.D is not None or cfg.ensemble.D is not None}
+        return {"finite_data": cfg.task.D is not None or ensemble_list(cfg, "D") is not None}
 
-    def program(self, cfg: Any) -> Program:
-        """In finite mode the members' training sets share one array of task.D rows (the largest
-        member's D, see adapt); each member uses its own D of them."""
-        t, tr = cfg.task, cfg.train
-        if cfg.ensemble.D is not None:
-            t = dataclasses.replace(t, D=max(cfg.ensemble.D))
+    def program(self, cfg: Any, members: Sequence[dict[str, Any]]) -> Program:
+        """In finite mode the members' training sets share one array of the largest member's D
+        rows; each member uses its own D of them."""
+        t, tr = dataclasses.replace(cfg.task, D=train_capacity(members)), cfg.train
         finite = t.D is not None
         batch_len = tr.batch_size if not finite else min(tr.batch_size, t.D)
 
@@ -252,8 +244,11 @@ class SparseParity(Task):
             }
 
         loss = (lambda model, b: real_loss(model, b)[:2]) if real else (lambda model, b: loss_and_acc(model, encoded(b)))
-        return Program(init=init, batch=batch, loss=loss, evaluate=evaluate, batch_rows=batch_len,
-                       model_io=self.model_io(cfg), cpu_microbatch=True)
+        # fresh draws from the member's distribution, for the analyses of a trained model (QDG, genic)
+        sample = lambda hyper, subsets_TxK, key, n: Batch(  # noqa: E731
+            *sp.sample(key, jnp.asarray(subsets_TxK), hyper["task.alpha"], n, t.n))
+        return Program(init=init, batch=batch, loss=loss, evaluate=evaluate, batch_rows=batch_len, cpu_microbatch=True, sample=sample,
+                       inputs=lambda b: (b.task, encoded(b).bits))
 
     def summarize(self, steps_L: np.ndarray, logs: dict[str, np.ndarray]) -> dict[str, Any]:
         if "subtask_strength" in logs:  # hinge or squared loss: not in bits, learned by accuracy
@@ -311,7 +306,7 @@ class SparseParity(Task):
 
     def describe(self, cfg: Any) -> str:
         t, m = cfg.task, cfg.model
-        sizes = cfg.ensemble.D
+        sizes = ensemble_list(cfg, "D")
         data = f"D in {list(sizes)}" if sizes is not None else "online" if t.D is None else f"D={t.D}"
         loss = {"hinge": "; hinge loss", "mse": f"; MSE, targets ±{t.target_scale:g}"}.get(t.loss, "")
         loss += "; ±1 inputs" if t.encoding == "plus_minus" else ""

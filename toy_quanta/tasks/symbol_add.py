@@ -51,8 +51,6 @@ class SymbolAdd(TableTask):
         self.validate_loss(cfg)
         n_pairs = p * (p + 1) // 2
         fractions = [("task.train_fraction", checks.get(cfg, "task.train_fraction"))]
-        checks.list_of(cfg, "ensemble.train_fraction", positive=True)
-        fractions += [("ensemble.train_fraction", f) for f in checks.get(cfg, "ensemble.train_fraction") or []]
         for key, f in fractions:
             ok = isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1
             if not ok or not 1 <= round(f * n_pairs) < n_pairs:

@@ -1,11 +1,12 @@
-"""TensorBoard event files of a job (train.tensorboard=true), to watch a run live and compare a
-sweep's jobs side by side: `tensorboard --logdir outputs` (or a multirun's folder).
+"""TensorBoard event files of a job (train.tensorboard=true; a monitor: toy_quanta.hooks), to
+watch a run live and compare a sweep's jobs side by side: `tensorboard --logdir outputs` (or a
+multirun's folder).
 
 Under the job's `tensorboard/`: one run per member (`m03_seed=1_optim.lr=0.001`: its index, then
 the per-member values that differ between members), every logged metric at every log step, and a
 run `figures` with the job's figures (every PNG in its directory) as images at the end. A
 per-subtask (or per-head) metric is one scalar per index, `subtask_test_loss/07`, up to
-MAX_PER_METRIC of them; the full table is metrics.parquet."""
+monitors.MAX_PER_METRIC of them; the full table is metrics.parquet."""
 
 from __future__ import annotations
 
@@ -13,32 +14,15 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 from PIL import Image
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+from toy_quanta.monitors import member_scalars, run_names
+
 TENSORBOARD_DIR = "tensorboard"
 FIGURES_RUN = "figures"
-MAX_PER_METRIC = 64  # beyond this many subtasks TensorBoard's scalar page is unreadable anyway
-
-
-def run_names(members: Sequence[dict[str, Any]]) -> list[str]:
-    """A TensorBoard run name per member: its index and the values that tell it from the others."""
-    keys = [k for k in (members[0] if members else {}) if len({repr(m.get(k)) for m in members}) > 1]
-    width = len(str(max(len(members) - 1, 0)))
-    return ["_".join([f"m{i:0{width}d}", *(f"{k}={_short(m[k])}" for k in keys)]) for i, m in enumerate(members)]
-
-
-def _short(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def job_figures(job_dir: Path) -> list[Path]:
-    """Every PNG a job wrote (its subfolders too: progress/, analysis/), in path order."""
-    job_dir = Path(job_dir)
-    return sorted(p for p in job_dir.rglob("*.png") if TENSORBOARD_DIR not in p.relative_to(job_dir).parts)
 
 
 class TensorBoardLog:
@@ -68,14 +52,7 @@ class TensorBoardLog:
         for j in range(self.written, len(result.steps)):
             step = int(result.steps[j])
             for i, writer in enumerate(self.writers):
-                values = []
-                for name, logged in result.logs.items():
-                    value = np.asarray(logged[j][i], np.float64)
-                    if value.ndim == 0:
-                        values.append(Summary.Value(tag=name, simple_value=float(value)))
-                    else:
-                        values += [Summary.Value(tag=f"{name}/{k:02d}", simple_value=float(v))
-                                   for k, v in enumerate(value.reshape(-1)[:MAX_PER_METRIC])]
+                values = [Summary.Value(tag=tag, simple_value=value) for tag, value in member_scalars(result, j, i).items()]
                 writer.add_event(Event(wall_time=now, step=step, summary=Summary(value=values)))
         self.written = len(result.steps)
         for writer in self.writers:
@@ -101,7 +78,7 @@ class TensorBoardLog:
         for writer in self.writers:
             writer.add_event(event)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         for writer in self.writers or ():
             writer.close()
         self.writers = None
