@@ -66,20 +66,24 @@ def metrics_frame(result: FitResult, columns: dict[str, Any] | None = None) -> p
     """
     steps = np.asarray(result.steps, np.int64)
     n_members = len(result.members)
-    parts = []
-    for name, values in result.logs.items():
+    names = sorted(result.logs)  # the categories, as pandas orders them
+    built: dict[str, list[np.ndarray]] = {"member": [], "step": [], "metric": [], "subtask": [], "value": []}
+    for name, values in result.logs.items():  # built as arrays and framed once: a sweep writes a thousand
         arr = np.stack(values).astype(np.float64)  # (L, M) or (L, M, T)
         n_sub = arr.shape[2] if arr.ndim == 3 else 1
         step_idx, member_idx, subtask_idx = np.meshgrid(np.arange(len(steps)), np.arange(n_members), np.arange(n_sub), indexing="ij")
-        parts.append(pd.DataFrame({
-            "member": member_idx.ravel().astype(np.int32),
-            "step": steps[step_idx.ravel()],
-            "metric": name,
-            "subtask": subtask_idx.ravel().astype(np.int32) if arr.ndim == 3 else np.full(arr.size, -1, np.int32),
-            "value": arr.reshape(-1),
-        }))
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["member", "step", "metric", "subtask", "value"])
-    frame["metric"] = frame["metric"].astype("category")
+        built["member"].append(member_idx.ravel().astype(np.int32))
+        built["step"].append(steps[step_idx.ravel()])
+        built["metric"].append(np.full(arr.size, names.index(name), np.int32))
+        built["subtask"].append(subtask_idx.ravel().astype(np.int32) if arr.ndim == 3 else np.full(arr.size, -1, np.int32))
+        built["value"].append(arr.reshape(-1))
+    if names:
+        joined = {key: np.concatenate(parts) for key, parts in built.items()}
+        joined["metric"] = pd.Categorical.from_codes(joined["metric"], categories=names)
+        frame = pd.DataFrame(joined)
+    else:
+        frame = pd.DataFrame(columns=["member", "step", "metric", "subtask", "value"])
+        frame["metric"] = frame["metric"].astype("category")
     kinds = {key: kind for key, (_, kind) in member_keys(result.task).items()} if result.task else {}
     for key in dict.fromkeys(k for m in result.members for k in m if k != "arm"):
         values = [m.get(key) for m in result.members]

@@ -193,6 +193,17 @@ def run_one(hydra_context: HydraContext, sweep_config: DictConfig, job: Job, tas
                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
 
+def _span(ids: list[int]) -> str:
+    """Job numbers for the log: a run of consecutive ones as first-last (a thousand-job group is one line)."""
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) + f" ({len(ids)} job{'s' * (len(ids) != 1)})"
+
+
 def interrupted(ret: JobReturn) -> bool:
     """The job stopped on a signal (its summary.json says interrupted; a checkpoint resumes it)."""
     value = ret._return_value
@@ -226,7 +237,7 @@ def _run_group(hydra_context: HydraContext, config: DictConfig, group: Group, ta
     configs = [(sweep_configs or {}).get(job.idx) or job_config(hydra_context, config, job.overrides, job.idx, job_id)
                for job in group.jobs]
     state = group.state_path(config.hydra.sweep.dir)
-    log.info(f"group {group.number}: jobs {group.ids}, {group.members} members")
+    log.info(f"group {group.number}: jobs {_span(group.ids)}, {group.members} members")
     shares: list[Any] = [None] * len(group.jobs)
     info = None
     if all(_completed_earlier(c) for c in configs):  # this sweep ran before: each job returns its summary
