@@ -14,6 +14,16 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
 
 
+class RunDirBusy(ConfigError):
+    """Another process is running a job in this output directory (files.job_lock): refused before
+    anything is written, naming that process."""
+
+    def __init__(self, folder: Any, holder: str):
+        self.holder = holder
+        super().__init__("hydra.run.dir", str(folder), f"a directory no other process is running a job in ({holder} "
+                                                       "is: wait for it to end, or give another directory)")
+
+
 class RunFileError(ValueError):
     """A file of a run that cannot be read (truncated, corrupt, or written by another program).
     Names the file; the file itself is left as it is."""
@@ -21,6 +31,22 @@ class RunFileError(ValueError):
     def __init__(self, path: Any, reason: str, hint: str = ""):
         self.path, self.reason = path, reason
         super().__init__(f"{path}: {reason}" + (f"; {hint}" if hint else ""))
+
+
+class DiskFull(OSError):
+    """A file the run writes did not fit (no space left, or the quota reached). Names the file and
+    the space left; nothing half-written is left (files.atomic_write), and what was written before
+    (the last good checkpoint, the metrics so far) is kept."""
+
+    def __init__(self, path: Any, free_bytes: int | None, errno_: int):
+        self.path, self.free_bytes = path, free_bytes
+        free = "unknown space" if free_bytes is None else f"{free_bytes / 1024:,.0f} KiB"
+        super().__init__(errno_, f"{path} did not fit: no space left on its filesystem ({free} free); what the run "
+                                 "wrote before is kept: free some space, and the same command resumes from the last "
+                                 "checkpoint")
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 class Interrupted(Exception):

@@ -20,13 +20,14 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from toy_quanta import compilation_cache, hooks, registry, results, stopping
+from toy_quanta.files import job_lock
 from toy_quanta.config import Config, fold_task_lists, validate
 from toy_quanta.engine.checkpoint import STATE_FILE
 from toy_quanta.engine import milestone
 from toy_quanta.engine.loop import FitResult, fit
 from toy_quanta.engine.members import expand, vector_keys
 from toy_quanta.engine.train import DIVERGENCE_RULE
-from toy_quanta.errors import ConfigError, Interrupted, RunFileError
+from toy_quanta.errors import ConfigError, DiskFull, Interrupted, RunFileError
 
 log = logging.getLogger("toy_quanta")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU" notices on every run
@@ -218,15 +219,15 @@ class JobWriter:
         the checkpoint resumes it) or failed."""
         result = result or self.latest
         if result is not None and result.steps:
-            results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns)
+            _if_room(lambda: results.write_metrics(self.out_dir / results.METRICS_FILE, result, self.columns))
         if result is not None and result.snapshots:
-            results.save_snapshots(self.out_dir / results.SNAPSHOTS_FILE, result.steps, result.snapshots)
+            _if_room(lambda: results.save_snapshots(self.out_dir / results.SNAPSHOTS_FILE, result.steps, result.snapshots))
         if result is not None and self.cfg is not None:
             self.monitors.scalars(result)
             self.monitors.close(failed=True)
         stopped = isinstance(exc, Interrupted)
         state = self.out_dir / STATE_FILE
-        results.write_json(self.out_dir / results.SUMMARY_FILE, {
+        _if_room(lambda: results.write_json(self.out_dir / results.SUMMARY_FILE, {
             "status": "interrupted" if stopped else "failed",
             "name": self.cfg.name if self.cfg is not None else None,
             "output_dir": str(self.out_dir),
@@ -237,7 +238,16 @@ class JobWriter:
                else {"traceback": traceback.format_exc()}),
             "steps": result.steps_done if result is not None else 0,
             "wall_time_s": time.time() - self.started,
-        })
+        }))
+
+
+def _if_room(write: Any) -> None:
+    """A failed run's last writes: on a full disk each is skipped (the older file stays whole), so the
+    run's own error is what the user reads, not a chain of the same one."""
+    try:
+        write()
+    except DiskFull as exc:
+        log.warning("not written: %s", exc)
 
 
 def stop_summary(cfg: Config, result: FitResult) -> dict[str, Any] | None:
@@ -285,6 +295,12 @@ def _run_job(dcfg: DictConfig | Config, out_dir: Path, overrides: list[str] | No
     follow_task_model(dcfg, overrides or [])
     cfg = typed if typed is not None else to_config(dcfg)  # an unknown key: nothing is written
     text = OmegaConf.to_yaml(OmegaConf.structured(dcfg) if isinstance(dcfg, Config) else dcfg, resolve=True)
+    with job_lock(out_dir):  # one process per directory: a second one is refused, naming the first
+        return _run_locked(out_dir, cfg, text, writer, result, trained, group)
+
+
+def _run_locked(out_dir: Path, cfg: Config, text: str, writer: JobWriter, result: FitResult | None,
+                trained: FitResult | BaseException | None, group: dict[str, Any] | None) -> dict[str, Any]:
     done = check_run_dir(out_dir, text)  # another config's run: refused before anything is written
     if done is not None:
         log.info("%s holds a completed run of this config: nothing to do", out_dir)

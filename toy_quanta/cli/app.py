@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from toy_quanta import config, registry, stopping
 from toy_quanta.data.mnist import MNISTFormatError
-from toy_quanta.errors import ConfigError, Interrupted, RunFileError
+from toy_quanta.errors import ConfigError, DiskFull, Interrupted, RunFileError
 from toy_quanta.job import run_job
 
 _TASKS_MODULE = re.compile(r"^\+{0,2}tasks_module=(.+)$")
@@ -85,6 +85,11 @@ def _main(cfg: DictConfig) -> dict[str, Any]:
             raise  # Hydra records the job as failed; the other jobs of the sweep still ran
         print(f"toy-quanta: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except DiskFull as exc:  # one line naming the file; what was written before is kept
+        if hc.mode == RunMode.MULTIRUN:
+            raise
+        print(f"toy-quanta: error: {exc}", file=sys.stderr)
+        sys.exit(1)
     except Interrupted as exc:  # summary.json says interrupted; the checkpoint resumes it
         print(f"toy-quanta: {exc}; the same command with the same output directory ({hc.runtime.output_dir}) "
               "resumes it", file=sys.stderr, flush=True)
