@@ -61,7 +61,8 @@ def _full(exc: BaseException) -> bool:
 
 def _free(folder: Path) -> int | None:
     try:
-        return os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+        stat = os.statvfs(folder)
+        return stat.f_bavail * stat.f_frsize
     except OSError:
         return None
 

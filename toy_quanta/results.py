@@ -276,8 +276,9 @@ def load_result(job_dir: Path) -> tuple[Config, FitResult]:
     members = expand(cfg)
     steps = np.sort(frame["step"].unique())
     logs: dict[str, list[np.ndarray]] = {}
-    for name in frame["metric"].astype(str).unique():  # in the order the job logged them
-        rows = frame[frame["metric"].astype(str) == name].sort_values(["step", "member", "subtask"])
+    metric = frame["metric"].astype(str)
+    for name in metric.unique():  # in the order the job logged them
+        rows = frame[metric == name].sort_values(["step", "member", "subtask"])
         n_sub = rows["subtask"].nunique() if (rows["subtask"] >= 0).any() else 0
         shape = (len(steps), len(members), n_sub) if n_sub else (len(steps), len(members))
         values = rows["value"].to_numpy(np.float64).reshape(shape).astype(np.float32)

@@ -83,15 +83,15 @@ def _from_template(template: DictConfig, template_overrides: list[Override], par
     """The template with the plain overrides that differ set, or None where it cannot serve."""
     choices = set(OmegaConf.select(template, "hydra.runtime.choices", default={}) or {})
     changed = [(o, t) for o, t in zip(parsed, template_overrides) if o.input_line != t.input_line]
-    for override, _ in changed:
-        key = override.key_or_group
+    values = {o.key_or_group: o.value() for o, _ in changed}
+    for key, value in values.items():
         node = OmegaConf.select(template, key, throw_on_missing=False)
-        if key in choices or isinstance(node, DictConfig) or isinstance(override.value(), dict):
+        if key in choices or isinstance(node, DictConfig) or isinstance(value, dict):
             return None  # a config group, or a node that a dict value would merge into
     cfg = copy.deepcopy(template)
     try:
-        for override, _ in changed:
-            OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+        for key, value in values.items():
+            OmegaConf.update(cfg, key, value, merge=True)
     except Exception:  # noqa: BLE001  a wrong type or value: Hydra's composition raises it properly
         return None
     app = [o for o in parsed if not o.is_hydra_override()]

@@ -247,8 +247,8 @@ class SparseParity(Task):
         # fresh draws from the member's distribution, for the analyses of a trained model (QDG, genic)
         sample = lambda hyper, subsets_TxK, key, n: Batch(  # noqa: E731
             *sp.sample(key, jnp.asarray(subsets_TxK), hyper["task.alpha"], n, t.n))
-        return Program(init=init, batch=batch, loss=loss, evaluate=evaluate, batch_rows=batch_len, cpu_microbatch=True, sample=sample,
-                       inputs=lambda b: (b.task, encoded(b).bits))
+        return Program(init=init, batch=batch, loss=loss, evaluate=evaluate, batch_rows=batch_len, cpu_microbatch=True,
+                       sample=sample, inputs=lambda b: (b.task, encoded(b).bits))
 
     def summarize(self, steps_L: np.ndarray, logs: dict[str, np.ndarray]) -> dict[str, Any]:
         if "subtask_strength" in logs:  # hinge or squared loss: not in bits, learned by accuracy
