@@ -98,6 +98,35 @@ def test_a_second_run_in_the_same_directory_is_refused_and_the_first_is_untouche
                                   pd.read_parquet(tmp_path / "alone" / "metrics.parquet"))
 
 
+@pytest.mark.slow  # three sweeps (about 40 s)
+def test_a_second_vmap_sweep_on_the_same_directory_is_refused_while_the_first_trains_the_group(tmp_path):
+    """Two `toy-quanta -m hydra/launcher=vmap` on one sweep directory (a sweep resubmitted while it
+    runs): the group's training is locked (.vmap_groups/<hash>/.toy_quanta.lock), so the second is
+    refused at once, one line naming the first, touching no job directory; the first completes,
+    its results those of the same sweep alone."""
+    args = ["-m", "hydra/launcher=vmap", "seed=0,1", "train.steps=30000", "train.log_every=1000"]
+    first = _app([*args, f"hydra.sweep.dir={tmp_path / 'S'}"], tmp_path)
+    alone = _app([*args, f"hydra.sweep.dir={tmp_path / 'alone'}"], tmp_path)
+    deadline = time.time() + 120
+    while not any(_held(p) for p in (tmp_path / "S").glob(f".vmap_groups/*/{LOCK_FILE}")) and time.time() < deadline:
+        time.sleep(0.1)
+    second = subprocess.run([sys.executable, "-m", "toy_quanta.cli.app", *args, f"hydra.sweep.dir={tmp_path / 'S'}",
+                             "train.progress=false"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert first.poll() is None, "the first sweep ended before the second started: give it more steps"
+    assert not (tmp_path / "S" / "0" / "summary.json").exists()  # the second wrote no job's files
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert second.stderr.strip().splitlines()[-1].startswith("toy-quanta: error: hydra.sweep.dir=") and \
+        f"process {first.pid} on " in second.stderr.strip().splitlines()[-1], second.stderr
+    for proc in (first, alone):
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    for job in ("0", "1"):
+        assert json.loads((tmp_path / "S" / job / "summary.json").read_text())["status"] == "completed"
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "S" / job / "metrics.parquet"),
+                                      pd.read_parquet(tmp_path / "alone" / job / "metrics.parquet"))
+    assert not (tmp_path / "S" / ".vmap_groups").exists()  # the group's folder and its lock are gone
+
+
 def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     """The 3rd checkpoint does not fit (ENOSPC from inside numpy's savez, as on a full disk): the
     job stops with DiskFull naming the file and the space left, no half-written file is left, the

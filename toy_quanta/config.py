@@ -245,6 +245,13 @@ if LocalQueueConf is not None:
         max_num_timeout: int = 3  # requeues after a timeout (submitit's local default)
 
     @dataclass
+    class SubmititSlurmConf(SlurmQueueConf):
+        """`hydra/launcher=submitit_slurm`: Hydra's (every setting), its wait on SLURM bounded and its
+        jobs' signals handled as the vmap launchers' are (docs/scaling-out.md)."""
+
+        _target_: str = "hydra_plugins.toy_quanta_vmap_launcher._submitit.SubmititSlurmLauncher"
+
+    @dataclass
     class VmapSubmititSlurmConf(SlurmQueueConf):
         """`hydra/launcher=vmap_submitit_slurm`: each vmap group one SLURM (array) job; every setting of
         Hydra's submitit_slurm. Requeue on timeout needs max_num_timeout > 0 (docs/scaling-out.md)."""
@@ -285,6 +292,7 @@ def register_configs() -> None:
         cs.store(group="hydra/launcher", name="submitit_local", node=SubmititLocalConf, provider="submitit_launcher")
         cs.store(group="hydra/launcher", name="vmap_submitit_local", node=VmapSubmititLocalConf, provider="toy_quanta")
         cs.store(group="hydra/launcher", name="vmap_submitit_slurm", node=VmapSubmititSlurmConf, provider="toy_quanta")
+        cs.store(group="hydra/launcher", name="submitit_slurm", node=SubmititSlurmConf, provider="submitit_launcher")
     if JobLibLauncherConf is not None:
         cs.store(group="hydra/launcher", name="joblib", node=JoblibConf, provider="joblib_launcher")
 

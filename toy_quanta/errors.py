@@ -18,10 +18,10 @@ class RunDirBusy(ConfigError):
     """Another process is running a job in this output directory (files.job_lock): refused before
     anything is written, naming that process."""
 
-    def __init__(self, folder: Any, holder: str):
+    def __init__(self, folder: Any, holder: str, key: str = "hydra.run.dir"):
         self.holder = holder
-        super().__init__("hydra.run.dir", str(folder), f"a directory no other process is running a job in ({holder} "
-                                                       "is: wait for it to end, or give another directory)")
+        super().__init__(key, str(folder), f"a directory no other process is running a job in ({holder} "
+                                           "is: wait for it to end, or give another directory)")
 
 
 class RunFileError(ValueError):
@@ -56,3 +56,13 @@ class Interrupted(Exception):
     def __init__(self, signum: int, step: int, result: Any = None):
         self.signum, self.step, self.result = signum, step, result
         super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}")
+
+
+class ClusterJobLost(RuntimeError):
+    """A job sent to a scheduler ended without a result (killed, cancelled, timed out, its node lost),
+    or the scheduler stopped answering about it. One line: the job, its state and where its log is;
+    what the job wrote before (its checkpoint, its metrics so far) is kept."""
+
+    def __init__(self, job_id: str, what: str, state: str, log: Any):
+        self.job_id, self.state = job_id, state
+        super().__init__(f"SLURM job {job_id} ({what}) {state}; its log: {log}")

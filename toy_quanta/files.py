@@ -92,12 +92,13 @@ LOCK_FILE = ".toy_quanta.lock"  # in a job's directory while a process runs the 
 
 
 @contextmanager
-def job_lock(folder: Path) -> Iterator[None]:
+def job_lock(folder: Path, key: str = "hydra.run.dir") -> Iterator[None]:
     """Hold an exclusive lock on `folder` for as long as this process runs a job there. It is the
     operating system's (a POSIX record lock on LOCK_FILE, which NFS honours too), so a killed
     process leaves none behind; the file itself is never written, so a directory's files keep their
     times. Another process already holding it: RunDirBusy naming it, before anything is written (a
-    requeued attempt started while the old one is still dying, a job resubmitted)."""
+    requeued attempt started while the old one is still dying, a job resubmitted); `key` is the
+    setting that named the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
@@ -108,7 +109,7 @@ def job_lock(folder: Path) -> Iterator[None]:
         os.close(fd)
         if exc.errno not in (errno.EACCES, errno.EAGAIN):
             raise
-        raise RunDirBusy(folder, holder) from None
+        raise RunDirBusy(folder, holder, key) from None
     try:
         yield
     finally:

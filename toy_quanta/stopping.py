@@ -65,3 +65,11 @@ def _restore() -> None:
 def requested() -> int | None:
     """The signal that asked to stop, or None."""
     return _requested
+
+
+def request(signum: int) -> None:
+    """Ask the run to stop at its next chunk boundary as if `signum` had come, for a signal another
+    handler owns (submitit's preemption signal, USR2). The first request stands."""
+    global _requested
+    if _requested is None:
+        _requested = signum

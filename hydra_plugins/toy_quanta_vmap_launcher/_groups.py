@@ -193,7 +193,7 @@ def run_one(hydra_context: HydraContext, sweep_config: DictConfig, job: Job, tas
                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
 
-def _span(ids: list[int]) -> str:
+def span(ids: list[int]) -> str:
     """Job numbers for the log: a run of consecutive ones as first-last (a thousand-job group is one line)."""
     runs: list[list[int]] = []
     for i in ids:
@@ -228,6 +228,34 @@ def run_group(hydra_context: HydraContext, config: DictConfig, group: Group, tas
 def _run_group(hydra_context: HydraContext, config: DictConfig, group: Group, task_name: str,
                sweep_configs: Optional[dict[int, DictConfig]], typed: dict[int, Any], job_id: Any,
                should_stop: Callable[[], Optional[int]]) -> list[JobReturn]:
+    from toy_quanta.errors import RunDirBusy
+    from toy_quanta.files import LOCK_FILE, job_lock
+
+    state = group.state_path(config.hydra.sweep.dir)
+    log.info(f"group {group.number}: jobs {span(group.ids)}, {group.members} members")
+    try:
+        with job_lock(state.parent, "hydra.sweep.dir"):  # one process trains a group: a second is refused
+            returns = _train_and_write(hydra_context, config, group, task_name, sweep_configs, typed, job_id,
+                                       should_stop, state)
+            if all(r.status == JobStatus.COMPLETED and not interrupted(r) for r in returns):
+                # every job is written: the final parameters are in each job's checkpoint.msgpack
+                state.unlink(missing_ok=True)
+                (state.parent / LOCK_FILE).unlink(missing_ok=True)
+                for folder in (state.parent, state.parent.parent):  # and .vmap_groups/ once no group is left in it
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
+            return returns
+    except RunDirBusy as exc:  # its job directories are left to the process training it
+        log.error(f"group {group.number}: {exc}")
+        return [JobReturn(overrides=list(job.overrides), task_name=task_name, status=JobStatus.FAILED,
+                          _return_value=exc) for job in group.jobs]
+
+
+def _train_and_write(hydra_context: HydraContext, config: DictConfig, group: Group, task_name: str,
+                     sweep_configs: Optional[dict[int, DictConfig]], typed: dict[int, Any], job_id: Any,
+                     should_stop: Callable[[], Optional[int]], state: Path) -> list[JobReturn]:
     from toy_quanta import compilation_cache
     from toy_quanta.engine.loop import fit
     from toy_quanta.engine.members import expand
@@ -236,8 +264,6 @@ def _run_group(hydra_context: HydraContext, config: DictConfig, group: Group, ta
 
     configs = [(sweep_configs or {}).get(job.idx) or job_config(hydra_context, config, job.overrides, job.idx, job_id)
                for job in group.jobs]
-    state = group.state_path(config.hydra.sweep.dir)
-    log.info(f"group {group.number}: jobs {_span(group.ids)}, {group.members} members")
     shares: list[Any] = [None] * len(group.jobs)
     info = None
     if all(_completed_earlier(c) for c in configs):  # this sweep ran before: each job returns its summary
@@ -281,11 +307,4 @@ def _run_group(hydra_context: HydraContext, config: DictConfig, group: Group, ta
         returns.append(run_one(hydra_context, sweep_config, job, task_name, trained=share, group=info,
                                typed=typed.get(job.idx)))
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-    if state.is_file() and all(r.status == JobStatus.COMPLETED and not interrupted(r) for r in returns):
-        state.unlink()  # every job is written: the final parameters are in each job's checkpoint.msgpack
-        for folder in (state.parent, state.parent.parent):  # and .vmap_groups/ once no group is left in it
-            try:
-                folder.rmdir()
-            except OSError:
-                break
     return returns

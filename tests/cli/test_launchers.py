@@ -103,7 +103,7 @@ def _launcher_config(name: str):
 
 
 @pytest.mark.parametrize("name, target", [
-    ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+    ("submitit_slurm", "hydra_plugins.toy_quanta_vmap_launcher._submitit.SubmititSlurmLauncher"),
     ("submitit_local", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"),
     ("vmap_submitit_slurm", "hydra_plugins.toy_quanta_vmap_launcher._vmap_submitit.VmapSubmititSlurmLauncher"),
     ("vmap_submitit_local", "hydra_plugins.toy_quanta_vmap_launcher._vmap_submitit.VmapSubmititLocalLauncher"),

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from toy_quanta import config, registry, stopping
 from toy_quanta.data.mnist import MNISTFormatError
-from toy_quanta.errors import ConfigError, DiskFull, Interrupted, RunFileError
+from toy_quanta.errors import ClusterJobLost, ConfigError, DiskFull, Interrupted, RunDirBusy, RunFileError
 from toy_quanta.job import run_job
 
 _TASKS_MODULE = re.compile(r"^\+{0,2}tasks_module=(.+)$")
@@ -48,7 +48,7 @@ def _register_launcher() -> None:
     vmap_submitit_local, vmap_submitit_slurm and our joblib) work in every kind of install.
     Third-party plugins (submitit_*, joblib, ray) live in site-packages, where Hydra's scan finds them.
     The scan runs first (Plugins.instance()); it re-runs the config modules of the plugins it finds,
-    so the configs are stored again after it: our submitit_local and joblib replace Hydra's."""
+    so the configs are stored again after it: our submitit_local, submitit_slurm and joblib replace Hydra's."""
     from importlib.util import find_spec
 
     plugins = Plugins.instance()
@@ -59,6 +59,9 @@ def _register_launcher() -> None:
         from hydra_plugins.toy_quanta_vmap_launcher._vmap_submitit import (VmapSubmititLocalLauncher,
                                                                             VmapSubmititSlurmLauncher)
 
+        from hydra_plugins.toy_quanta_vmap_launcher._submitit import SubmititSlurmLauncher
+
+        plugins.register(SubmititSlurmLauncher)
         plugins.register(VmapSubmititLocalLauncher)
         plugins.register(VmapSubmititSlurmLauncher)
     if find_spec("hydra_plugins.hydra_joblib_launcher") is not None:  # the cluster extra
@@ -141,6 +144,9 @@ def _composed(run: Callable[[], Any], argv: list[str]) -> Any:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises instead of printing: the error comes here
     try:
         return run()
+    except (ClusterJobLost, RunDirBusy) as exc:  # a sweep's job lost on the cluster, or trained by another process
+        print(f"toy-quanta: error: {exc}", file=sys.stderr)  # one line; the other jobs' results are kept
+        sys.exit(2 if isinstance(exc, RunDirBusy) else 1)
     except Exception as exc:  # noqa: BLE001  (reported below, one way or the other)
         line = None if users == "1" else override_error(exc, argv)
         _restore_env("HYDRA_FULL_ERROR", users)
