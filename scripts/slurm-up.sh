@@ -39,8 +39,11 @@ if [ "$ACCOUNTING" -eq 1 ]; then
     command -v "${tool%%:*}" >/dev/null || PACKAGES+=("${tool#*:}")
   done
 fi
+mkdir -p "$STATE/log"
 if [ "${#PACKAGES[@]}" -gt 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${PACKAGES[@]}" >/dev/null
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${PACKAGES[@]}" > "$STATE/log/apt.out" 2>&1; then
+    echo "slurm-up.sh: apt-get install ${PACKAGES[*]} failed: $(tail -1 "$STATE/log/apt.out")" >&2; exit 1
+  fi
 fi
 HOST=$(hostname -s)
 MEM_MB=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))

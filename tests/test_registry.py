@@ -1,9 +1,13 @@
 """Tasks and models by name (toy_quanta.registry): lookups of an unknown name fail naming the key, the
 value and the allowed names; import_tasks_module registers the tasks of a user's .py file, and a
-missing file or module is a ConfigError."""
+missing file or module is a ConfigError; a config of a user's task pickled here loads in the
+processes this one starts (a submitit job, a joblib worker)."""
 
 from __future__ import annotations
 
+import os
+import pickle
+import subprocess
 import sys
 
 import pytest
@@ -42,6 +46,7 @@ def own_registry(monkeypatch):
     out of the others, e.g. the contract test's list of tasks)."""
     monkeypatch.setattr(registry, "_TASKS", dict(registry.tasks()))
     monkeypatch.setattr(registry, "_MODELS", dict(registry.models()))
+    monkeypatch.setenv(registry.FILES_ENV, os.environ.get(registry.FILES_ENV, ""))  # put back after the test
     before = set(sys.modules)
     yield
     for name in set(sys.modules) - before:
@@ -84,6 +89,21 @@ def test_import_tasks_module_of_a_file_registers_its_task(tmp_path, own_registry
     assert type(task).__name__ == "RegistryTestTask" and task.models == ("dense_mlp",)
     assert BUILTIN_TASKS <= set(registry.tasks())  # the built-in ones stay
     assert registry.import_tasks_module(str(path)) is module  # a second import is the same module
+
+
+def test_a_config_of_a_users_task_pickled_here_loads_in_a_process_this_one_starts(tmp_path, own_registry):
+    """What a submitit job or a joblib worker does with the config it is sent: the file is imported
+    there under the same name (TOY_QUANTA_TASKS_FILES, inherited), so the config unpickles and the
+    task is registered. Before, pickling failed: "import of module 'toy_quanta_user_tasks...' failed"."""
+    path = tmp_path / "my_pickled_tasks.py"
+    path.write_text(USER_TASK.format(cls="PickledTask", name="pickled_task"))
+    registry.import_tasks_module(str(path))
+    blob = pickle.dumps(registry.task("pickled_task").config())
+    code = ("import pickle, sys; from toy_quanta import registry; cfg = pickle.loads(sys.stdin.buffer.read()); "
+            "print(type(cfg).__module__, type(cfg) is registry.task('pickled_task').config)")
+    child = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, timeout=120)
+    assert child.returncode == 0, child.stderr.decode()[-2000:]
+    assert child.stdout.decode().split() == ["toy_quanta_user_tasks.my_pickled_tasks", "True"]
 
 
 def test_a_missing_file_is_a_config_error(tmp_path):

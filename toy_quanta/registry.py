@@ -2,12 +2,20 @@
 the analyses and the launcher look a task or a model up. Nothing here knows any of them.
 
 A task or model module registers itself when imported (`register_task(MyTask())`); the
-built-in ones are imported on first lookup, a user's own with `import_tasks_module`."""
+built-in ones are imported on first lookup, a user's own with `import_tasks_module`.
+
+A user's file is imported as `toy_quanta_user_tasks.<its stem>`, and its path is passed on to the
+processes this one starts (TOY_QUANTA_TASKS_FILES): a submitit job, a joblib worker. There a
+finder imports the same file under the same name when a pickled config of its task names it, so
+the job unpickles the config and knows the task."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +29,28 @@ if TYPE_CHECKING:
 _TASKS: dict[str, "Task"] = {}
 _MODELS: dict[str, "Model"] = {}
 _BUILTIN = ("toy_quanta.models", "toy_quanta.tasks")  # packages whose import registers the built-ins
+USER_PACKAGE = "toy_quanta_user_tasks"  # a user's file of tasks is the module USER_PACKAGE.<its stem>
+FILES_ENV = "TOY_QUANTA_TASKS_FILES"  # the files imported so far (os.pathsep between), for child processes
+
+
+class _UserTasksFinder(importlib.abc.MetaPathFinder):
+    """In a process started by one that imported a user's file of tasks: USER_PACKAGE.<stem> is
+    that file again (FILES_ENV), so what was pickled there (a config of its task) loads here."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname == USER_PACKAGE:
+            return importlib.machinery.ModuleSpec(fullname, None, is_package=True)
+        package, _, stem = fullname.partition(".")
+        if package != USER_PACKAGE:
+            return None
+        for file in os.environ.get(FILES_ENV, "").split(os.pathsep):
+            if file and Path(file).stem == stem and Path(file).is_file():
+                return importlib.util.spec_from_file_location(fullname, file)
+        return None
+
+
+if not any(isinstance(finder, _UserTasksFinder) for finder in sys.meta_path):
+    sys.meta_path.append(_UserTasksFinder())
 
 
 def register_task(task: "Task") -> "Task":
@@ -72,7 +102,7 @@ def import_tasks_module(spec: str) -> Any:
     if spec.endswith(".py"):
         if not path.is_file():
             raise ConfigError("tasks_module", spec, "a Python file that exists, or a module name on sys.path")
-        name = f"toy_quanta_user_tasks.{path.stem}"
+        name = f"{USER_PACKAGE}.{path.stem}"
         if name in sys.modules:
             return sys.modules[name]
         module_spec = importlib.util.spec_from_file_location(name, path.resolve())
@@ -83,6 +113,9 @@ def import_tasks_module(spec: str) -> Any:
         except BaseException:
             del sys.modules[name]
             raise
+        files = [f for f in os.environ.get(FILES_ENV, "").split(os.pathsep) if f]
+        if str(path.resolve()) not in files:
+            os.environ[FILES_ENV] = os.pathsep.join([*files, str(path.resolve())])
         return module
     try:
         return importlib.import_module(spec)

@@ -96,10 +96,10 @@ class Sweep:
 def start(folder: Path, *overrides: str, nice: int = 0) -> Sweep:
     """`toy-quanta -m <overrides> hydra.sweep.dir=<folder>` in the background (at a lower priority
     by `nice`: the sweeps run here to compare with yield the CPU to the cluster's jobs)."""
+    lower = ["nice", "-n", str(nice)] if nice else []  # (no preexec_fn: a fork of this JAX process could deadlock)
     with open(folder.with_suffix(".out"), "w") as out, open(folder.with_suffix(".err"), "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "toy_quanta.cli.app", "-m", *overrides,
-                                 f"hydra.sweep.dir={folder}"], cwd=folder.parent, stdout=out, stderr=err, env=ENV,
-                                preexec_fn=lambda: os.nice(nice))
+        proc = subprocess.Popen([*lower, sys.executable, "-m", "toy_quanta.cli.app", "-m", *overrides,
+                                 f"hydra.sweep.dir={folder}"], cwd=folder.parent, stdout=out, stderr=err, env=ENV)
     return Sweep(folder, proc)
 
 
@@ -140,9 +140,32 @@ TIME_LIMIT = ["hydra/launcher=vmap_submitit_slurm", "seed=0", f"train.steps={TIM
 LOST_WITHIN_S = 40  # a lost job fails its grid points this soon (_slurm: SLURM asked every 5 s, then a 15 s grace)
 
 
-def _requeued(root: Path, launcher: str, checkpoint: str, task: str) -> dict:
+# A task of the user's own (tasks_module=): the SLURM job imports its file again to read its config.
+USER_TASK = """
+from dataclasses import dataclass
+from toy_quanta.registry import register_task
+from toy_quanta.tasks.sparse_parity import SparseParity, SparseParityConfig
+
+@dataclass
+class MySlurmTaskConfig(SparseParityConfig):
+    name: str = "my_slurm_task"
+
+class MySlurmTask(SparseParity):
+    name = "my_slurm_task"
+    config = MySlurmTaskConfig
+
+register_task(MySlurmTask())
+"""
+
+
+def _user_task(root: Path) -> list[str]:
+    (root / "my_slurm_task.py").write_text(USER_TASK)
+    return [f"tasks_module={root / 'my_slurm_task.py'}", "task=my_slurm_task"]
+
+
+def _requeued(root: Path, launcher: str, checkpoint: str, task: str, *overrides: str) -> dict:
     """A sweep of two grid points, SLURM job `task` requeued (a preemption) once `checkpoint` is written."""
-    sweep = start(root / f"requeued_{launcher}", f"hydra/launcher={launcher}", "seed=0,1", *LONG, LIMIT)
+    sweep = start(root / f"requeued_{launcher}", f"hydra/launcher={launcher}", "seed=0,1", *overrides, *LONG, LIMIT)
     array = sweep.array_id()
     sweep.until(lambda: sweep.checkpoints(checkpoint) > 0, f"{checkpoint} was written")
     scheduler("scontrol", "requeue", array + task)
@@ -194,10 +217,10 @@ def scenarios(cluster, tmp_path_factory) -> dict[str, Future]:
     futures = {
         "time_limit": pool.submit(_time_limit, root),
         "requeued_vmap": pool.submit(_requeued, root, "vmap_submitit_slurm", ".vmap_groups/*/train_state.npz", ""),
-        "requeued_basic": pool.submit(_requeued, root, "submitit_slurm", "0/train_state.npz", "_0"),
+        "requeued_basic": pool.submit(_requeued, root, "submitit_slurm", "0/train_state.npz", "_0", *_user_task(root)),
         "lost": pool.submit(_lost, root, "lost", "seed=0,1,2", True),
         "vmap_here": pool.submit(run, root / "vmap_here", "hydra/launcher=vmap", "seed=0,1", *LONG),
-        "basic_here": pool.submit(run, root / "basic_here", "hydra/launcher=basic", "seed=0,1", *LONG),
+        "basic_here": pool.submit(run, root / "basic_here", "hydra/launcher=basic", "seed=0,1", *_user_task(root), *LONG),
     }
     yield dict(futures, root=root)
     pool.shutdown(wait=True)
@@ -239,7 +262,8 @@ def test_a_requeued_vmap_sweep_returns_only_when_its_jobs_have_finished(scenario
 
 def test_a_submitit_slurm_sweep_survives_a_requeue_and_equals_the_same_sweep_run_here(scenarios):
     """Hydra's launcher, one SLURM array task per grid point (ours: its waits bounded and its
-    jobs' signals handled): task 0 requeued midway resumes, and `toy-quanta -m` waits for it."""
+    jobs' signals handled), on a task of the user's own: task 0 requeued midway resumes, and
+    `toy-quanta -m` waits for it."""
     seen = scenarios["requeued_basic"].result()
     sweep: Sweep = seen["sweep"]
     assert sweep.rc == 0, sweep.err[-3000:]
@@ -249,6 +273,7 @@ def test_a_submitit_slurm_sweep_survives_a_requeue_and_equals_the_same_sweep_run
     for job in ("0", "1"):
         summary = _completed(sweep.folder / job, STEPS)
         assert summary["members"][0]["seed"] == int(job)
+        assert "name: my_slurm_task" in (sweep.folder / job / "config.yaml").read_text()
         pd.testing.assert_frame_equal(metrics(sweep.folder / job), metrics(here / job))
 
 
