@@ -13,7 +13,9 @@ max_group_members).
 A group checkpoints its training to `<hydra.sweep.dir>/.vmap_groups/<hash>/train_state.npz`
 (every train.checkpoint_every_s seconds, on SIGTERM/SIGINT and at the end; the hash is of the
 group's job overrides and its group key, so the same sweep run again, or a requeued cluster job,
-finds it and resumes); the file is removed once every job of the group has completed.
+finds it and resumes); the file is removed once every job of the group has completed. While a
+process trains and writes a group it holds an OS lock on that folder (files.job_lock), so a second
+sweep started on the same directory is refused the group, naming the first, and writes nothing.
 
 The module's name starts with "_" so that Hydra's plugin scanner, which runs the modules it finds
 before they are in sys.modules, skips it (its dataclasses need their module there).
