@@ -1,7 +1,7 @@
 """Both SLURM launchers against a real slurmctld (scripts/slurm-up.sh; .ci/run brings one up):
 sweeps that complete, a preemption (`scontrol requeue`), a time limit, a job killed outright and a
 job cancelled by its user. The sweeps run side by side (threads started by `scenarios`), since
-most of their time is SLURM's own (a requeued job waits ~12 s to start again; time limits are
+most of their time is SLURM's own (a requeued job waits ~8 s to start again; time limits are
 checked every 30 s); the tests then read what each saw. A run on the cluster is compared with the
 same sweep run here: the same programs on the same CPU, so equal to the bit (a GPU node against a
 CPU would agree only to float rounding)."""
@@ -33,6 +33,7 @@ STATE = Path(os.environ.get("TOY_QUANTA_SLURM_STATE", "/var/tmp/toy_quanta_slurm
 ENV = dict(os.environ, XLA_FLAGS=" ".join(
     [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_backend_optimization_level")]
     + ["--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]))
+
 
 def accounting() -> bool:
     """Whether the cluster keeps accounting (sacct knows its jobs)."""
