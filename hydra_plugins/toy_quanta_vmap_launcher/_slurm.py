@@ -14,7 +14,9 @@ That leaves two holes, both closed here:
   take the interrupted run for the answer, though SLURM requeues the job and the rerun finishes it.
   `leave_to_scheduler` ends such a job without a result instead, so the submitter goes by what
   SLURM says: a requeued job is waited on until its rerun writes the result; a cancelled or
-  timed-out one fails with its state.
+  timed-out one fails with its state. So does a job whose own `scontrol requeue` (submitit's, on
+  USR2) is killed by the SIGTERM that very requeue sends to the job's every process: submitit
+  would otherwise write that CalledProcessError as the job's result, while SLURM runs it again.
 
 The module's name starts with "_" so that Hydra's plugin scanner skips it.
 """
@@ -168,6 +170,10 @@ def leave_to_scheduler(interrupted: bool, signum: Optional[int]) -> None:
     """In a SLURM job that SIGTERM stopped (its checkpoint and interrupted summaries written):
     exit without a result file, so the submitter waits on what SLURM does next (module doc)."""
     if interrupted and signum == signal.SIGTERM:
-        log.info("stopped by SIGTERM (a preemption, a requeue, the time limit or scancel): leaving no result, "
-                 "so the submitter follows SLURM (a requeued job resumes from its checkpoint)")
-        sys.exit(128 + signal.SIGTERM)
+        exit_without_result("stopped by SIGTERM (a preemption, a requeue, the time limit or scancel)")
+
+
+def exit_without_result(why: str) -> None:
+    """End this SLURM job with no result file (status 143): the submitter follows SLURM's state."""
+    log.info(f"{why}: leaving no result, so the submitter follows SLURM (a requeued job resumes from its checkpoint)")
+    sys.exit(128 + signal.SIGTERM)

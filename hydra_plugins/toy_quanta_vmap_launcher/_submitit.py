@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
@@ -147,7 +148,12 @@ class SubmititLaunching(BaseSubmititLauncher):
             out = work()
         if preemption.received is not None and interrupted(out):
             log.info(f"checkpointed on {signal.Signals(preemption.received).name}; requeueing")
-            preemption.requeue()  # exits the process (or raises submitit's UncompletedJobError: no requeue left)
+            try:
+                preemption.requeue()  # exits the process (or raises submitit's UncompletedJobError: no requeue left)
+            except subprocess.CalledProcessError as exc:  # scontrol killed by the requeue's own SIGTERM, or refused
+                if self._EXECUTOR != "slurm":
+                    raise
+                _slurm.exit_without_result(f"`{' '.join(map(str, exc.cmd))}` ended with status {exc.returncode}")
         if self._EXECUTOR == "slurm":
             _slurm.leave_to_scheduler(interrupted(out), stopping.requested())
         return out

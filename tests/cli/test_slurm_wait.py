@@ -1,6 +1,7 @@
 """The submitting side's wait on SLURM jobs (hydra_plugins/toy_quanta_vmap_launcher/_slurm.py),
 on a clock of its own: what SLURM answers is scripted here, in the words squeue and sacct use
-(tests/slurm/ runs the same code against a real slurmctld)."""
+(tests/slurm/ runs the same code against a real slurmctld); and, in the job, a requeue whose own
+scontrol the requeue kills."""
 
 from __future__ import annotations
 
@@ -165,3 +166,42 @@ def test_states_without_accounting_calls_a_forgotten_job_gone_and_a_dead_control
     assert _slurm.states(["30"]) == {"30": (_slurm.GONE, "")}
     answers["squeue"] = (1, "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n")
     assert _slurm.states(["30"]) == "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+
+
+def test_a_requeue_whose_scontrol_the_requeue_itself_kills_leaves_no_result(monkeypatch):
+    """The job side (_submitit.SubmititLaunching._in_job). On USR2, submitit's handler runs
+    `scontrol requeue` as a child of the job, and SLURM's requeue sends SIGTERM to the job's every
+    process, scontrol too: its CalledProcessError must not become the job's result (seen against
+    slurmctld: the sweep failed while SLURM ran the job again). A SLURM job exits without one
+    (143); a local job keeps submitit's error."""
+    import os
+    import signal
+    import subprocess
+
+    import submitit
+
+    from hydra_plugins.toy_quanta_vmap_launcher._submitit import SubmititSlurmLauncher
+    from hydra_plugins.toy_quanta_vmap_launcher._vmap_submitit import VmapSubmititLocalLauncher
+    from toy_quanta import stopping
+
+    monkeypatch.setattr(stopping, "_requested", None)
+    monkeypatch.setattr(submitit, "JobEnvironment", lambda: SimpleNamespace(_usr_sig=lambda: signal.SIGUSR2))
+
+    def submitit_handler(signum, frame):  # what checkpoint_and_try_requeue raised
+        raise subprocess.CalledProcessError(-signal.SIGTERM, ["scontrol", "requeue", "7"])
+
+    def work():
+        os.kill(os.getpid(), signal.SIGUSR2)  # SLURM's USR2 before the time limit
+        assert stopping.requested() == signal.SIGUSR2  # a stop request, not submitit's handler
+        return "interrupted"
+
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            SubmititSlurmLauncher()._in_job(work, lambda out: out == "interrupted")
+        assert ended.value.code == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGUSR2) is submitit_handler  # given back
+        with pytest.raises(subprocess.CalledProcessError):
+            VmapSubmititLocalLauncher()._in_job(work, lambda out: out == "interrupted")
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
