@@ -63,6 +63,6 @@ class ClusterJobLost(RuntimeError):
     or the scheduler stopped answering about it. One line: the job, its state and where its log is;
     what the job wrote before (its checkpoint, its metrics so far) is kept."""
 
-    def __init__(self, job_id: str, what: str, state: str, log: Any):
-        self.job_id, self.state = job_id, state
-        super().__init__(f"SLURM job {job_id} ({what}) {state}; its log: {log}")
+    def __init__(self, job_id: str, what: str, happened: str, log: Any):
+        self.job_id = job_id
+        super().__init__(f"SLURM job {job_id} ({what}) {happened}; its log: {log}")
